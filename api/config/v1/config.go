@@ -1,0 +1,207 @@
+// Package v1 is version 1 of hotgpud's configuration file.
+//
+// The file is YAML (or JSON) with a mandatory `version: v1`; unknown keys and
+// unknown versions are rejected rather than silently ignored, because a typo
+// in a security setting (say, annotation namespaces) must not fall back to a
+// default the operator did not choose. Command-line flags override the file.
+// This package knows nothing about flags or the daemon's internals.
+package v1
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Version is the only configuration version this package reads.
+const Version = "v1"
+
+// Config is hotgpud's configuration.
+type Config struct {
+	Version string `json:"version"`
+	// Simulate serves a simulated GPU inventory instead of NVML ("dgxa100",
+	// "pcie8"); empty means real GPUs.
+	Simulate string `json:"simulate,omitempty"`
+	// DriverRoot is where the NVIDIA driver's files live ("/" on a host,
+	// "/run/nvidia/driver" with the GPU operator's driver container).
+	DriverRoot string `json:"driverRoot,omitempty"`
+	// DevRoot prefixes host device node paths in CDI specs.
+	DevRoot string `json:"devRoot,omitempty"`
+	// StateDir holds the persisted ledger.
+	StateDir string `json:"stateDir"`
+	// HookPath is where hotgpu-hook is installed on the host; CDI specs
+	// reference it.
+	HookPath string `json:"hookPath"`
+
+	NRI          NRI          `json:"nri"`
+	CDI          CDI          `json:"cdi"`
+	API          API          `json:"api"`
+	Annotations  Annotations  `json:"annotations"`
+	DevicePlugin DevicePlugin `json:"devicePlugin"`
+	// ReconcileInterval is how often live grants are re-checked against the
+	// containers' cgroups and re-applied when something reset them.
+	ReconcileInterval Duration `json:"reconcileInterval"`
+}
+
+// NRI configures the containerd NRI plugin.
+type NRI struct {
+	Disabled bool   `json:"disabled,omitempty"`
+	Socket   string `json:"socket"`
+	// PluginIndex orders hotgpu among NRI plugins (two digits).
+	PluginIndex string `json:"pluginIndex"`
+}
+
+// CDI configures the CDI spec hotgpud keeps up to date.
+type CDI struct {
+	Disabled bool   `json:"disabled,omitempty"`
+	Dir      string `json:"dir"`
+	Vendor   string `json:"vendor"`
+	Class    string `json:"class"`
+}
+
+// API configures the live attach/detach socket.
+type API struct {
+	Socket string `json:"socket"`
+	// Group, when set, may use the API besides root (the socket is then
+	// 0660 and owned by that group).
+	Group string `json:"group,omitempty"`
+}
+
+// Annotations is the policy for pod annotations asking for GPUs. Annotations
+// are user input: they are honoured only in the listed namespaces, up to
+// MaxPerContainer GPUs, and only from GPUs no one holds.
+type Annotations struct {
+	Namespaces      []string `json:"namespaces,omitempty"`
+	MaxPerContainer int      `json:"maxPerContainer"`
+}
+
+// DevicePlugin configures the kubelet device plugin.
+type DevicePlugin struct {
+	Disabled     bool   `json:"disabled,omitempty"`
+	KubeletDir   string `json:"kubeletDir"`
+	ResourceName string `json:"resourceName"`
+}
+
+// Duration is a time.Duration written as "30s" in the file.
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
+
+// UnmarshalJSON reads "30s"-style durations.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) < 2 || b[0] != '"' {
+		return fmt.Errorf("duration must be a string such as \"30s\", got %s", b)
+	}
+	v, err := time.ParseDuration(string(b[1 : len(b)-1]))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Default returns the configuration used when no file is given.
+func Default() *Config {
+	return &Config{
+		Version:    Version,
+		DriverRoot: "/",
+		StateDir:   "/var/lib/hotgpu",
+		HookPath:   "/usr/local/bin/hotgpu-hook",
+		NRI:        NRI{Socket: "/var/run/nri/nri.sock", PluginIndex: "10"},
+		CDI:        CDI{Dir: "/var/run/cdi", Vendor: "nvidia.com", Class: "gpu"},
+		API:        API{Socket: "/run/hotgpu/hotgpu.sock"},
+		Annotations: Annotations{
+			MaxPerContainer: 1,
+		},
+		DevicePlugin: DevicePlugin{
+			KubeletDir:   "/var/lib/kubelet/device-plugins",
+			ResourceName: "nvidia.com/gpu",
+		},
+		ReconcileInterval: Duration{30 * time.Second},
+	}
+}
+
+// Load reads path over the defaults and validates the result.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads a configuration document over the defaults and validates it.
+func Parse(data []byte) (*Config, error) {
+	var probe struct {
+		Version string `json:"version"`
+	}
+	if err := yaml.Unmarshal(data, &probe); err != nil {
+		return nil, fmt.Errorf("not valid YAML: %w", err)
+	}
+	if probe.Version != Version {
+		return nil, fmt.Errorf("unsupported version %q: this hotgpud reads version %q", probe.Version, Version)
+	}
+	c := Default()
+	if err := yaml.UnmarshalStrict(data, c); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var (
+	dnsLabel  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	pluginIdx = regexp.MustCompile(`^[0-9]{2}$`)
+	cdiName   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+)
+
+// Validate checks the configuration and reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Version != Version {
+		bad("version must be %q", Version)
+	}
+	for name, p := range map[string]string{
+		"stateDir": c.StateDir, "nri.socket": c.NRI.Socket, "cdi.dir": c.CDI.Dir,
+		"api.socket": c.API.Socket, "devicePlugin.kubeletDir": c.DevicePlugin.KubeletDir,
+		"hookPath": c.HookPath, "driverRoot": c.DriverRoot,
+	} {
+		if p == "" || !filepath.IsAbs(p) {
+			bad("%s must be an absolute path, got %q", name, p)
+		}
+	}
+	if c.DevRoot != "" && !filepath.IsAbs(c.DevRoot) {
+		bad("devRoot must be an absolute path, got %q", c.DevRoot)
+	}
+	if !pluginIdx.MatchString(c.NRI.PluginIndex) {
+		bad("nri.pluginIndex must be two digits, got %q", c.NRI.PluginIndex)
+	}
+	if !cdiName.MatchString(c.CDI.Vendor) || !cdiName.MatchString(c.CDI.Class) {
+		bad("cdi.vendor and cdi.class must be CDI names (letters, digits, '.', '_', '-'), got %q and %q", c.CDI.Vendor, c.CDI.Class)
+	}
+	for _, ns := range c.Annotations.Namespaces {
+		if !dnsLabel.MatchString(ns) {
+			bad("annotations.namespaces: %q is not a Kubernetes namespace name", ns)
+		}
+	}
+	if c.Annotations.MaxPerContainer < 0 || c.Annotations.MaxPerContainer > 64 {
+		bad("annotations.maxPerContainer must be between 0 and 64, got %d", c.Annotations.MaxPerContainer)
+	}
+	if c.ReconcileInterval.Duration < time.Second {
+		bad("reconcileInterval must be at least 1s, got %s", c.ReconcileInterval.Duration)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,153 @@
+// Package gpu is hotgpu's device model: the GPUs of a node, their MIG
+// instances, the device nodes that give a container access to them and the
+// topology between them. It is plain data with no I/O; internal/nvml fills it
+// from NVML and everything else (CDI, the NRI plugin, the device plugin, live
+// attach) reads it. It deliberately imports nothing outside the standard library.
+package gpu
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// NvidiaMajor is the character-device major of /dev/nvidiaN and /dev/nvidiactl,
+// fixed by the NVIDIA kernel driver.
+const NvidiaMajor = 195
+
+// ControlMinor is the minor of /dev/nvidiactl.
+const ControlMinor = 255
+
+// Inventory is everything hotgpu knows about a node's GPUs at one moment.
+type Inventory struct {
+	DriverVersion string `json:"driverVersion"`
+	CUDAVersion   string `json:"cudaVersion"`
+	// Simulated names the simulation preset when the inventory does not come
+	// from a real driver ("" for real hardware).
+	Simulated string `json:"simulated,omitempty"`
+	GPUs      []GPU  `json:"gpus"`
+	// Control holds the device nodes every GPU container needs besides its
+	// GPUs: /dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidia-uvm-tools.
+	Control []DeviceNode `json:"control"`
+}
+
+// GPU is one physical GPU.
+type GPU struct {
+	Index     int    `json:"index"`
+	Minor     int    `json:"minor"`
+	UUID      string `json:"uuid"`
+	PCIBusID  string `json:"pciBusID"`
+	Name      string `json:"name"`
+	MemoryMiB uint64 `json:"memoryMiB"`
+	// MIGEnabled reports the current MIG mode; MIG lists its instances.
+	MIGEnabled bool        `json:"migEnabled"`
+	MIG        []MIGDevice `json:"mig,omitempty"`
+	// Peers describes the link from this GPU to every other GPU.
+	Peers []Peer `json:"peers,omitempty"`
+}
+
+// MIGDevice is one MIG compute instance (GPU instance GI, compute instance CI).
+type MIGDevice struct {
+	Parent    int    `json:"parent"` // index of the parent GPU
+	Index     int    `json:"index"`  // position among the parent's MIG devices
+	GI        int    `json:"gi"`
+	CI        int    `json:"ci"`
+	UUID      string `json:"uuid"`
+	Profile   string `json:"profile"`
+	MemoryMiB uint64 `json:"memoryMiB"`
+	// Caps are the /dev/nvidia-caps nodes that grant access to this instance
+	// (its GPU instance and compute instance capabilities).
+	Caps []DeviceNode `json:"caps"`
+}
+
+// Name returns the MIG device's name "<gpu index>:<mig index>", the form
+// nvidia-ctk and the device plugin use for CDI device names.
+func (m MIGDevice) Name() string { return fmt.Sprintf("%d:%d", m.Parent, m.Index) }
+
+// Link is the kind of connection between two GPUs, best first.
+type Link int
+
+// PCIe levels follow NVML's GPU_TOPOLOGY_* (nvidia-smi topo -m) ordering.
+const (
+	LinkSame       Link = iota // the same board (multi-GPU board)
+	LinkPCIeSwitch             // PIX: one PCIe switch
+	LinkPCIeMulti              // PXB: several PCIe switches
+	LinkHostBridge             // PHB: the CPU's host bridge
+	LinkNUMANode               // NODE: across host bridges within a NUMA node
+	LinkSystem                 // SYS: across NUMA nodes (SMP interconnect)
+)
+
+var linkNames = [...]string{"BOARD", "PIX", "PXB", "PHB", "NODE", "SYS"}
+
+func (l Link) String() string {
+	if l >= 0 && int(l) < len(linkNames) {
+		return linkNames[l]
+	}
+	return "UNKNOWN"
+}
+
+// Peer is this GPU's connection to another GPU.
+type Peer struct {
+	Index   int  `json:"index"`
+	NVLinks int  `json:"nvlinks"` // active NVLink lanes between the two
+	PCIe    Link `json:"pcie"`
+}
+
+// DeviceNode is a character device a container needs.
+type DeviceNode struct {
+	Path  string `json:"path"`
+	Major int64  `json:"major"`
+	Minor int64  `json:"minor"`
+}
+
+// Rule returns the cgroup device rule for the node, e.g. "c 195:0 rwm".
+// It never produces a wildcard.
+func (d DeviceNode) Rule() string { return fmt.Sprintf("c %d:%d rwm", d.Major, d.Minor) }
+
+// Node returns the device node of the GPU (/dev/nvidiaN, N = device minor).
+func (g GPU) Node() DeviceNode {
+	return DeviceNode{Path: "/dev/nvidia" + strconv.Itoa(g.Minor), Major: NvidiaMajor, Minor: int64(g.Minor)}
+}
+
+// Peer returns the link from g to the GPU with index other.
+func (g GPU) Peer(other int) (Peer, bool) {
+	for _, p := range g.Peers {
+		if p.Index == other {
+			return p, true
+		}
+	}
+	return Peer{}, false
+}
+
+// Lookup finds a GPU by index ("3") or UUID ("GPU-…"), as users and kubelet
+// name them. The error says which GPUs exist.
+func (inv *Inventory) Lookup(id string) (*GPU, error) {
+	id = strings.TrimSpace(id)
+	if id == "" {
+		return nil, fmt.Errorf("empty GPU id")
+	}
+	if n, err := strconv.Atoi(id); err == nil {
+		for i := range inv.GPUs {
+			if inv.GPUs[i].Index == n {
+				return &inv.GPUs[i], nil
+			}
+		}
+		return nil, fmt.Errorf("GPU %d does not exist (this node has %d GPUs, 0-%d)", n, len(inv.GPUs), len(inv.GPUs)-1)
+	}
+	for i := range inv.GPUs {
+		if strings.EqualFold(inv.GPUs[i].UUID, id) {
+			return &inv.GPUs[i], nil
+		}
+	}
+	return nil, fmt.Errorf("GPU %q does not exist on this node", id)
+}
+
+// ByUUID returns the GPU with the given UUID.
+func (inv *Inventory) ByUUID(uuid string) (*GPU, bool) {
+	for i := range inv.GPUs {
+		if inv.GPUs[i].UUID == uuid {
+			return &inv.GPUs[i], true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,369 @@
+// Package ledger records which container holds which GPU, and why. It is the
+// single source of truth shared by the NRI plugin, the device plugin, live
+// attach and the hook: every change is persisted (temp file, fsync, rename,
+// fsync of the directory) before the caller acts on it, and a GPU can never
+// be held by two holders.
+//
+// The ledger knows GPUs only by UUID and containers only by id; it does not
+// touch cgroups or device nodes.
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Reason says why a GPU is held.
+type Reason string
+
+// Reasons a GPU can be held for.
+const (
+	Kubelet    Reason = "kubelet"    // allocated by kubelet through the device plugin
+	Annotation Reason = "annotation" // asked for by a policy-checked pod annotation
+	Attach     Reason = "attach"     // attached live through the API
+	Hook       Reason = "hook"       // granted by hotgpu-hook for a runtime without NRI
+)
+
+// State tells whether a grant is complete.
+type State string
+
+// A live attach is Pending from the reservation until the cgroup rule and
+// the node exist; a restart finds Pending grants and rolls them back.
+const (
+	Pending State = "pending"
+	Active  State = "active"
+)
+
+// Holder identifies a container. ContainerID is empty only for a kubelet
+// allocation that no container has claimed yet.
+type Holder struct {
+	ContainerID  string `json:"containerID,omitempty"`
+	Container    string `json:"container,omitempty"`
+	PodNamespace string `json:"podNamespace,omitempty"`
+	PodName      string `json:"podName,omitempty"`
+	PodUID       string `json:"podUID,omitempty"`
+	// PID is recorded for containers targeted by process (ctr, nerdctl,
+	// Docker), which hotgpud cannot see through NRI.
+	PID int `json:"pid,omitempty"`
+	// Cgroup is the container's cgroup path as the runtime reported it.
+	Cgroup string `json:"cgroup,omitempty"`
+}
+
+func (h Holder) String() string {
+	switch {
+	case h.PodName != "" && h.Container != "":
+		return fmt.Sprintf("%s/%s/%s", h.PodNamespace, h.PodName, h.Container)
+	case h.ContainerID != "":
+		return "container " + shortID(h.ContainerID)
+	case h.PodUID != "":
+		return "pod " + h.PodUID
+	default:
+		return "kubelet allocation"
+	}
+}
+
+// Grant is one GPU held by one holder.
+type Grant struct {
+	GPU    string    `json:"gpu"` // UUID
+	Holder Holder    `json:"holder"`
+	Reason Reason    `json:"reason"`
+	State  State     `json:"state"`
+	Since  time.Time `json:"since"`
+}
+
+// ErrHeld is returned when a GPU is held by another holder.
+var ErrHeld = errors.New("GPU is held by another container")
+
+// HeldError says which GPU is held and by whom.
+type HeldError struct {
+	GPU string
+	By  Grant
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("GPU %s is held by %s (%s)", e.GPU, e.By.Holder, e.By.Reason)
+}
+
+// Is makes errors.Is(err, ErrHeld) true.
+func (e *HeldError) Is(target error) bool { return target == ErrHeld }
+
+// Ledger is safe for concurrent use.
+type Ledger struct {
+	mu     sync.Mutex
+	store  Store
+	grants map[string]Grant // by GPU UUID
+	now    func() time.Time
+}
+
+// Store persists the ledger's grants. FileStore is the real one.
+type Store interface {
+	Load() ([]Grant, error)
+	Save([]Grant) error
+}
+
+// New loads the ledger from store. A store that cannot be read is an error:
+// the caller decides how to recover (see ErrCorrupt), the ledger never
+// silently starts empty.
+func New(store Store) (*Ledger, error) {
+	grants, err := store.Load()
+	if err != nil {
+		return nil, err
+	}
+	l := &Ledger{store: store, grants: make(map[string]Grant, len(grants)), now: time.Now}
+	for _, g := range grants {
+		if _, dup := l.grants[g.GPU]; dup {
+			return nil, fmt.Errorf("%w: GPU %s recorded twice", ErrCorrupt, g.GPU)
+		}
+		l.grants[g.GPU] = g
+	}
+	return l, nil
+}
+
+// Acquire records that holder holds every GPU in uuids, all or none. GPUs the
+// same container already holds are kept (idempotent). A kubelet allocation
+// that no container has claimed yet is claimed by a holder asking for the
+// same GPU with reason Kubelet.
+func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := maps.Clone(l.grants)
+	now := l.now().UTC()
+	for _, u := range uuids {
+		cur, held := next[u]
+		switch {
+		case !held:
+		case sameHolder(cur.Holder, h):
+			if cur.State == state && cur.Reason == reason {
+				continue
+			}
+		case claimable(cur, h, reason):
+			// kubelet's allocation claimed by the container it was made for
+		default:
+			return &HeldError{GPU: u, By: cur}
+		}
+		next[u] = Grant{GPU: u, Holder: h, Reason: reason, State: state, Since: now}
+	}
+	return l.commit(next)
+}
+
+// SetState moves the container's grants of uuids to state.
+func (l *Ledger) SetState(containerID string, state State, uuids ...string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := maps.Clone(l.grants)
+	for _, u := range uuids {
+		g, ok := next[u]
+		if !ok || g.Holder.ContainerID != containerID {
+			return fmt.Errorf("GPU %s is not held by container %s", u, shortID(containerID))
+		}
+		g.State = state
+		next[u] = g
+	}
+	return l.commit(next)
+}
+
+// Release frees the listed GPUs held by containerID, or all of its GPUs when
+// none are listed, and returns what it freed. Releasing a GPU the container
+// does not hold is an error and frees nothing.
+func (l *Ledger) Release(containerID string, uuids ...string) ([]Grant, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := maps.Clone(l.grants)
+	var freed []Grant
+	if len(uuids) == 0 {
+		for u, g := range next {
+			if g.Holder.ContainerID == containerID && containerID != "" {
+				freed = append(freed, g)
+				delete(next, u)
+			}
+		}
+	}
+	for _, u := range uuids {
+		g, ok := next[u]
+		if !ok || g.Holder.ContainerID != containerID {
+			return nil, fmt.Errorf("GPU %s is not held by container %s", u, shortID(containerID))
+		}
+		freed = append(freed, g)
+		delete(next, u)
+	}
+	if len(freed) == 0 {
+		return nil, nil
+	}
+	sortGrants(freed)
+	return freed, l.commit(next)
+}
+
+// ReleaseGPUs frees the listed GPUs whoever holds them (used for kubelet
+// allocations that never reached a container).
+func (l *Ledger) ReleaseGPUs(uuids ...string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := maps.Clone(l.grants)
+	for _, u := range uuids {
+		delete(next, u)
+	}
+	return l.commit(next)
+}
+
+// ContainerGone is called when a container stops or is removed. Its
+// kubelet GPUs go back to its pod as unclaimed allocations (kubelet gives
+// the same devices to the restarted container without asking again); every
+// other GPU is released. It returns the released and the unbound grants.
+func (l *Ledger) ContainerGone(containerID string) (released, unbound []Grant, err error) {
+	if containerID == "" {
+		return nil, nil, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := maps.Clone(l.grants)
+	for u, g := range next {
+		if g.Holder.ContainerID != containerID {
+			continue
+		}
+		if g.Reason == Kubelet {
+			g.Holder.ContainerID, g.Holder.Cgroup, g.Holder.PID = "", "", 0
+			next[u] = g
+			unbound = append(unbound, g)
+			continue
+		}
+		released = append(released, g)
+		delete(next, u)
+	}
+	if len(released)+len(unbound) == 0 {
+		return nil, nil, nil
+	}
+	sortGrants(released)
+	sortGrants(unbound)
+	return released, unbound, l.commit(next)
+}
+
+// PodGone releases everything held for a pod, claimed or not.
+func (l *Ledger) PodGone(podUID string) ([]Grant, error) {
+	if podUID == "" {
+		return nil, nil
+	}
+	return l.releaseWhere(func(g Grant) bool { return g.Holder.PodUID == podUID })
+}
+
+// Reconcile releases every grant whose container (or, for an unclaimed
+// kubelet allocation, whose pod) no longer exists, and returns what it
+// released. Kubelet allocations not yet tied to any pod are kept: kubelet
+// allocates before the container exists.
+func (l *Ledger) Reconcile(liveContainer, livePod func(string) bool) ([]Grant, error) {
+	return l.releaseWhere(func(g Grant) bool {
+		switch {
+		case g.Holder.ContainerID != "":
+			return !liveContainer(g.Holder.ContainerID)
+		case g.Holder.PodUID != "":
+			return !livePod(g.Holder.PodUID)
+		default:
+			return false
+		}
+	})
+}
+
+func (l *Ledger) releaseWhere(gone func(Grant) bool) ([]Grant, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := maps.Clone(l.grants)
+	var out []Grant
+	for u, g := range next {
+		if gone(g) {
+			out = append(out, g)
+			delete(next, u)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	sortGrants(out)
+	return out, l.commit(next)
+}
+
+// Grants returns every grant, ordered by GPU UUID.
+func (l *Ledger) Grants() []Grant {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := slices.Collect(maps.Values(l.grants))
+	sortGrants(out)
+	return out
+}
+
+// Lookup returns the grant of one GPU.
+func (l *Ledger) Lookup(uuid string) (Grant, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g, ok := l.grants[uuid]
+	return g, ok
+}
+
+// Container returns the grants held by one container.
+func (l *Ledger) Container(containerID string) []Grant {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Grant
+	for _, g := range l.grants {
+		if g.Holder.ContainerID == containerID {
+			out = append(out, g)
+		}
+	}
+	sortGrants(out)
+	return out
+}
+
+// Free returns which of uuids no one holds, in the given order.
+func (l *Ledger) Free(uuids []string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, u := range uuids {
+		if _, held := l.grants[u]; !held {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// commit persists next and only then makes it the ledger's state, so a
+// failed write changes nothing.
+func (l *Ledger) commit(next map[string]Grant) error {
+	list := slices.Collect(maps.Values(next))
+	sortGrants(list)
+	if err := l.store.Save(list); err != nil {
+		return fmt.Errorf("failed to persist ledger: %w", err)
+	}
+	l.grants = next
+	return nil
+}
+
+// claimable reports whether h may claim cur, an unclaimed kubelet
+// allocation: only for reason Kubelet, and only within the pod it was
+// bound to once a container of that pod has claimed it.
+func claimable(cur Grant, h Holder, reason Reason) bool {
+	return cur.Reason == Kubelet && reason == Kubelet && cur.Holder.ContainerID == "" &&
+		h.ContainerID != "" && (cur.Holder.PodUID == "" || cur.Holder.PodUID == h.PodUID)
+}
+
+func sameHolder(a, b Holder) bool {
+	if a.ContainerID != "" || b.ContainerID != "" {
+		return a.ContainerID == b.ContainerID
+	}
+	return a.PodUID == b.PodUID && a.PodUID != ""
+}
+
+func sortGrants(g []Grant) {
+	sort.Slice(g, func(i, j int) bool { return g[i].GPU < g[j].GPU })
+}
+
+func shortID(id string) string {
+	if len(id) > 12 && !strings.Contains(id, "/") {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,251 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func newLedger(t *testing.T) (*Ledger, *FileStore) {
+	t.Helper()
+	s, err := NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, s
+}
+
+var (
+	podA = Holder{ContainerID: "aaaaaaaaaaaaaaaa", Container: "train", PodNamespace: "ml", PodName: "a", PodUID: "uid-a"}
+	podB = Holder{ContainerID: "bbbbbbbbbbbbbbbb", Container: "infer", PodNamespace: "ml", PodName: "b", PodUID: "uid-b"}
+)
+
+func TestAcquireIsAllOrNothing(t *testing.T) {
+	l, s := newLedger(t)
+	if err := l.Acquire(podA, Annotation, Active, "GPU-1"); err != nil {
+		t.Fatal(err)
+	}
+	err := l.Acquire(podB, Attach, Active, "GPU-0", "GPU-1")
+	var held *HeldError
+	if !errors.As(err, &held) || !errors.Is(err, ErrHeld) || held.GPU != "GPU-1" {
+		t.Fatalf("err = %v, want HeldError for GPU-1", err)
+	}
+	if !strings.Contains(err.Error(), "ml/a/train") {
+		t.Errorf("error %q does not say who holds the GPU", err)
+	}
+	if _, ok := l.Lookup("GPU-0"); ok {
+		t.Fatal("GPU-0 was taken although the request failed")
+	}
+	reopened, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reopened.Grants(); len(got) != 1 || got[0].Holder.ContainerID != podA.ContainerID {
+		t.Fatalf("persisted grants = %+v", got)
+	}
+}
+
+func TestAcquireIdempotentAndKubeletClaim(t *testing.T) {
+	l, _ := newLedger(t)
+	if err := l.Acquire(podA, Attach, Active, "GPU-2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Acquire(podA, Attach, Active, "GPU-2"); err != nil {
+		t.Fatalf("re-acquire by the same container: %v", err)
+	}
+	alloc := Holder{PodUID: ""}
+	if err := l.Acquire(alloc, Kubelet, Active, "GPU-3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Acquire(podB, Annotation, Active, "GPU-3"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("annotation took a kubelet allocation: %v", err)
+	}
+	if err := l.Acquire(podB, Kubelet, Active, "GPU-3"); err != nil {
+		t.Fatalf("container could not claim its kubelet allocation: %v", err)
+	}
+	if err := l.Acquire(podA, Kubelet, Active, "GPU-3"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("a second container claimed a claimed allocation: %v", err)
+	}
+	if g, _ := l.Lookup("GPU-3"); g.Holder.ContainerID != podB.ContainerID {
+		t.Fatalf("GPU-3 held by %+v", g.Holder)
+	}
+}
+
+func TestContainerGoneKeepsKubeletAllocationForPod(t *testing.T) {
+	l, _ := newLedger(t)
+	must(t, l.Acquire(Holder{}, Kubelet, Active, "GPU-0"))
+	must(t, l.Acquire(podA, Kubelet, Active, "GPU-0"))
+	must(t, l.Acquire(podA, Attach, Active, "GPU-1"))
+	released, unbound, err := l.ContainerGone(podA.ContainerID)
+	if err != nil || len(released) != 1 || released[0].GPU != "GPU-1" || len(unbound) != 1 {
+		t.Fatalf("released %v unbound %v: %v", released, unbound, err)
+	}
+	other := podB
+	if err := l.Acquire(other, Kubelet, Active, "GPU-0"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("a container of another pod claimed pod A's allocation: %v", err)
+	}
+	restarted := podA
+	restarted.ContainerID = "cccccccccccccccc"
+	must(t, l.Acquire(restarted, Kubelet, Active, "GPU-0"))
+	if _, err := l.PodGone(podA.PodUID); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Grants()) != 0 {
+		t.Fatalf("pod removal left %v", l.Grants())
+	}
+}
+
+func TestReleaseAndReconcile(t *testing.T) {
+	l, _ := newLedger(t)
+	must(t, l.Acquire(podA, Annotation, Active, "GPU-0", "GPU-1"))
+	must(t, l.Acquire(podB, Attach, Pending, "GPU-2"))
+	must(t, l.Acquire(Holder{}, Kubelet, Active, "GPU-3"))
+
+	if _, err := l.Release(podB.ContainerID, "GPU-0"); err == nil {
+		t.Fatal("released a GPU held by another container")
+	}
+	freed, err := l.Release(podA.ContainerID, "GPU-1")
+	if err != nil || len(freed) != 1 || freed[0].GPU != "GPU-1" {
+		t.Fatalf("freed = %v, %v", freed, err)
+	}
+	gone, err := l.Reconcile(func(id string) bool { return id == podA.ContainerID }, func(string) bool { return false })
+	if err != nil || len(gone) != 1 || gone[0].GPU != "GPU-2" {
+		t.Fatalf("reconcile released %v, %v", gone, err)
+	}
+	if _, ok := l.Lookup("GPU-3"); !ok {
+		t.Fatal("reconcile dropped an unclaimed kubelet allocation")
+	}
+	freed, err = l.Release(podA.ContainerID)
+	if err != nil || len(freed) != 1 {
+		t.Fatalf("release all = %v, %v", freed, err)
+	}
+}
+
+type failingStore struct{ FileStore }
+
+func (failingStore) Save([]Grant) error { return errors.New("disk full") }
+
+func TestFailedSaveChangesNothing(t *testing.T) {
+	l, err := New(&failingStore{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Acquire(podA, Attach, Active, "GPU-0"); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(l.Grants()) != 0 {
+		t.Fatal("in-memory ledger changed although persisting failed")
+	}
+}
+
+func TestCorruptStateIsAnError(t *testing.T) {
+	for name, content := range map[string]string{
+		"truncated": `{"version":1,"grants":[{"gpu":"GPU-0","holder":{"containerID":"a"},"reason":"attach","state":"act`,
+		"garbage":   "\x00\x01 not json",
+		"version":   `{"version":7,"grants":[]}`,
+		"duplicate": `{"version":1,"grants":[{"gpu":"G","state":"active"},{"gpu":"G","state":"active"}]}`,
+		"bad state": `{"version":1,"grants":[{"gpu":"G","state":"sleeping"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, _ := NewFileStore(dir)
+			if err := os.WriteFile(s.Path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := New(s)
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("err = %v, want ErrCorrupt", err)
+			}
+			moved, err := s.MoveAside("test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(moved); err != nil {
+				t.Fatal(err)
+			}
+			if l, err := New(s); err != nil || len(l.Grants()) != 0 {
+				t.Fatalf("fresh ledger after move aside: %v", err)
+			}
+		})
+	}
+}
+
+func TestWriteFileAtomicLeavesNoTempOnError(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root can write to read-only directories; covered by the missing-directory case")
+	}
+	dir := t.TempDir()
+	must(t, os.Chmod(dir, 0o500))
+	defer os.Chmod(dir, 0o700)
+	if err := WriteFileAtomic(filepath.Join(dir, "x"), []byte("x"), 0o600); err == nil {
+		t.Fatal("write into read-only dir succeeded")
+	}
+}
+
+func TestWriteFileAtomicMissingDir(t *testing.T) {
+	dir := t.TempDir()
+	err := WriteFileAtomic(filepath.Join(dir, "nope", "x"), []byte("x"), 0o600)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 0 {
+		t.Fatalf("left files behind: %v", entries)
+	}
+}
+
+// Many goroutines race for 8 GPUs; at no point may a GPU have two holders.
+func TestConcurrentAcquireNeverDoubleAssigns(t *testing.T) {
+	l, s := newLedger(t)
+	gpus := []string{"GPU-0", "GPU-1", "GPU-2", "GPU-3", "GPU-4", "GPU-5", "GPU-6", "GPU-7"}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won := map[string][]string{}
+	for c := 0; c < 40; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			h := Holder{ContainerID: fmt.Sprintf("c%02d", c)}
+			for _, g := range gpus {
+				if err := l.Acquire(h, Attach, Active, g); err == nil {
+					mu.Lock()
+					won[g] = append(won[g], h.ContainerID)
+					mu.Unlock()
+				}
+				if c%3 == 0 {
+					_, _ = l.Release(h.ContainerID)
+				}
+			}
+		}(c)
+	}
+	wg.Wait()
+	reopened, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, g := range reopened.Grants() {
+		if seen[g.GPU] {
+			t.Fatalf("GPU %s recorded twice", g.GPU)
+		}
+		seen[g.GPU] = true
+	}
+	if len(reopened.Grants()) != len(l.Grants()) {
+		t.Fatalf("persisted %d grants, memory has %d", len(reopened.Grants()), len(l.Grants()))
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

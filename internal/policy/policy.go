@@ -1,0 +1,236 @@
+// Package policy parses and checks the GPU requests that reach hotgpud from
+// outside: pod annotations, visible-devices environment variables and API
+// requests. Everything here is user input; this package turns it into a small
+// validated Request or an error that names the input and the reason. It does
+// not know who holds which GPU (that is the ledger's job) and never produces
+// device paths.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// AnnotationPrefix is followed by the container name:
+// gpus.hotgpu.dev/container.<name>: "2" or "0,GPU-…".
+const AnnotationPrefix = "gpus.hotgpu.dev/container."
+
+// Env variables that carry a kubelet allocation into the container.
+const (
+	EnvHotGPU = "HOTGPU_VISIBLE_DEVICES"
+	EnvNVIDIA = "NVIDIA_VISIBLE_DEVICES"
+)
+
+// MaxIDs bounds how many GPU ids one request may list.
+const MaxIDs = 64
+
+// ErrNamespaceNotAllowed is returned for annotations from a namespace the
+// configuration does not list.
+var ErrNamespaceNotAllowed = errors.New("namespace not allowed")
+
+// Request asks for either Count GPUs of hotgpu's choosing or the listed IDs
+// (indices or UUIDs, as written by the user).
+type Request struct {
+	Count int
+	IDs   []string
+}
+
+// N is the number of GPUs the request asks for.
+func (r Request) N() int {
+	if len(r.IDs) > 0 {
+		return len(r.IDs)
+	}
+	return r.Count
+}
+
+func (r Request) String() string {
+	if len(r.IDs) > 0 {
+		return strings.Join(r.IDs, ",")
+	}
+	return strconv.Itoa(r.Count)
+}
+
+// Policy decides which namespaces may ask for GPUs by annotation.
+type Policy struct {
+	Namespaces      []string
+	MaxPerContainer int
+}
+
+// AnnotationKey returns the annotation that asks GPUs for container name.
+func AnnotationKey(container string) string { return AnnotationPrefix + container }
+
+// FromAnnotations finds and checks the request for container in the pod's
+// annotations. ok is false when the pod asks nothing for that container.
+// Errors name the annotation.
+func (p Policy) FromAnnotations(namespace, container string, annotations map[string]string) (req Request, ok bool, err error) {
+	key := AnnotationKey(container)
+	value, ok := annotations[key]
+	if !ok {
+		return Request{}, false, nil
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("annotation %s=%q: %w", key, truncate(value), err)
+		}
+	}()
+	if !slices.Contains(p.Namespaces, namespace) {
+		return Request{}, true, fmt.Errorf("%w: namespace %q may not request GPUs by annotation (allowed: %s)",
+			ErrNamespaceNotAllowed, namespace, listOrNone(p.Namespaces))
+	}
+	req, err = ParseRequest(value)
+	if err != nil {
+		return Request{}, true, err
+	}
+	if req.N() > p.MaxPerContainer {
+		return Request{}, true, fmt.Errorf("%d GPUs requested, at most %d allowed per container", req.N(), p.MaxPerContainer)
+	}
+	return req, true, nil
+}
+
+// ParseRequest reads "N" (a count) or a comma-separated list of GPU indices
+// and UUIDs.
+func ParseRequest(value string) (Request, error) {
+	v := strings.TrimSpace(value)
+	if v == "" {
+		return Request{}, errors.New("empty value: give a count (\"1\") or GPU ids (\"0,GPU-…\")")
+	}
+	if !strings.Contains(v, ",") && !strings.HasPrefix(strings.ToUpper(v), "GPU-") && !strings.HasPrefix(strings.ToUpper(v), "MIG-") {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return Request{}, fmt.Errorf("not a number: give a count (\"1\") or GPU ids (\"0,GPU-…\")")
+		}
+		if n < 1 {
+			return Request{}, fmt.Errorf("count must be at least 1, got %d", n)
+		}
+		if n > MaxIDs {
+			return Request{}, fmt.Errorf("count %d is more than the %d GPUs a node can have", n, MaxIDs)
+		}
+		return Request{Count: n}, nil
+	}
+	ids, err := ParseIDs(v)
+	if err != nil {
+		return Request{}, err
+	}
+	return Request{IDs: ids}, nil
+}
+
+// ParseIDs reads a comma-separated list of GPU ids: decimal indices or
+// NVIDIA UUIDs (GPU-<hex and dashes>). Anything else — paths, globs, "all" —
+// is refused, so user input can never name a device node.
+func ParseIDs(v string) ([]string, error) {
+	parts := strings.Split(v, ",")
+	if len(parts) > MaxIDs {
+		return nil, fmt.Errorf("%d GPU ids listed, at most %d allowed", len(parts), MaxIDs)
+	}
+	ids := make([]string, 0, len(parts))
+	for _, p := range parts {
+		id := strings.TrimSpace(p)
+		if err := ValidateID(id); err != nil {
+			return nil, err
+		}
+		if slices.Contains(ids, id) {
+			return nil, fmt.Errorf("GPU %s listed twice", id)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// ValidateID accepts a GPU index ("3") or a GPU UUID ("GPU-8ac5…").
+func ValidateID(id string) error {
+	switch {
+	case id == "":
+		return errors.New("empty GPU id in list")
+	case isIndex(id):
+		return nil
+	case isUUID(id):
+		return nil
+	default:
+		return fmt.Errorf("%q is not a GPU index or UUID", truncate(id))
+	}
+}
+
+func isIndex(s string) bool {
+	if len(s) > 3 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func isUUID(s string) bool {
+	if len(s) < 8 || len(s) > 80 || !strings.EqualFold(s[:4], "GPU-") {
+		return false
+	}
+	for _, c := range s[4:] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// VisibleDevices returns the GPU ids a container's environment names in
+// HOTGPU_VISIBLE_DEVICES (preferred) or NVIDIA_VISIBLE_DEVICES, and which
+// variable it came from. The NVIDIA values "all", "none" and "void" name no
+// specific GPU and yield no ids: images set NVIDIA_VISIBLE_DEVICES=all by
+// default, and that must never be read as a request for every GPU.
+func VisibleDevices(env []string) (ids []string, from string, err error) {
+	var hot, nv string
+	var hasHot, hasNV bool
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case EnvHotGPU:
+			hot, hasHot = v, true
+		case EnvNVIDIA:
+			nv, hasNV = v, true
+		}
+	}
+	switch {
+	case hasHot:
+		from, v := EnvHotGPU, hot
+		if v == "" || v == "none" || v == "void" {
+			return nil, from, nil
+		}
+		ids, err := ParseIDs(v)
+		if err != nil {
+			return nil, from, fmt.Errorf("env %s: %w", from, err)
+		}
+		return ids, from, nil
+	case hasNV:
+		from, v := EnvNVIDIA, nv
+		if v == "" || v == "all" || v == "none" || v == "void" {
+			return nil, from, nil
+		}
+		ids, err := ParseIDs(v)
+		if err != nil {
+			return nil, from, fmt.Errorf("env %s: %w", from, err)
+		}
+		return ids, from, nil
+	}
+	return nil, "", nil
+}
+
+func listOrNone(l []string) string {
+	if len(l) == 0 {
+		return "none configured"
+	}
+	return strings.Join(l, ", ")
+}
+
+// truncate keeps error messages and logs bounded when input is hostile.
+func truncate(s string) string {
+	const max = 80
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}

@@ -1,0 +1,232 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/containerd/nri/pkg/api"
+
+	"github.com/hotgpu/hotgpu/internal/alloc"
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/policy"
+)
+
+// request is what one container gets: GPUs and why.
+type request struct {
+	gpus   []*gpu.GPU
+	reason ledger.Reason
+	// inject is false when the runtime already injects the nodes (CDI).
+	inject bool
+	// source names the input for error messages.
+	source string
+}
+
+// CreateContainer decides the container's GPUs, records them in the ledger
+// and returns the adjustment that gives them to it. Any bad or
+// unsatisfiable request fails the creation and leaves the ledger unchanged.
+func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	log := p.log.WithFields(map[string]any{"pod": pod.GetNamespace() + "/" + pod.GetName(), "container": c.GetName()})
+	p.registry.Put(toRegistry(pod, c))
+	inv := p.inv.Inventory()
+	req, err := p.decide(inv, pod, c)
+	if err != nil {
+		log.WithError(err).Warn("refused container")
+		return nil, nil, err
+	}
+	if req == nil {
+		return nil, nil, nil
+	}
+	uuids := uuidsOf(req.gpus)
+	if err := p.ledger.Acquire(holderOf(pod, c), req.reason, ledger.Active, uuids...); err != nil {
+		err = fmt.Errorf("%s: %w", req.source, err)
+		log.WithError(err).Warn("refused container")
+		return nil, nil, err
+	}
+	log.WithFields(map[string]any{"gpus": uuids, "reason": req.reason}).Info("GPUs assigned")
+	if !req.inject {
+		return nil, nil, nil
+	}
+	return adjustment(inv, c, req.gpus), nil, nil
+}
+
+// decide finds the container's request: the kubelet allocation (CDI devices
+// or visible-devices env) or else the pod annotation.
+func (p *Plugin) decide(inv *gpu.Inventory, pod *api.PodSandbox, c *api.Container) (*request, error) {
+	kube, err := p.kubeletRequest(inv, pod, c)
+	if err != nil {
+		return nil, err
+	}
+	areq, asked, err := p.policy.FromAnnotations(pod.GetNamespace(), c.GetName(), pod.GetAnnotations())
+	if err != nil {
+		return nil, err
+	}
+	key := policy.AnnotationKey(c.GetName())
+	if kube != nil {
+		if asked {
+			return nil, fmt.Errorf("annotation %s: the container already has %d GPU(s) from kubelet; "+
+				"ask for GPUs one way, not both", key, len(kube.gpus))
+		}
+		return kube, nil
+	}
+	if !asked {
+		return nil, nil
+	}
+	gpus, err := p.choose(inv, areq)
+	if err != nil {
+		return nil, fmt.Errorf("annotation %s=%q: %w", key, areq.String(), err)
+	}
+	return &request{gpus: gpus, reason: ledger.Annotation, inject: true, source: "annotation " + key}, nil
+}
+
+// kubeletRequest reads the allocation kubelet passed in: our CDI devices
+// (injected by the runtime itself) or the visible-devices env (which we
+// inject). Env GPUs count only if the ledger shows kubelet allocated them:
+// images set NVIDIA_VISIBLE_DEVICES themselves, and env is not proof.
+func (p *Plugin) kubeletRequest(inv *gpu.Inventory, pod *api.PodSandbox, c *api.Container) (*request, error) {
+	if gpus, err := p.cdiGPUs(inv, c); err != nil || len(gpus) > 0 {
+		if err != nil {
+			return nil, err
+		}
+		return &request{gpus: gpus, reason: ledger.Kubelet, source: "CDI devices"}, nil
+	}
+	ids, from, err := policy.VisibleDevices(c.GetEnv())
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	var gpus []*gpu.GPU
+	for _, id := range ids {
+		g, err := inv.Lookup(id)
+		if err != nil {
+			return nil, fmt.Errorf("env %s: %w", from, err)
+		}
+		if !p.kubeletAllocated(g.UUID, pod, c) {
+			if from == policy.EnvNVIDIA {
+				p.log.WithField("container", c.GetName()).Debug("NVIDIA_VISIBLE_DEVICES is not a hotgpu allocation; ignored")
+				return nil, nil
+			}
+			return nil, fmt.Errorf("env %s names GPU %s, which kubelet did not allocate to this pod", from, id)
+		}
+		gpus = append(gpus, g)
+	}
+	return &request{gpus: gpus, reason: ledger.Kubelet, inject: true, source: "env " + from}, nil
+}
+
+func (p *Plugin) kubeletAllocated(uuid string, pod *api.PodSandbox, c *api.Container) bool {
+	g, ok := p.ledger.Lookup(uuid)
+	if !ok || g.Reason != ledger.Kubelet {
+		return false
+	}
+	h := g.Holder
+	return h.ContainerID == c.GetId() || (h.ContainerID == "" && (h.PodUID == "" || h.PodUID == pod.GetUid()))
+}
+
+// cdiGPUs maps the container's CDI devices of our kind to GPUs.
+func (p *Plugin) cdiGPUs(inv *gpu.Inventory, c *api.Container) ([]*gpu.GPU, error) {
+	var out []*gpu.GPU
+	for _, d := range c.GetCDIDevices() {
+		kind, name, ok := strings.Cut(d.GetName(), "=")
+		if !ok || kind != p.vendor {
+			continue
+		}
+		if name == "all" {
+			for i := range inv.GPUs {
+				out = append(out, &inv.GPUs[i])
+			}
+			continue
+		}
+		if strings.Contains(name, ":") {
+			idx, _, _ := strings.Cut(name, ":") // a MIG device holds its parent
+			name = idx
+		}
+		g, err := inv.Lookup(name)
+		if err != nil {
+			return nil, fmt.Errorf("CDI device %s: %w", d.GetName(), err)
+		}
+		if !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// choose resolves an annotation request against free, healthy GPUs.
+func (p *Plugin) choose(inv *gpu.Inventory, req policy.Request) ([]*gpu.GPU, error) {
+	if len(req.IDs) > 0 {
+		var out []*gpu.GPU
+		for _, id := range req.IDs {
+			g, err := inv.Lookup(id)
+			if err != nil {
+				return nil, err
+			}
+			if !p.health.Healthy(g.UUID) {
+				return nil, fmt.Errorf("GPU %d is unhealthy", g.Index)
+			}
+			if h, held := p.ledger.Lookup(g.UUID); held {
+				return nil, fmt.Errorf("GPU %d is held by %s (%s)", g.Index, h.Holder, h.Reason)
+			}
+			out = append(out, g)
+		}
+		return out, nil
+	}
+	var free []int
+	for _, g := range inv.GPUs {
+		if _, held := p.ledger.Lookup(g.UUID); !held && p.health.Healthy(g.UUID) {
+			free = append(free, g.Index)
+		}
+	}
+	if req.Count > len(free) {
+		return nil, fmt.Errorf("%d requested, %d free", req.Count, len(free))
+	}
+	picked, err := alloc.Pick(inv, free, nil, req.Count)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*gpu.GPU, 0, len(picked))
+	for _, idx := range picked {
+		g, err := inv.Lookup(fmt.Sprint(idx))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// adjustment adds the GPU nodes and the control nodes the container lacks,
+// one cgroup allow rule per node (NRI adds the rule with the device; never a
+// wildcard), and NVIDIA_VISIBLE_DEVICES with the UUIDs.
+func adjustment(inv *gpu.Inventory, c *api.Container, gpus []*gpu.GPU) *api.ContainerAdjustment {
+	adj := &api.ContainerAdjustment{}
+	have := map[string]bool{}
+	for _, d := range c.GetLinux().GetDevices() {
+		have[d.GetPath()] = true
+	}
+	nodes := make([]gpu.DeviceNode, 0, len(gpus)+len(inv.Control))
+	for _, g := range gpus {
+		nodes = append(nodes, g.Node())
+	}
+	nodes = append(nodes, inv.Control...)
+	mode := os.FileMode(0o666)
+	for _, n := range nodes {
+		if have[n.Path] {
+			continue
+		}
+		adj.AddDevice(&api.LinuxDevice{
+			Path: n.Path, Type: "c", Major: n.Major, Minor: n.Minor, FileMode: api.FileMode(mode),
+		})
+	}
+	adj.AddEnv(policy.EnvNVIDIA, strings.Join(uuidsOf(gpus), ","))
+	return adj
+}
+
+func uuidsOf(gpus []*gpu.GPU) []string {
+	out := make([]string, len(gpus))
+	for i, g := range gpus {
+		out[i] = g.UUID
+	}
+	return out
+}

@@ -1,0 +1,160 @@
+package plugin
+
+import (
+	"context"
+	"strings"
+
+	"github.com/containerd/nri/pkg/api"
+
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/registry"
+)
+
+// PostStartContainer learns the container's PID, which live attach needs.
+func (p *Plugin) PostStartContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) error {
+	p.registry.Put(toRegistry(pod, c))
+	return nil
+}
+
+// StopContainer releases the container's GPUs.
+func (p *Plugin) StopContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) ([]*api.ContainerUpdate, error) {
+	p.gone(pod, c)
+	return nil, nil
+}
+
+// RemoveContainer releases the container's GPUs and forgets it.
+func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) error {
+	p.gone(pod, c)
+	p.registry.Remove(c.GetId())
+	return nil
+}
+
+// RemovePodSandbox releases whatever the pod still holds, including kubelet
+// allocations kept for restarting containers.
+func (p *Plugin) RemovePodSandbox(_ context.Context, pod *api.PodSandbox) error {
+	released, err := p.ledger.PodGone(pod.GetUid())
+	if err != nil {
+		p.log.WithError(err).Error("failed to release pod's GPUs")
+		return nil
+	}
+	if len(released) > 0 {
+		p.log.WithFields(map[string]any{"pod": pod.GetNamespace() + "/" + pod.GetName(), "gpus": gpusOf(released)}).Info("GPUs released")
+	}
+	return nil
+}
+
+func (p *Plugin) gone(pod *api.PodSandbox, c *api.Container) {
+	released, _, err := p.ledger.ContainerGone(c.GetId())
+	if err != nil {
+		// The grant stays recorded; the next Synchronize releases it.
+		p.log.WithError(err).WithField("container", c.GetId()).Error("failed to release GPUs")
+		return
+	}
+	if len(released) > 0 {
+		p.log.WithFields(map[string]any{
+			"pod": pod.GetNamespace() + "/" + pod.GetName(), "container": c.GetName(), "gpus": gpusOf(released),
+		}).Info("GPUs released")
+	}
+}
+
+// UpdateContainer is where runc rewrites the container's cgroup; live
+// grants are re-checked once it has (PostUpdateContainer).
+func (p *Plugin) PostUpdateContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) error {
+	p.registry.Put(toRegistry(pod, c))
+	if p.afterUpdate != nil {
+		p.afterUpdate(c.GetId())
+	}
+	return nil
+}
+
+// Synchronize reconciles the ledger with the containers that really exist:
+// grants of containers that are gone are released, and containers that
+// carry GPU nodes the ledger does not know (a lost or corrupt state file) are
+// recorded again.
+func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, containers []*api.Container) ([]*api.ContainerUpdate, error) {
+	podByID := make(map[string]*api.PodSandbox, len(pods))
+	podUIDs := make(map[string]bool, len(pods))
+	for _, pod := range pods {
+		podByID[pod.GetId()] = pod
+		podUIDs[pod.GetUid()] = true
+	}
+	live := make(map[string]bool, len(containers))
+	regs := make([]registry.Container, 0, len(containers))
+	for _, c := range containers {
+		if c.GetState() == api.ContainerState_CONTAINER_STOPPED {
+			continue
+		}
+		live[c.GetId()] = true
+		regs = append(regs, toRegistry(podByID[c.GetPodSandboxId()], c))
+	}
+	p.registry.Replace(regs)
+
+	released, err := p.ledger.Reconcile(func(id string) bool { return live[id] }, func(uid string) bool { return podUIDs[uid] })
+	if err != nil {
+		p.log.WithError(err).Error("failed to reconcile ledger")
+	} else if len(released) > 0 {
+		p.log.WithField("gpus", gpusOf(released)).Info("released GPUs of containers that are gone")
+	}
+	p.rerecord(podByID, containers, live)
+	p.log.WithFields(map[string]any{"pods": len(pods), "containers": len(live)}).Info("synchronized with the runtime")
+	if p.onSync != nil {
+		p.onSync()
+	}
+	return nil, nil
+}
+
+// rerecord records GPUs found in running containers' specs that the
+// ledger does not hold for them.
+func (p *Plugin) rerecord(podByID map[string]*api.PodSandbox, containers []*api.Container, live map[string]bool) {
+	inv := p.inv.Inventory()
+	for _, c := range containers {
+		if !live[c.GetId()] {
+			continue
+		}
+		var missing []string
+		for _, d := range c.GetLinux().GetDevices() {
+			g := gpuOfNode(inv, d)
+			if g == nil {
+				continue
+			}
+			if cur, ok := p.ledger.Lookup(g.UUID); ok && cur.Holder.ContainerID == c.GetId() {
+				continue
+			}
+			missing = append(missing, g.UUID)
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		pod := podByID[c.GetPodSandboxId()]
+		reason := ledger.Kubelet
+		if _, ok := pod.GetAnnotations()["gpus.hotgpu.dev/container."+c.GetName()]; ok {
+			reason = ledger.Annotation
+		}
+		if err := p.ledger.Acquire(holderOf(pod, c), reason, ledger.Active, missing...); err != nil {
+			p.log.WithError(err).WithField("container", c.GetId()).Error("container has GPUs the ledger gives to another holder")
+			continue
+		}
+		p.log.WithFields(map[string]any{"container": c.GetName(), "gpus": missing}).Info("re-recorded GPUs found in a running container")
+	}
+}
+
+func gpuOfNode(inv *gpu.Inventory, d *api.LinuxDevice) *gpu.GPU {
+	if d.GetType() != "c" || d.GetMajor() != gpu.NvidiaMajor || !strings.HasPrefix(d.GetPath(), "/dev/nvidia") {
+		return nil
+	}
+	for i := range inv.GPUs {
+		if int64(inv.GPUs[i].Minor) == d.GetMinor() {
+			return &inv.GPUs[i]
+		}
+	}
+	return nil
+}
+
+func gpusOf(gs []ledger.Grant) []string {
+	out := make([]string, len(gs))
+	for i, g := range gs {
+		out[i] = g.GPU
+	}
+	return out
+}
