@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
@@ -52,7 +53,12 @@ type Plugin struct {
 	afterUpdate func(containerID string)
 	// onSync is called after every Synchronize, connected or reconnected.
 	onSync func()
+	// connected is true while a runtime connection is up.
+	connected atomic.Bool
 }
+
+// Connected reports whether the plugin is connected to the runtime now.
+func (p *Plugin) Connected() bool { return p.connected.Load() }
 
 // Option configures a Plugin.
 type Option func(*Plugin) error
@@ -67,7 +73,9 @@ func WithIndex(idx string) Option { return func(p *Plugin) error { p.index = idx
 func WithCDIKind(kind string) Option { return func(p *Plugin) error { p.vendor = kind; return nil } }
 
 // WithPolicy sets the annotation policy.
-func WithPolicy(pol policy.Policy) Option { return func(p *Plugin) error { p.policy = pol; return nil } }
+func WithPolicy(pol policy.Policy) Option {
+	return func(p *Plugin) error { p.policy = pol; return nil }
+}
 
 // WithHealth sets the GPU health source (default: every GPU healthy).
 func WithHealth(h Health) Option { return func(p *Plugin) error { p.health = h; return nil } }
@@ -144,6 +152,8 @@ func (p *Plugin) runOnce(ctx context.Context, connected chan<- struct{}) error {
 	if err := s.Start(ctx); err != nil {
 		return fmt.Errorf("failed to connect to NRI at %s (is containerd running with NRI enabled?): %w", p.socket, err)
 	}
+	p.connected.Store(true)
+	defer p.connected.Store(false)
 	p.log.WithField("socket", p.socket).Info("connected to the runtime over NRI")
 	if connected != nil {
 		select {

@@ -1,0 +1,88 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/hotgpu/hotgpu/internal/attach"
+)
+
+// Client talks to hotgpud over its socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{socket: path, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// Attach asks for GPUs in a running container.
+func (c *Client) Attach(ctx context.Context, req AttachRequest) (*attach.Result, error) {
+	var res attach.Result
+	return &res, c.do(ctx, http.MethodPost, "attach", req, &res)
+}
+
+// Detach takes GPUs away from a running container.
+func (c *Client) Detach(ctx context.Context, req DetachRequest) (*attach.Result, error) {
+	var res attach.Result
+	return &res, c.do(ctx, http.MethodPost, "detach", req, &res)
+}
+
+// GPUs lists every GPU and its holder.
+func (c *Client) GPUs(ctx context.Context) ([]GPUStatus, error) {
+	var res []GPUStatus
+	return res, c.do(ctx, http.MethodGet, "gpus", nil, &res)
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var res Status
+	return &res, c.do(ctx, http.MethodGet, "status", nil, &res)
+}
+
+func (c *Client) do(ctx context.Context, method, op string, in, out any) error {
+	var body bytes.Buffer
+	if in != nil {
+		if err := json.NewEncoder(&body).Encode(in); err != nil {
+			return err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://hotgpud/"+Version+"/"+op, &body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || isConnRefused(err) {
+			return fmt.Errorf("cannot reach hotgpud at %s (is it running? are you root?): %w", c.socket, err)
+		}
+		return fmt.Errorf("failed to call hotgpud: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("hotgpud answered %s", resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func isConnRefused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op)
+}

@@ -1,0 +1,263 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/policy"
+)
+
+// Backend is what the server needs from the daemon.
+type Backend interface {
+	Attach(t attach.Target, ids []string, count int) (*attach.Result, error)
+	Detach(t attach.Target, ids []string, force bool) (*attach.Result, error)
+	GPUs() []GPUStatus
+	Status() Status
+}
+
+// Server serves the API on a unix socket.
+type Server struct {
+	path    string
+	gid     int // -1: root only
+	backend Backend
+	log     *logrus.Entry
+	srv     *http.Server
+	ln      net.Listener
+}
+
+// maxBody bounds request bodies; requests are tiny.
+const maxBody = 64 << 10
+
+// NewServer creates the socket at path: 0600 and root's, or 0660 and
+// owned by group when group is set. A stale socket file is replaced.
+func NewServer(path, group string, b Backend, log *logrus.Entry) (*Server, error) {
+	gid := -1
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			return nil, fmt.Errorf("failed to look up API group %q: %w", group, err)
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("failed to create API socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("failed to remove stale API socket: %w", err)
+	}
+	old := unix.Umask(0o177) // the socket is never world-accessible, not even briefly
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("failed to listen on %s: %w", path, err)
+	}
+	if gid >= 0 {
+		if err := os.Chown(path, 0, gid); err == nil {
+			err = os.Chmod(path, 0o660)
+		}
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("failed to open API socket to group %s: %w", group, err)
+		}
+	}
+	s := &Server{path: path, gid: gid, backend: b, log: log.WithField("component", "api"), ln: ln}
+	s.srv = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ConnContext:       peerContext,
+	}
+	return s, nil
+}
+
+// Serve answers requests until Shutdown.
+func (s *Server) Serve() error {
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops the server and removes the socket.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	_ = os.Remove(s.path)
+	return err
+}
+
+type peerKey struct{}
+
+// peerContext records the connecting process's credentials.
+func peerContext(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *unix.Ucred
+	_ = raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil || cred == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerKey{}, *cred)
+}
+
+func (s *Server) allowed(r *http.Request) (unix.Ucred, bool) {
+	cred, ok := r.Context().Value(peerKey{}).(unix.Ucred)
+	if !ok {
+		return cred, false
+	}
+	return cred, cred.Uid == 0 || (s.gid >= 0 && int(cred.Gid) == s.gid)
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /"+Version+"/attach", s.handleAttach)
+	mux.HandleFunc("POST /"+Version+"/detach", s.handleDetach)
+	mux.HandleFunc("GET /"+Version+"/gpus", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.backend.GPUs())
+	})
+	mux.HandleFunc("GET /"+Version+"/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.backend.Status())
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, ok := s.allowed(r)
+		if !ok {
+			s.log.WithFields(logrus.Fields{"uid": cred.Uid, "pid": cred.Pid}).Warn("refused API caller")
+			writeJSON(w, http.StatusForbidden, Error{"permission denied: the hotgpu API is for root (run with sudo)"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request) {
+	var req AttachRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if err := req.validate(); err != nil {
+		writeJSON(w, http.StatusBadRequest, Error{err.Error()})
+		return
+	}
+	res, err := s.backend.Attach(req.Target, req.IDs, req.Count)
+	s.answer(w, "attach", res, err)
+}
+
+func (s *Server) handleDetach(w http.ResponseWriter, r *http.Request) {
+	var req DetachRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if err := req.validate(); err != nil {
+		writeJSON(w, http.StatusBadRequest, Error{err.Error()})
+		return
+	}
+	res, err := s.backend.Detach(req.Target, req.IDs, req.Force)
+	s.answer(w, "detach", res, err)
+}
+
+func (s *Server) answer(w http.ResponseWriter, op string, res *attach.Result, err error) {
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, res)
+	case errors.Is(err, attach.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, Error{err.Error()})
+	case errors.Is(err, ledger.ErrHeld), errors.Is(err, attach.ErrBusy):
+		writeJSON(w, http.StatusConflict, Error{err.Error()})
+	default:
+		s.log.WithError(err).WithField("op", op).Warn("request failed")
+		writeJSON(w, http.StatusUnprocessableEntity, Error{err.Error()})
+	}
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, Error{"invalid request: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func validateTarget(t attach.Target) error {
+	n := 0
+	for _, set := range []bool{t.ContainerID != "", t.PodName != "", t.PID != 0} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n != 1:
+		return errors.New("give exactly one target: a container id, a pod or a pid")
+	case t.PID < 0:
+		return errors.New("pid must be positive")
+	case t.PodName != "" && t.PodNamespace == "":
+		return errors.New("a pod target needs its namespace (NS/NAME)")
+	case len(t.ContainerID) > 128 || len(t.PodName) > 253 || len(t.PodNamespace) > 63 || len(t.ContainerName) > 253:
+		return errors.New("target name too long")
+	}
+	return nil
+}
+
+func (r AttachRequest) validate() error {
+	if err := validateTarget(r.Target); err != nil {
+		return err
+	}
+	if (len(r.IDs) > 0) == (r.Count > 0) {
+		return errors.New("give either GPU ids or a count")
+	}
+	if r.Count > policy.MaxIDs || r.Count < 0 {
+		return fmt.Errorf("count must be between 1 and %d", policy.MaxIDs)
+	}
+	return validIDs(r.IDs)
+}
+
+func (r DetachRequest) validate() error {
+	if err := validateTarget(r.Target); err != nil {
+		return err
+	}
+	if (len(r.IDs) > 0) == r.All {
+		return errors.New("give either GPU ids or all")
+	}
+	return validIDs(r.IDs)
+}
+
+func validIDs(ids []string) error {
+	if len(ids) > policy.MaxIDs {
+		return fmt.Errorf("at most %d GPU ids", policy.MaxIDs)
+	}
+	for _, id := range ids {
+		if err := policy.ValidateID(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,58 @@
+// Package api is hotgpud's local control API: versioned HTTP/JSON on a
+// unix socket that only root (or one configured group) may use. It serves
+// attach, detach, the list of GPUs and their holders, and status. The server
+// checks the caller's kernel credentials (SO_PEERCRED) on every connection,
+// not just the socket's file mode. Client is what the hotgpu CLI uses.
+package api
+
+import (
+	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+)
+
+// Version prefixes every path: /v1/attach, /v1/detach, /v1/gpus, /v1/status.
+const Version = "v1"
+
+// AttachRequest asks for GPUs in a running container: IDs (indices or
+// UUIDs) or a Count of hotgpu's choosing.
+type AttachRequest struct {
+	Target attach.Target `json:"target"`
+	IDs    []string      `json:"ids,omitempty"`
+	Count  int           `json:"count,omitempty"`
+}
+
+// DetachRequest takes GPUs away: IDs, or every detachable GPU when All.
+type DetachRequest struct {
+	Target attach.Target `json:"target"`
+	IDs    []string      `json:"ids,omitempty"`
+	All    bool          `json:"all,omitempty"`
+	Force  bool          `json:"force,omitempty"`
+}
+
+// GPUStatus is one row of `hotgpu ls`.
+type GPUStatus struct {
+	gpu.GPU
+	Healthy bool          `json:"healthy"`
+	Grant   *ledger.Grant `json:"grant,omitempty"`
+}
+
+// Status is the daemon's state in brief.
+type Status struct {
+	Version       string `json:"version"`
+	Simulated     string `json:"simulated,omitempty"`
+	DriverVersion string `json:"driverVersion"`
+	CUDAVersion   string `json:"cudaVersion"`
+	GPUs          int    `json:"gpus"`
+	Held          int    `json:"held"`
+	Unhealthy     int    `json:"unhealthy"`
+	Containers    int    `json:"containers"`
+	NRIConnected  bool   `json:"nriConnected"`
+	CDISpec       string `json:"cdiSpec,omitempty"`
+	Uptime        string `json:"uptime"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

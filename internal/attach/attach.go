@@ -1,0 +1,215 @@
+// Package attach gives GPUs to running containers and takes them away:
+// reserve in the ledger -> grant in the container's device cgroup -> create
+// the node inside the container -> record, each step undone if a later one
+// fails. It also re-applies grants that a runtime reset and, after a crash,
+// finishes or undoes what was half done (grants left Pending).
+//
+// The mechanics (cgroups, nodes, busy checks) live in internal/hotplug; this
+// package only orchestrates them around the ledger.
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	devices "github.com/opencontainers/cgroups/devices/config"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+
+	"github.com/hotgpu/hotgpu/internal/alloc"
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/hotplug"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/registry"
+)
+
+// Inventory returns the current GPU inventory.
+type Inventory interface{ Inventory() *gpu.Inventory }
+
+// Health reports whether a GPU may be handed out.
+type Health interface{ Healthy(uuid string) bool }
+
+// Target names a container: by CRI/NRI container id, by pod (namespace,
+// name and, when the pod has several, container name), or by a process in
+// it (any runtime).
+type Target struct {
+	ContainerID   string `json:"containerID,omitempty"`
+	PodNamespace  string `json:"podNamespace,omitempty"`
+	PodName       string `json:"podName,omitempty"`
+	ContainerName string `json:"containerName,omitempty"`
+	PID           int    `json:"pid,omitempty"`
+}
+
+// Manager performs attach and detach. It is safe for concurrent use;
+// operations are serialised because each one reads and then changes both
+// the ledger and a cgroup.
+type Manager struct {
+	mu       sync.Mutex
+	inv      Inventory
+	health   Health
+	ledger   *ledger.Ledger
+	registry *registry.Registry
+	log      *logrus.Entry
+	// fail, when set, is called between steps; tests make it fail (or
+	// kill the process) to prove rollback and crash recovery.
+	fail func(step string) error
+}
+
+// New returns a Manager.
+func New(inv Inventory, health Health, l *ledger.Ledger, reg *registry.Registry, log *logrus.Entry) *Manager {
+	return &Manager{inv: inv, health: health, ledger: l, registry: reg, log: log.WithField("component", "attach")}
+}
+
+// SetFailpoint installs f, called with the name of each step; a non-nil
+// error aborts the operation there. For tests only.
+func (m *Manager) SetFailpoint(f func(step string) error) { m.fail = f }
+
+func (m *Manager) step(name string) error {
+	if m.fail == nil {
+		return nil
+	}
+	if err := m.fail(name); err != nil {
+		return fmt.Errorf("failpoint %s: %w", name, err)
+	}
+	return nil
+}
+
+// resolved is a target turned into everything an operation needs.
+type resolved struct {
+	holder ledger.Holder
+	target *hotplug.Target
+	rules  []*devices.Rule
+}
+
+// ErrNotFound is returned when the target names no running container.
+var ErrNotFound = errors.New("container not found")
+
+func (m *Manager) resolve(t Target) (*resolved, error) {
+	var c registry.Container
+	var err error
+	switch {
+	case t.PID != 0:
+		return m.resolvePID(t.PID)
+	case t.ContainerID != "":
+		c, err = m.registry.FindID(t.ContainerID)
+	case t.PodName != "":
+		c, err = m.registry.FindPod(t.PodNamespace, t.PodName, t.ContainerName)
+	default:
+		return nil, errors.New("no target: give a container id, a pod or a pid")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
+	}
+	if c.PID == 0 {
+		return nil, fmt.Errorf("container %s has not started yet (no process to attach to)", short(c.ID))
+	}
+	tgt, err := hotplug.TargetFromCgroupsPath(c.PID, c.CgroupsPath)
+	if err != nil {
+		return nil, fmt.Errorf("failed to find container %s's cgroup: %w", short(c.ID), err)
+	}
+	rules, err := baseRules(c.Rules)
+	if err != nil {
+		return nil, err
+	}
+	h := ledger.Holder{ContainerID: c.ID, Container: c.Name, PodNamespace: c.PodNamespace,
+		PodName: c.PodName, PodUID: c.PodUID, PID: c.PID, Cgroup: c.CgroupsPath}
+	return &resolved{holder: h, target: tgt, rules: rules}, nil
+}
+
+// resolvePID targets a container hotgpud did not see through NRI (ctr,
+// nerdctl, Docker): its cgroup and root come from /proc, its base device
+// rules are runc's defaults.
+func (m *Manager) resolvePID(pid int) (*resolved, error) {
+	if pid <= 1 || pid == os.Getpid() {
+		return nil, fmt.Errorf("pid %d is not a container process", pid)
+	}
+	tgt, err := hotplug.TargetFromPID(pid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pid %d: %v", ErrNotFound, pid, err)
+	}
+	id := "pid-" + strconv.Itoa(pid)
+	if cg := cgroupName(tgt); cg != "" {
+		id = cg
+	}
+	return &resolved{holder: ledger.Holder{ContainerID: id, PID: pid}, target: tgt, rules: hotplug.DefaultRules()}, nil
+}
+
+// cgroupName uses the last element of the container's cgroup as its id
+// (containerd and Docker name the cgroup after the container).
+func cgroupName(t *hotplug.Target) string {
+	dir := t.DevicesDir
+	if dir == "" {
+		dir = t.UnifiedDir
+	}
+	i := strings.LastIndex(dir, "/")
+	if i < 0 || i == len(dir)-1 {
+		return ""
+	}
+	name := dir[i+1:]
+	name = strings.TrimSuffix(strings.TrimPrefix(name, "cri-containerd-"), ".scope")
+	if len(name) < 6 {
+		return ""
+	}
+	return name
+}
+
+func baseRules(rs []registry.DeviceRule) ([]*devices.Rule, error) {
+	in := make([]specs.LinuxDeviceCgroup, 0, len(rs))
+	for _, r := range rs {
+		in = append(in, specs.LinuxDeviceCgroup{Allow: r.Allow, Type: r.Type, Major: r.Major, Minor: r.Minor, Access: r.Access})
+	}
+	out, err := hotplug.RulesFromSpec(in)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the container's device rules: %w", err)
+	}
+	return append(out, hotplug.DefaultRules()...), nil
+}
+
+// pick chooses GPUs for an attach: the named ones (which must be free and
+// healthy) or count of the best-connected free ones.
+func (m *Manager) pick(inv *gpu.Inventory, ids []string, count int) ([]*gpu.GPU, error) {
+	if len(ids) > 0 {
+		out := make([]*gpu.GPU, 0, len(ids))
+		for _, id := range ids {
+			g, err := inv.Lookup(id)
+			if err != nil {
+				return nil, err
+			}
+			if cur, held := m.ledger.Lookup(g.UUID); held {
+				return nil, fmt.Errorf("GPU %d is held by %s (%s)", g.Index, cur.Holder, cur.Reason)
+			}
+			if !m.health.Healthy(g.UUID) {
+				return nil, fmt.Errorf("GPU %d is unhealthy", g.Index)
+			}
+			out = append(out, g)
+		}
+		return out, nil
+	}
+	var free []int
+	for _, g := range inv.GPUs {
+		if _, held := m.ledger.Lookup(g.UUID); !held && m.health.Healthy(g.UUID) {
+			free = append(free, g.Index)
+		}
+	}
+	idx, err := alloc.Pick(inv, free, nil, count)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*gpu.GPU, 0, len(idx))
+	for _, i := range idx {
+		g, _ := inv.Lookup(strconv.Itoa(i))
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

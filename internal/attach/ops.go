@@ -1,0 +1,274 @@
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/hotplug"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+)
+
+// Result says what an operation did.
+type Result struct {
+	Holder ledger.Holder `json:"holder"`
+	GPUs   []gpu.GPU     `json:"gpus"`
+}
+
+// ErrBusy is returned when a process still has a GPU open.
+var ErrBusy = errors.New("GPU is in use")
+
+// Attach gives the container the named GPUs, or count GPUs of hotgpu's
+// choosing. On any error the container and the ledger are as before.
+func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, err := m.resolve(t)
+	if err != nil {
+		return nil, err
+	}
+	inv := m.inv.Inventory()
+	gpus, err := m.pick(inv, ids, count)
+	if err != nil {
+		return nil, err
+	}
+	prior := m.ledger.Container(r.holder.ContainerID)
+	nodes := nodesOf(gpus)
+	if len(prior) == 0 {
+		nodes = append(nodes, inv.Control...)
+	}
+	uuids := uuidsOf(gpus)
+	log := m.log.WithFields(map[string]any{"container": r.holder.String(), "gpus": uuids})
+	if err := m.ledger.Acquire(r.holder, ledger.Attach, ledger.Pending, uuids...); err != nil {
+		return nil, err
+	}
+	if err := m.apply(r, inv, prior, nodes); err != nil {
+		if _, rerr := m.ledger.Release(r.holder.ContainerID, uuids...); rerr != nil {
+			log.WithError(rerr).Error("failed to roll back reservation; it is rolled back at the next start")
+		}
+		log.WithError(err).Warn("attach failed and was rolled back")
+		return nil, err
+	}
+	if err := m.ledger.SetState(r.holder.ContainerID, ledger.Active, uuids...); err != nil {
+		m.undo(r, inv, prior, nodes)
+		_, _ = m.ledger.Release(r.holder.ContainerID, uuids...)
+		return nil, err
+	}
+	log.Info("attached")
+	return &Result{Holder: r.holder, GPUs: deref(gpus)}, nil
+}
+
+// apply grants nodes in the cgroup and creates them in the container,
+// undoing its own steps on failure.
+func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, nodes []gpu.DeviceNode) error {
+	if err := m.step("reserved"); err != nil {
+		return err
+	}
+	access, err := r.target.Devices(r.rules, m.grantedNodes(inv, prior))
+	if err != nil {
+		return fmt.Errorf("failed to open the container's device cgroup: %w", err)
+	}
+	if err := access.Grant(nodes); err != nil {
+		return fmt.Errorf("failed to grant devices: %w", err)
+	}
+	var created []gpu.DeviceNode
+	rollback := func(cause error) error {
+		for _, n := range created {
+			_ = hotplug.RemoveNode(r.target.Root, n)
+		}
+		if err := access.Revoke(nodes); err != nil {
+			return errors.Join(cause, fmt.Errorf("failed to revoke devices during rollback: %w", err))
+		}
+		return cause
+	}
+	if err := m.step("granted"); err != nil {
+		return rollback(err)
+	}
+	for _, n := range nodes {
+		if err := hotplug.CreateNode(r.target.Root, n, 0o666); err != nil {
+			return rollback(fmt.Errorf("failed to create %s in the container: %w", n.Path, err))
+		}
+		created = append(created, n)
+	}
+	if err := m.step("nodes"); err != nil {
+		return rollback(err)
+	}
+	return nil
+}
+
+// undo removes nodes and revokes them, best effort.
+func (m *Manager) undo(r *resolved, inv *gpu.Inventory, granted []ledger.Grant, nodes []gpu.DeviceNode) {
+	for _, n := range nodes {
+		if err := hotplug.RemoveNode(r.target.Root, n); err != nil && !errors.Is(err, os.ErrNotExist) {
+			m.log.WithError(err).WithField("node", n.Path).Warn("failed to remove node")
+		}
+	}
+	access, err := r.target.Devices(r.rules, m.grantedNodes(inv, granted))
+	if err == nil {
+		err = access.Revoke(nodes)
+	}
+	if err != nil {
+		m.log.WithError(err).Warn("failed to revoke devices")
+	}
+}
+
+// Detach takes GPUs away from the container: the named ones, or every GPU
+// it got by attach or annotation when ids is empty. A GPU a process holds
+// open is refused unless force. Kubelet's GPUs are never detached: kubelet
+// would hand them out again while the pod still uses them.
+func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, err := m.resolve(t)
+	if err != nil {
+		return nil, err
+	}
+	inv := m.inv.Inventory()
+	held := m.ledger.Container(r.holder.ContainerID)
+	sel, err := selectGrants(inv, held, ids)
+	if err != nil {
+		return nil, err
+	}
+	gpus := make([]*gpu.GPU, 0, len(sel))
+	for _, g := range sel {
+		p, _ := inv.ByUUID(g.GPU)
+		gpus = append(gpus, p)
+	}
+	if err := m.checkBusy(r, gpus, force); err != nil {
+		return nil, err
+	}
+	nodes := nodesOf(gpus)
+	if len(sel) == len(held) {
+		nodes = append(nodes, inv.Control...)
+	}
+	uuids := uuidsOf(gpus)
+	if err := m.ledger.SetState(r.holder.ContainerID, ledger.Pending, uuids...); err != nil {
+		return nil, err
+	}
+	if err := m.remove(r, inv, held, nodes); err != nil {
+		_ = m.ledger.SetState(r.holder.ContainerID, ledger.Active, uuids...)
+		return nil, err
+	}
+	if _, err := m.ledger.Release(r.holder.ContainerID, uuids...); err != nil {
+		return nil, err
+	}
+	m.log.WithFields(map[string]any{"container": r.holder.String(), "gpus": uuids, "force": force}).Info("detached")
+	return &Result{Holder: r.holder, GPUs: deref(gpus)}, nil
+}
+
+func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, nodes []gpu.DeviceNode) error {
+	access, err := r.target.Devices(r.rules, m.grantedNodes(inv, held))
+	if err != nil {
+		return fmt.Errorf("failed to open the container's device cgroup: %w", err)
+	}
+	if err := access.Revoke(nodes); err != nil {
+		return fmt.Errorf("failed to revoke devices: %w", err)
+	}
+	if err := m.step("revoked"); err != nil {
+		_ = access.Grant(nodes)
+		return err
+	}
+	for _, n := range nodes {
+		if err := hotplug.RemoveNode(r.target.Root, n); err != nil && !errors.Is(err, os.ErrNotExist) {
+			_ = access.Grant(nodes)
+			return fmt.Errorf("failed to remove %s from the container: %w", n.Path, err)
+		}
+	}
+	return m.step("removed")
+}
+
+func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledger.Grant, error) {
+	if len(ids) == 0 {
+		var out []ledger.Grant
+		for _, g := range held {
+			if g.Reason != ledger.Kubelet {
+				out = append(out, g)
+			}
+		}
+		if len(out) == 0 {
+			return nil, errors.New("the container holds no GPU that can be detached")
+		}
+		return out, nil
+	}
+	var out []ledger.Grant
+	for _, id := range ids {
+		p, err := inv.Lookup(id)
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(held, func(g ledger.Grant) bool { return g.GPU == p.UUID })
+		if i < 0 {
+			return nil, fmt.Errorf("GPU %d is not attached to this container", p.Index)
+		}
+		if held[i].Reason == ledger.Kubelet {
+			return nil, fmt.Errorf("GPU %d was allocated by kubelet and stays with the pod until it ends", p.Index)
+		}
+		out = append(out, held[i])
+	}
+	return out, nil
+}
+
+func (m *Manager) checkBusy(r *resolved, gpus []*gpu.GPU, force bool) error {
+	procs, err := r.target.Procs()
+	if err != nil {
+		return fmt.Errorf("failed to list the container's processes: %w", err)
+	}
+	for _, g := range gpus {
+		pids, err := hotplug.OpenBy(procs, g.Node())
+		if err != nil {
+			return err
+		}
+		if len(pids) == 0 {
+			continue
+		}
+		if !force {
+			return fmt.Errorf("%w: GPU %d is open in process(es) %v of the container; stop them or detach with --force", ErrBusy, g.Index, pids)
+		}
+		m.log.WithFields(map[string]any{"gpu": g.Index, "pids": pids}).Warn("detaching a GPU that is in use (--force)")
+	}
+	return nil
+}
+
+// grantedNodes is what hotgpu itself granted the container so far (live
+// attach); other grants' nodes are already in the container's own rules.
+func (m *Manager) grantedNodes(inv *gpu.Inventory, held []ledger.Grant) []gpu.DeviceNode {
+	var out []gpu.DeviceNode
+	for _, g := range held {
+		if g.Reason != ledger.Attach {
+			continue
+		}
+		if p, ok := inv.ByUUID(g.GPU); ok {
+			out = append(out, p.Node())
+		}
+	}
+	if len(out) > 0 && len(out) == len(held) {
+		out = append(out, inv.Control...)
+	}
+	return out
+}
+
+func nodesOf(gpus []*gpu.GPU) []gpu.DeviceNode {
+	out := make([]gpu.DeviceNode, 0, len(gpus))
+	for _, g := range gpus {
+		out = append(out, g.Node())
+	}
+	return out
+}
+
+func uuidsOf(gpus []*gpu.GPU) []string {
+	out := make([]string, 0, len(gpus))
+	for _, g := range gpus {
+		out = append(out, g.UUID)
+	}
+	return out
+}
+
+func deref(gpus []*gpu.GPU) []gpu.GPU {
+	out := make([]gpu.GPU, 0, len(gpus))
+	for _, g := range gpus {
+		out = append(out, *g)
+	}
+	return out
+}

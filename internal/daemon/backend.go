@@ -1,0 +1,49 @@
+package daemon
+
+import (
+	"time"
+
+	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/attach"
+)
+
+// Attach implements api.Backend.
+func (d *Daemon) Attach(t attach.Target, ids []string, count int) (*attach.Result, error) {
+	return d.attach.Attach(t, ids, count)
+}
+
+// Detach implements api.Backend.
+func (d *Daemon) Detach(t attach.Target, ids []string, force bool) (*attach.Result, error) {
+	return d.attach.Detach(t, ids, force)
+}
+
+// GPUs implements api.Backend: every GPU, its health and its holder.
+func (d *Daemon) GPUs() []api.GPUStatus {
+	inv := d.Inventory()
+	out := make([]api.GPUStatus, 0, len(inv.GPUs))
+	for _, g := range inv.GPUs {
+		s := api.GPUStatus{GPU: g, Healthy: d.health.Healthy(g.UUID)}
+		if grant, ok := d.ledger.Lookup(g.UUID); ok {
+			s.Grant = &grant
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Status implements api.Backend.
+func (d *Daemon) Status() api.Status {
+	inv := d.Inventory()
+	s := api.Status{
+		Version: Version, Simulated: inv.Simulated, DriverVersion: inv.DriverVersion, CUDAVersion: inv.CUDAVersion,
+		GPUs: len(inv.GPUs), Held: len(d.ledger.Grants()), Unhealthy: d.health.count(),
+		Containers: d.registry.Len(), Uptime: time.Since(d.started).Round(time.Second).String(),
+	}
+	if d.plugin != nil {
+		s.NRIConnected = d.plugin.Connected()
+	}
+	if p, ok := d.cdiPath.Load().(string); ok {
+		s.CDISpec = p
+	}
+	return s
+}

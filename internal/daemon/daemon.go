@@ -1,0 +1,216 @@
+// Package daemon wires hotgpud together: the GPU inventory, the CDI spec,
+// the ledger, the NRI plugin, live attach and the control API, all in one
+// process sharing one ledger so no GPU is handed out twice. cmd/hotgpud is
+// its thin main; tests start it in-process.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
+	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/nvml"
+	"github.com/hotgpu/hotgpu/internal/policy"
+	"github.com/hotgpu/hotgpu/internal/registry"
+	"github.com/hotgpu/hotgpu/plugin"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// Daemon is hotgpud.
+type Daemon struct {
+	cfg      *configv1.Config
+	log      *logrus.Entry
+	provider *nvml.Provider
+	inv      atomic.Pointer[gpu.Inventory]
+	health   *health
+	ledger   *ledger.Ledger
+	registry *registry.Registry
+	attach   *attach.Manager
+	plugin   *plugin.Plugin
+	api      *api.Server
+	started  time.Time
+	cdiPath  atomic.Value // string
+
+	// Ready is closed once the API serves and, unless NRI is disabled, the
+	// first NRI Synchronize has been handled.
+	Ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// New builds the daemon from cfg. Nothing runs until Run.
+func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d = &Daemon{cfg: cfg, log: log, health: newHealth(), registry: registry.New(), started: time.Now(), Ready: make(chan struct{})}
+	opts := []nvml.Option{nvml.WithDriverRoot(cfg.DriverRoot)}
+	if cfg.Simulate != "" {
+		opts = append(opts, nvml.WithSimulate(cfg.Simulate))
+	}
+	if d.provider, err = nvml.New(opts...); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			d.provider.Close()
+		}
+	}()
+	inv, err := d.provider.Inventory()
+	if err != nil {
+		return nil, fmt.Errorf("failed to read GPU inventory: %w", err)
+	}
+	d.inv.Store(inv)
+	if d.ledger, err = openLedger(cfg.StateDir, log); err != nil {
+		return nil, err
+	}
+	d.attach = attach.New(d, d.health, d.ledger, d.registry, log)
+	if !cfg.NRI.Disabled {
+		d.plugin, err = plugin.New(d, d.ledger, d.registry,
+			plugin.WithSocket(cfg.NRI.Socket),
+			plugin.WithIndex(cfg.NRI.PluginIndex),
+			plugin.WithCDIKind(cfg.CDI.Vendor+"/"+cfg.CDI.Class),
+			plugin.WithPolicy(policy.Policy{Namespaces: cfg.Annotations.Namespaces, MaxPerContainer: cfg.Annotations.MaxPerContainer}),
+			plugin.WithHealth(d.health),
+			plugin.WithLogger(log),
+			plugin.WithAfterUpdate(func(id string) { d.reconcile(id) }),
+			plugin.WithOnSync(d.onSync),
+		)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// openLedger loads the ledger. A corrupt state file is moved aside and the
+// ledger rebuilt from the live containers at the first NRI Synchronize; it
+// is logged loudly, never silently replaced.
+func openLedger(dir string, log *logrus.Entry) (*ledger.Ledger, error) {
+	store, err := ledger.NewFileStore(dir)
+	if err != nil {
+		return nil, err
+	}
+	l, err := ledger.New(store)
+	if errors.Is(err, ledger.ErrCorrupt) {
+		moved, merr := store.MoveAside(time.Now().UTC().Format("20060102T150405Z"))
+		if merr != nil {
+			return nil, errors.Join(err, merr)
+		}
+		log.WithError(err).WithField("moved_to", moved).Error("ledger state was corrupt; rebuilding it from the running containers")
+		return ledger.New(store)
+	}
+	return l, err
+}
+
+// Inventory returns the current GPU inventory.
+func (d *Daemon) Inventory() *gpu.Inventory { return d.inv.Load() }
+
+// Ledger exposes the ledger (tests, the device plugin).
+func (d *Daemon) Ledger() *ledger.Ledger { return d.ledger }
+
+// Attacher exposes live attach (tests use its failpoints).
+func (d *Daemon) Attacher() *attach.Manager { return d.attach }
+
+// Run serves until ctx ends, then shuts down cleanly.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.provider.Close()
+	if err := d.writeCDI(d.Inventory()); err != nil {
+		return err
+	}
+	if undone, err := d.attach.Recover(); err != nil {
+		d.log.WithError(err).Error("failed to roll back interrupted operations")
+	} else if len(undone) > 0 {
+		d.log.WithField("gpus", len(undone)).Info("interrupted operations rolled back")
+	}
+	srv, err := api.NewServer(d.cfg.API.Socket, d.cfg.API.Group, d, d.log)
+	if err != nil {
+		return err
+	}
+	d.api = srv
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(1)
+	go func() { defer wg.Done(); errc <- srv.Serve() }()
+	d.log.WithField("socket", d.cfg.API.Socket).Info("API serving")
+
+	if d.plugin != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = d.plugin.Run(ctx, nil) }()
+	} else {
+		d.readyOnce.Do(func() { close(d.Ready) })
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); d.loop(ctx) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	d.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	wg.Wait()
+	return runErr
+}
+
+// onSync runs after every NRI Synchronize: live grants are re-checked and
+// the daemon is ready once the first one is done.
+func (d *Daemon) onSync() {
+	d.reconcile("")
+	d.readyOnce.Do(func() { close(d.Ready) })
+}
+
+// loop runs the periodic reconcile and inventory refresh. It sleeps between
+// passes: no busy polling.
+func (d *Daemon) loop(ctx context.Context) {
+	tick := time.NewTicker(d.cfg.ReconcileInterval.Duration)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			d.refreshInventory()
+			d.reconcile("")
+		}
+	}
+}
+
+func (d *Daemon) reconcile(id string) {
+	if _, err := d.attach.Reconcile(id); err != nil {
+		d.log.WithError(err).Warn("reconcile of live grants failed")
+	}
+}
+
+// refreshInventory re-reads NVML and rewrites the CDI spec when the GPUs
+// changed (a GPU fell off the bus, MIG was reconfigured).
+func (d *Daemon) refreshInventory() {
+	inv, err := d.provider.Inventory()
+	if err != nil {
+		d.log.WithError(err).Warn("failed to refresh GPU inventory")
+		return
+	}
+	if reflect.DeepEqual(inv, d.Inventory()) {
+		return
+	}
+	d.inv.Store(inv)
+	d.log.WithField("gpus", len(inv.GPUs)).Info("GPU inventory changed")
+	if err := d.writeCDI(inv); err != nil {
+		d.log.WithError(err).Error("failed to rewrite CDI spec")
+	}
+}
