@@ -1,0 +1,219 @@
+package hotplug
+
+import (
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/opencontainers/cgroups"
+
+	"github.com/hotgpu/hotgpu/internal/gpu"
+)
+
+// v2Cgroup makes a cgroup2 directory with runc's default program attached,
+// as runc does for a container, and moves a helper process into it.
+func v2Cgroup(t *testing.T) (string, *child) {
+	t.Helper()
+	requireRoot(t)
+	self := ownTarget(t)
+	if self.UnifiedDir == "" {
+		t.Skip("no cgroup2 hierarchy on this host")
+	}
+	dir := newCgroup(t, self.UnifiedDir)
+	if err := cgroups.DevicesSetV2(dir, &cgroups.Resources{Devices: DefaultRules()}); err != nil {
+		t.Skipf("cannot attach a BPF_CGROUP_DEVICE program here: %v", err)
+	}
+	c := startChild(t)
+	writeCgroup(t, dir, "cgroup.procs", strconv.Itoa(c.pid))
+	return dir, c
+}
+
+func progIDs(t *testing.T, dir string) []uint32 {
+	t.Helper()
+	fd, err := openCgroupDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFd(fd)
+	ids, err := devicePrograms(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// expectReplaced checks that exactly one program is attached and that it is
+// not the one attached before.
+func expectReplaced(t *testing.T, dir string, before []uint32) []uint32 {
+	t.Helper()
+	after := progIDs(t, dir)
+	if len(after) != 1 || slices.Equal(after, before) {
+		t.Errorf("device programs before %v, after %v: want one new program replacing the old", before, after)
+	}
+	return after
+}
+
+func TestV2GrantRevoke(t *testing.T) {
+	dir, c := v2Cgroup(t)
+	tmp := t.TempDir()
+	path7, n7 := hostNode(t, tmp, gpu.NvidiaMajor, 7)
+	path8, n8 := hostNode(t, tmp, gpu.NvidiaMajor, 8)
+
+	c.expectOpen(t, path7, "EPERM")
+	c.expectOpen(t, "/dev/null", "ok")
+	ids := progIDs(t, dir)
+	if len(ids) != 1 {
+		t.Fatalf("runc-like setup attached %v, want one program", ids)
+	}
+
+	acc, err := NewV2(dir, DefaultRules(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectHas(t, acc, n7, false)
+	steps := []struct {
+		name          string
+		grant, revoke []gpu.DeviceNode
+		open7, open8  string
+		has7, has8    bool
+	}{
+		{name: "grant 7", grant: []gpu.DeviceNode{n7}, open7: "ENXIO", open8: "EPERM", has7: true},
+		{name: "grant 8", grant: []gpu.DeviceNode{n8}, open7: "ENXIO", open8: "ENXIO", has7: true, has8: true},
+		{name: "revoke 7", revoke: []gpu.DeviceNode{n7}, open7: "EPERM", open8: "ENXIO", has8: true},
+		{name: "revoke 8", revoke: []gpu.DeviceNode{n8}, open7: "EPERM", open8: "EPERM"},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			var err error
+			if s.grant != nil {
+				err = acc.Grant(s.grant)
+			} else {
+				err = acc.Revoke(s.revoke)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = expectReplaced(t, dir, ids)
+			c.expectOpen(t, path7, s.open7)
+			c.expectOpen(t, path8, s.open8)
+			c.expectOpen(t, "/dev/null", "ok") // base rules survive the replace
+			c.expectOpen(t, "/dev/zero", "ok")
+			expectHas(t, acc, n7, s.has7)
+			expectHas(t, acc, n8, s.has8)
+		})
+	}
+}
+
+// When a runtime puts its own program back (e.g. runc update), Has notices
+// and a reconciling Grant restores the grant, still as one program.
+func TestV2ReconcileAfterReset(t *testing.T) {
+	dir, c := v2Cgroup(t)
+	path, node := hostNode(t, t.TempDir(), gpu.NvidiaMajor, 9)
+	acc, err := NewV2(dir, DefaultRules(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := acc.Grant([]gpu.DeviceNode{node}); err != nil {
+		t.Fatal(err)
+	}
+	ids := progIDs(t, dir)
+	if err := cgroups.DevicesSetV2(dir, &cgroups.Resources{Devices: DefaultRules()}); err != nil {
+		t.Fatal(err)
+	}
+	ids = expectReplaced(t, dir, ids)
+	c.expectOpen(t, path, "EPERM")
+	expectHas(t, acc, node, false)
+
+	if err := acc.Grant([]gpu.DeviceNode{node}); err != nil {
+		t.Fatal(err)
+	}
+	expectReplaced(t, dir, ids)
+	c.expectOpen(t, path, "ENXIO")
+	expectHas(t, acc, node, true)
+
+	// A second Grant of the same node is a no-op: no new program.
+	ids = progIDs(t, dir)
+	if err := acc.Grant([]gpu.DeviceNode{node}); err != nil {
+		t.Fatal(err)
+	}
+	if got := progIDs(t, dir); !slices.Equal(got, ids) {
+		t.Errorf("idempotent Grant replaced the program: %v -> %v", ids, got)
+	}
+}
+
+// A cgroup with no program is unconfined; Grant must not attach one, which
+// would take every other device away from the container.
+func TestV2Unconfined(t *testing.T) {
+	requireRoot(t)
+	self := ownTarget(t)
+	if self.UnifiedDir == "" {
+		t.Skip("no cgroup2 hierarchy on this host")
+	}
+	dir := newCgroup(t, self.UnifiedDir)
+	node := gpu.DeviceNode{Path: "/dev/nvidia0", Major: gpu.NvidiaMajor, Minor: 0}
+	acc, err := NewV2(dir, DefaultRules(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := acc.Grant([]gpu.DeviceNode{node}); err != nil {
+		t.Fatal(err)
+	}
+	if ids := progIDs(t, dir); len(ids) != 0 {
+		t.Errorf("Grant attached %v to an unconfined cgroup", ids)
+	}
+	expectHas(t, acc, node, true)
+}
+
+func TestNewV2RejectsWildcard(t *testing.T) {
+	if _, err := NewV2("/nonexistent", nil, []gpu.DeviceNode{{Major: 195, Minor: -1}}); err == nil {
+		t.Error("NewV2 accepted a wildcard minor")
+	}
+}
+
+// The kernel swaps the program in one step (BPF_F_REPLACE): a poller never
+// sees two programs stacked, or none, while grants and revokes run.
+func TestV2ReplaceIsAtomic(t *testing.T) {
+	dir, c := v2Cgroup(t)
+	node := gpu.DeviceNode{Path: "/dev/nvidia5", Major: gpu.NvidiaMajor, Minor: 5}
+	acc, err := NewV2(dir, DefaultRules(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := openCgroupDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFd(fd)
+	stop := make(chan struct{})
+	done := make(chan []int)
+	go func() {
+		var bad []int
+		for polls := 0; ; polls++ {
+			select {
+			case <-stop:
+				done <- append(bad, polls)
+				return
+			default:
+			}
+			if ids, err := devicePrograms(fd); err != nil || len(ids) != 1 {
+				bad = append(bad, len(ids))
+			}
+		}
+	}()
+	for range 200 {
+		if err := acc.Grant([]gpu.DeviceNode{node}); err != nil {
+			t.Fatal(err)
+		}
+		if err := acc.Revoke([]gpu.DeviceNode{node}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	res := <-done
+	bad, polls := res[:len(res)-1], res[len(res)-1]
+	if len(bad) > 0 {
+		t.Errorf("%d of %d polls saw program counts %v, want always 1", len(bad), polls, bad)
+	}
+	t.Logf("400 replaces, %d polls, all saw exactly one program", polls)
+	c.expectOpen(t, "/dev/null", "ok")
+}
