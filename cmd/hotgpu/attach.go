@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/attach"
+)
+
+// defaultSocket is hotgpud's API socket unless --socket says otherwise.
+const defaultSocket = "/run/hotgpu/hotgpu.sock"
+
+func init() {
+	register(&command{Name: "attach", Summary: "give a running container GPUs (no restart)", Run: runAttach})
+	register(&command{Name: "detach", Summary: "take GPUs away from a running container", Run: runDetach})
+}
+
+const attachHelp = `Usage: hotgpu attach TARGET (--count N | --gpu ID[,ID...]) [--socket PATH]
+
+Give a running container GPUs without restarting it. hotgpud grants each GPU
+in the container's device cgroup (cgroup v1 or v2) and creates /dev/nvidiaN
+inside it (plus /dev/nvidiactl and /dev/nvidia-uvm with its first GPU); no
+mknod is needed in the image. If any step fails, every step is undone.
+
+TARGET is one of:
+  --container ID                 CRI/NRI container id (or a unique prefix)
+  --pod NS/NAME [--container-name NAME]
+  --pid PID                      any container (ctr, nerdctl, Docker) by a process in it
+
+Examples:
+  hotgpu attach --pod ml/trainer --count 2
+  hotgpu attach --container 3f2a9c --gpu 0,GPU-8ac5...
+  hotgpu attach --pid 41234 --gpu 1
+`
+
+const detachHelp = `Usage: hotgpu detach TARGET (--gpu ID[,ID...] | --all) [--force] [--socket PATH]
+
+Take GPUs away from a running container: the cgroup rule is revoked and the
+node removed; detaching the last GPU also removes the control nodes. A GPU
+that a process of the container has open is refused unless --force. GPUs that
+kubelet allocated stay with their pod. TARGET is as for 'hotgpu attach'.
+
+Examples:
+  hotgpu detach --pod ml/trainer --all
+  hotgpu detach --pid 41234 --gpu 1 --force
+`
+
+type targetFlags struct {
+	container, pod, name string
+	pid                  int
+}
+
+func (t *targetFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.container, "container", "", "CRI/NRI container id or unique prefix")
+	fs.StringVar(&t.pod, "pod", "", "pod as NAMESPACE/NAME")
+	fs.StringVar(&t.name, "container-name", "", "container of the pod (when it has several)")
+	fs.IntVar(&t.pid, "pid", 0, "a process of the container")
+}
+
+func (t *targetFlags) target() (attach.Target, error) {
+	n := 0
+	for _, set := range []bool{t.container != "", t.pod != "", t.pid != 0} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return attach.Target{}, usageErrorf("give exactly one of --container, --pod or --pid")
+	}
+	if t.name != "" && t.pod == "" {
+		return attach.Target{}, usageErrorf("--container-name goes with --pod")
+	}
+	out := attach.Target{ContainerID: t.container, PID: t.pid, ContainerName: t.name}
+	if t.pod != "" {
+		ns, name, ok := strings.Cut(t.pod, "/")
+		if !ok || ns == "" || name == "" {
+			return attach.Target{}, usageErrorf("--pod must be NAMESPACE/NAME, got %q", t.pod)
+		}
+		out.PodNamespace, out.PodName = ns, name
+	}
+	return out, nil
+}
+
+func splitIDs(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func runAttach(ctx context.Context, s stdio, args []string) error {
+	fs := newFlagSet("hotgpu attach", attachHelp)
+	var tf targetFlags
+	tf.register(fs)
+	count := fs.Int("count", 0, "number of GPUs (hotgpu picks the best-connected free ones)")
+	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
+	socket := fs.String("socket", defaultSocket, "hotgpud API socket")
+	output := fs.String("o", "text", "output: text or json")
+	if err := parseFlags(fs, args, s); err != nil {
+		return err
+	}
+	t, err := tf.target()
+	if err != nil {
+		return err
+	}
+	if (*count > 0) == (*ids != "") {
+		return usageErrorf("give either --count or --gpu")
+	}
+	res, err := api.NewClient(*socket).Attach(ctx, api.AttachRequest{Target: t, IDs: splitIDs(*ids), Count: *count})
+	if err != nil {
+		return err
+	}
+	return printResult(s, *output, "attached", res)
+}
+
+func runDetach(ctx context.Context, s stdio, args []string) error {
+	fs := newFlagSet("hotgpu detach", detachHelp)
+	var tf targetFlags
+	tf.register(fs)
+	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
+	all := fs.Bool("all", false, "every GPU attached to the container")
+	force := fs.Bool("force", false, "detach even if a process has the GPU open")
+	socket := fs.String("socket", defaultSocket, "hotgpud API socket")
+	output := fs.String("o", "text", "output: text or json")
+	if err := parseFlags(fs, args, s); err != nil {
+		return err
+	}
+	t, err := tf.target()
+	if err != nil {
+		return err
+	}
+	if *all == (*ids != "") {
+		return usageErrorf("give either --gpu or --all")
+	}
+	res, err := api.NewClient(*socket).Detach(ctx, api.DetachRequest{Target: t, IDs: splitIDs(*ids), All: *all, Force: *force})
+	if err != nil {
+		return err
+	}
+	return printResult(s, *output, "detached", res)
+}
+
+func printResult(s stdio, output, verb string, res *attach.Result) error {
+	switch output {
+	case "json":
+		enc := json.NewEncoder(s.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	case "text":
+		for _, g := range res.GPUs {
+			fmt.Fprintf(s.out, "%s GPU %d (%s, /dev/nvidia%d) %s %s\n", verb, g.Index, g.UUID, g.Minor, map[string]string{"attached": "to", "detached": "from"}[verb], res.Holder)
+		}
+		return nil
+	default:
+		return usageErrorf("-o must be text or json, got %q", output)
+	}
+}

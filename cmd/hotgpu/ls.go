@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hotgpu/hotgpu/internal/api"
+)
+
+func init() {
+	register(&command{Name: "ls", Summary: "list GPUs, their health and who holds them", Run: runLs})
+	register(&command{Name: "status", Summary: "show hotgpud's status", Run: runStatus})
+}
+
+const lsHelp = `Usage: hotgpu ls [-o table|json] [--socket PATH]
+
+List every GPU of the node with its health and the container holding it, and
+why: kubelet (device plugin allocation), annotation (pod annotation at
+creation), attach (live attach) or hook (OCI hook).
+`
+
+const statusHelp = `Usage: hotgpu status [-o text|json] [--socket PATH]
+
+Show hotgpud's version, GPUs, NRI connection and CDI spec.
+`
+
+func runLs(ctx context.Context, s stdio, args []string) error {
+	fs := newFlagSet("hotgpu ls", lsHelp)
+	socket := fs.String("socket", defaultSocket, "hotgpud API socket")
+	output := fs.String("o", "table", "output: table or json")
+	if err := parseFlags(fs, args, s); err != nil {
+		return err
+	}
+	if *output != "table" && *output != "json" {
+		return usageErrorf("-o must be table or json, got %q", *output)
+	}
+	gpus, err := api.NewClient(*socket).GPUs(ctx)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(s.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(gpus)
+	}
+	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GPU\tUUID\tNAME\tHEALTH\tHELD BY\tWHY\tSINCE")
+	for _, g := range gpus {
+		health := "healthy"
+		if !g.Healthy {
+			health = "UNHEALTHY"
+		}
+		holder, why, since := "-", "-", "-"
+		if g.Grant != nil {
+			holder, why = g.Grant.Holder.String(), string(g.Grant.Reason)
+			if g.Grant.State != "active" {
+				why += " (" + string(g.Grant.State) + ")"
+			}
+			since = time.Since(g.Grant.Since).Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, g.UUID, g.Name, health, holder, why, since)
+	}
+	return tw.Flush()
+}
+
+func runStatus(ctx context.Context, s stdio, args []string) error {
+	fs := newFlagSet("hotgpu status", statusHelp)
+	socket := fs.String("socket", defaultSocket, "hotgpud API socket")
+	output := fs.String("o", "text", "output: text or json")
+	if err := parseFlags(fs, args, s); err != nil {
+		return err
+	}
+	st, err := api.NewClient(*socket).Status(ctx)
+	if err != nil {
+		return err
+	}
+	switch *output {
+	case "json":
+		enc := json.NewEncoder(s.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	case "text":
+	default:
+		return usageErrorf("-o must be text or json, got %q", *output)
+	}
+	mode := "real GPUs"
+	if st.Simulated != "" {
+		mode = "simulated (" + st.Simulated + ")"
+	}
+	nri := "disconnected"
+	if st.NRIConnected {
+		nri = "connected"
+	}
+	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
+	for _, row := range [][2]string{
+		{"hotgpud", st.Version + ", up " + st.Uptime},
+		{"GPUs", fmt.Sprintf("%d (%s), %d held, %d unhealthy", st.GPUs, mode, st.Held, st.Unhealthy)},
+		{"driver", st.DriverVersion + ", CUDA " + st.CUDAVersion},
+		{"NRI", fmt.Sprintf("%s, %d containers known", nri, st.Containers)},
+		{"CDI spec", st.CDISpec},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,140 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+)
+
+type fakeBackend struct {
+	attached []attach.Target
+	err      error
+}
+
+func (f *fakeBackend) Attach(t attach.Target, ids []string, count int) (*attach.Result, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	f.attached = append(f.attached, t)
+	return &attach.Result{Holder: ledger.Holder{ContainerID: "c1"}, GPUs: []gpu.GPU{{Index: 1}}}, nil
+}
+
+func (f *fakeBackend) Detach(t attach.Target, ids []string, force bool) (*attach.Result, error) {
+	return nil, fmt.Errorf("%w: GPU 1 is open", attach.ErrBusy)
+}
+func (f *fakeBackend) GPUs() []GPUStatus { return []GPUStatus{{GPU: gpu.GPU{Index: 0}, Healthy: true}} }
+func (f *fakeBackend) Status() Status    { return Status{GPUs: 8} }
+
+func serve(t *testing.T, b Backend) (string, *Client) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "api.sock")
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	srv, err := NewServer(path, "", b, logrus.NewEntry(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return path, NewClient(path)
+}
+
+func TestSocketIsPrivate(t *testing.T) {
+	path, _ := serve(t, &fakeBackend{})
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+func TestRequests(t *testing.T) {
+	b := &fakeBackend{}
+	_, c := serve(t, b)
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		req     AttachRequest
+		wantErr string
+	}{
+		{"ok", AttachRequest{Target: attach.Target{ContainerID: "abc"}, Count: 1}, ""},
+		{"no target", AttachRequest{Count: 1}, "exactly one target"},
+		{"two targets", AttachRequest{Target: attach.Target{ContainerID: "a", PID: 3}, Count: 1}, "exactly one target"},
+		{"pod without namespace", AttachRequest{Target: attach.Target{PodName: "p"}, Count: 1}, "namespace"},
+		{"ids and count", AttachRequest{Target: attach.Target{PID: 9}, Count: 1, IDs: []string{"0"}}, "either GPU ids or a count"},
+		{"path as id", AttachRequest{Target: attach.Target{PID: 9}, IDs: []string{"../../dev/sda"}}, "not a GPU index or UUID"},
+		{"huge count", AttachRequest{Target: attach.Target{PID: 9}, Count: 1000}, "count must be between"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := c.Attach(ctx, tt.req)
+			if tt.wantErr == "" {
+				if err != nil || res.GPUs[0].Index != 1 {
+					t.Fatalf("res %+v err %v", res, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+	if len(b.attached) != 1 {
+		t.Fatalf("backend saw %d attach calls, want only the valid one", len(b.attached))
+	}
+	if _, err := c.Detach(ctx, DetachRequest{Target: attach.Target{PID: 5}, All: true}); err == nil || !strings.Contains(err.Error(), "is open") {
+		t.Fatalf("detach err = %v", err)
+	}
+	if st, err := c.Status(ctx); err != nil || st.GPUs != 8 {
+		t.Fatalf("status %+v %v", st, err)
+	}
+	b.err = errors.New("boom")
+	if _, err := c.Attach(ctx, tests[0].req); err == nil || err.Error() != "boom" {
+		t.Fatalf("backend error not passed on: %v", err)
+	}
+}
+
+// A caller that is not root is refused by its kernel credentials even when
+// the socket file itself is opened up.
+func TestNonRootRefused(t *testing.T) {
+	if os.Getenv("HOTGPU_API_CLIENT") != "" {
+		_, err := NewClient(os.Getenv("HOTGPU_API_CLIENT")).Status(context.Background())
+		fmt.Print(err)
+		os.Exit(0)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a client as another user")
+	}
+	path, _ := serve(t, &fakeBackend{})
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=TestNonRootRefused")
+	cmd.Env = append(os.Environ(), "HOTGPU_API_CLIENT="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot run the test binary as nobody here: %v %s", err, out)
+	}
+	if !strings.Contains(string(out), "permission denied") {
+		t.Fatalf("non-root caller got %q, want permission denied", out)
+	}
+}
