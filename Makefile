@@ -1,0 +1,61 @@
+# hotgpu — `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/hotgpu/hotgpu/internal/daemon.Version=$(VERSION)
+PREFIX ?= /usr/local
+FUZZTIME ?= 10s
+export HOTGPU_CACHE ?= $(HOME)/.cache/hotgpu
+
+.PHONY: help build test integration check lint bench fuzz demo image install deps clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build hotgpud, hotgpu and hotgpu-hook into bin/
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+test: ## unit tests with the race detector (root runs the cgroup tests too)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration: deps ## real containerd + runc tests (root; builds them on first run)
+	$(GO) test -race -count=1 -timeout 20m -v ./integration/... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+check: lint test integration ## everything CI runs: lint, unit and integration tests
+
+lint: ## gofmt, go vet, go mod tidy check
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@cp go.mod /tmp/hotgpu-go.mod.bak; cp go.sum /tmp/hotgpu-go.sum.bak; $(GO) mod tidy; \
+	 if ! git diff --quiet -- go.mod go.sum; then echo "go.mod/go.sum not tidy: run go mod tidy"; git diff --stat -- go.mod go.sum; \
+	   cp /tmp/hotgpu-go.mod.bak go.mod; cp /tmp/hotgpu-go.sum.bak go.sum; exit 1; fi
+
+bench: ## benchmarks (go test -bench), medians of several runs
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./... | grep -v /integration)
+
+fuzz: ## run every fuzz target for FUZZTIME (default 10s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; done; done
+
+demo: deps build ## run the demo: real containerd, simulated GPUs, annotation + live attach/detach
+	$(GO) run ./integration/demo
+
+deps: ## build containerd, runc and test images into $(HOTGPU_CACHE) (cached)
+	@integration/deps.sh >/dev/null
+
+image: ## build the container image (needs a Docker engine)
+	docker build -t hotgpu:$(VERSION) .
+
+install: build ## install binaries, systemd unit, config and containerd drop-in
+	install -D -m 0755 $(BIN)/hotgpud $(DESTDIR)$(PREFIX)/bin/hotgpud
+	install -D -m 0755 $(BIN)/hotgpu $(DESTDIR)$(PREFIX)/bin/hotgpu
+	install -D -m 0755 $(BIN)/hotgpu-hook $(DESTDIR)$(PREFIX)/bin/hotgpu-hook
+	install -D -m 0644 etc/systemd/hotgpud.service $(DESTDIR)/etc/systemd/system/hotgpud.service
+	install -D -m 0644 etc/containerd/hotgpu.toml $(DESTDIR)/etc/containerd/conf.d/hotgpu.toml
+	test -e $(DESTDIR)/etc/hotgpu/hotgpud.yaml || install -D -m 0600 etc/hotgpud.yaml $(DESTDIR)/etc/hotgpu/hotgpud.yaml
+
+clean: ## remove build output (not the dependency cache)
+	rm -rf $(BIN)
