@@ -53,6 +53,12 @@ build_runc() {
 
 build_images() {
 	mkdir -p "$IMAGES"
+	# Rebuild when imagetool, pause.c or the host's busybox change.
+	local stamp
+	stamp="$(cat "$HERE"/imagetool/*.go "$HERE"/imagetool/csrc/* /bin/busybox 2>/dev/null | sha256sum | cut -c1-16)"
+	if [ "$(cat "$IMAGES/stamp" 2>/dev/null)" != "$stamp" ]; then
+		rm -f "$IMAGES/pause.tar" "$IMAGES/busybox.tar" "$IMAGES/stamp"
+	fi
 	if [ ! -s "$IMAGES/pause.tar" ]; then
 		log "building pause image"
 		CGO_ENABLED=0 go run "$HERE/imagetool" -kind pause -ref hotgpu.local/pause:1 -out "$IMAGES/pause.tar.tmp"
@@ -63,6 +69,7 @@ build_images() {
 		CGO_ENABLED=0 go run "$HERE/imagetool" -kind busybox -ref hotgpu.local/busybox:1 -out "$IMAGES/busybox.tar.tmp"
 		mv "$IMAGES/busybox.tar.tmp" "$IMAGES/busybox.tar"
 	fi
+	echo "$stamp" >"$IMAGES/stamp"
 }
 
 [ -x "$BIN/containerd" ] && [ -x "$BIN/ctr" ] && [ -x "$BIN/containerd-shim-runc-v2" ] || build_containerd

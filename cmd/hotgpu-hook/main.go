@@ -1,0 +1,101 @@
+// Command hotgpu-hook is the OCI hook hotgpu's CDI spec asks container
+// runtimes to run. It is a thin command line over package hooks.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hotgpu/hotgpu/hooks"
+)
+
+const usage = `hotgpu-hook runs inside a container runtime as an OCI hook, reading the
+container's state (JSON) on stdin. You do not normally run it by hand: the CDI
+spec written by 'hotgpu cdi generate' references it.
+
+Usage:
+  hotgpu-hook update-ldcache --folder DIR [--folder DIR...]
+
+Commands:
+  update-ldcache  add the driver library folders to the container's linker cache
+`
+
+const ldcacheUsage = `update-ldcache is a createContainer hook. It finds the container's root from
+the bundle's config.json, writes /etc/ld.so.conf.d/00-hotgpu.conf inside it
+listing each --folder (paths inside the container), then runs the host's
+ldconfig -r <root> so programs find the NVIDIA driver libraries mounted there.
+Paths are resolved inside the container root: its symlinks cannot redirect
+the write to the host. ldconfig runs with a minimal fixed environment.
+
+Usage:
+  hotgpu-hook update-ldcache --folder DIR [--folder DIR...] [--ldconfig PATH]
+
+Example (as a CDI spec hook):
+  hooks:
+    - hookName: createContainer
+      path: /usr/local/bin/hotgpu-hook
+      args: [hotgpu-hook, update-ldcache, --folder, /usr/lib/x86_64-linux-gnu]
+
+Flags:
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit code: 0 ok, 1 failure,
+// 2 usage error.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "update-ldcache":
+		return updateLDCache(ctx, args[1:], stdin, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "hotgpu-hook: unknown command %q (see 'hotgpu-hook --help')\n", args[0])
+	return 2
+}
+
+func updateLDCache(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var l hooks.LDCache
+	fs := flag.NewFlagSet("hotgpu-hook update-ldcache", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Func("folder", "library `directory` inside the container (repeat for several)", func(v string) error {
+		l.Folders = append(l.Folders, v)
+		return nil
+	})
+	fs.StringVar(&l.LDConfig, "ldconfig", "", "host ldconfig to run (default: /sbin/ldconfig or /usr/sbin/ldconfig, skipped if neither exists)")
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, ldcacheUsage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "hotgpu-hook: %v (see 'hotgpu-hook update-ldcache --help')\n", err)
+		return 2
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "hotgpu-hook: unexpected argument %q (see 'hotgpu-hook update-ldcache --help')\n", fs.Arg(0))
+		return 2
+	}
+	if err := l.Run(ctx, stdin); err != nil {
+		fmt.Fprintf(stderr, "hotgpu-hook: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	cdiapi "tags.cncf.io/container-device-interface/pkg/cdi"
+	specs "tags.cncf.io/container-device-interface/specs-go"
+)
+
+var generateArgs = []string{"cdi", "generate", "--simulate", "dgxa100", "--format", "json", "--output", "-"}
+
+func TestCDIGenerateJSON(t *testing.T) {
+	code, stdout, stderr := runCLI(generateArgs...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	checkDGXA100Spec(t, []byte(stdout))
+}
+
+// TestGoRun checks the built binary, wiring of main included.
+func TestGoRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary; skipped with -short")
+	}
+	out, err := exec.Command("go", append([]string{"run", "."}, generateArgs...)...).Output()
+	if err != nil {
+		t.Fatalf("go run: %v", err)
+	}
+	checkDGXA100Spec(t, out)
+}
+
+// checkDGXA100Spec loads the spec with the CDI library (which validates it)
+// and checks the devices and nodes a simulated DGX A100 must have.
+func checkDGXA100Spec(t *testing.T, data []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "nvidia.com-gpu.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := cdiapi.ReadSpec(path, 0)
+	if err != nil {
+		t.Fatalf("the CDI library rejects the spec: %v", err)
+	}
+	spec := loaded.Spec
+	var uuids int
+	for i := range 8 {
+		d := loaded.GetDevice(strconv.Itoa(i))
+		if d == nil {
+			t.Fatalf("device %d missing", i)
+		}
+		checkNode(t, d.ContainerEdits.DeviceNodes, "/dev/nvidia"+strconv.Itoa(i), 195, int64(i))
+	}
+	for _, d := range spec.Devices {
+		if strings.HasPrefix(d.Name, "GPU-") {
+			uuids++
+		}
+	}
+	if uuids != 8 || loaded.GetDevice("all") == nil {
+		t.Errorf("%d UUID devices and all=%v, want 8 and present", uuids, loaded.GetDevice("all") != nil)
+	}
+	checkNode(t, spec.ContainerEdits.DeviceNodes, "/dev/nvidiactl", 195, 255)
+	for path, minor := range map[string]int64{"/dev/nvidia-uvm": 0, "/dev/nvidia-uvm-tools": 1} {
+		checkNode(t, spec.ContainerEdits.DeviceNodes, path, -1, minor)
+	}
+}
+
+// checkNode finds path among nodes and checks its numbers (major -1: any non-zero).
+func checkNode(t *testing.T, nodes []*specs.DeviceNode, path string, major, minor int64) {
+	t.Helper()
+	i := slices.IndexFunc(nodes, func(n *specs.DeviceNode) bool { return n.Path == path })
+	if i < 0 {
+		t.Errorf("%s missing", path)
+		return
+	}
+	n := nodes[i]
+	if n.Type != "c" || n.Minor != minor || (major < 0 && n.Major == 0) || (major >= 0 && n.Major != major) {
+		t.Errorf("%s = %+v, want c %d:%d", path, n, major, minor)
+	}
+}
+
+func TestCDIGenerateOutput(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name   string
+		args   []string
+		path   string
+		prefix string
+	}{
+		{"into a spec dir", []string{"--output", dir}, "nvidia.com-gpu.yaml", "---"},
+		{"json file", []string{"--output", filepath.Join(dir, "a.json")}, "a.json", "{"},
+		{"no extension", []string{"--output", filepath.Join(dir, "b"), "--format", "json"}, "b.json", "{"},
+		{"custom names", []string{"--output", dir, "--vendor", "example.com", "--class", "accel"}, "example.com-accel.yaml", "---"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"cdi", "generate", "--simulate", "pcie8"}, tt.args...)
+			code, stdout, stderr := runCLI(args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			want := filepath.Join(dir, tt.path)
+			if !strings.Contains(stdout, want) {
+				t.Errorf("stdout %q does not name %s", stdout, want)
+			}
+			data, err := os.ReadFile(want)
+			if err != nil || !strings.HasPrefix(string(data), tt.prefix) {
+				t.Fatalf("read %s: %v (%.20q)", want, err, data)
+			}
+		})
+	}
+}
+
+func TestCDIList(t *testing.T) {
+	code, stdout, stderr := runCLI("cdi", "list", "--simulate", "dgxa100", "--vendor", "example.com", "--class", "accel")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) != 17 || lines[0] != "example.com/accel=0" || lines[7] != "example.com/accel=7" ||
+		!strings.HasPrefix(lines[8], "example.com/accel=GPU-") || lines[16] != "example.com/accel=all" {
+		t.Fatalf("list = %q", lines)
+	}
+}

@@ -1,0 +1,9 @@
+// Package hooks holds the logic of the OCI hooks hotgpu asks runtimes to run,
+// starting with update-ldcache, the createContainer hook of the CDI spec that
+// makes the mounted driver libraries visible to the container's linker.
+//
+// Hooks run as root on the host against a root filesystem the container
+// controls, so every path inside it is resolved within the root (a symlink
+// there can never send a write to the host), and child processes get an
+// explicit minimal environment. cmd/hotgpu-hook is only the command line.
+package hooks

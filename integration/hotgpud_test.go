@@ -1,0 +1,192 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotgpu/hotgpu/integration/harness"
+	"github.com/hotgpu/hotgpu/internal/api"
+)
+
+var hotgpudBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildHotgpud builds cmd/hotgpud once per test binary.
+func buildHotgpud(t testing.TB) string {
+	t.Helper()
+	hotgpudBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "hotgpud-bin-")
+		if err != nil {
+			hotgpudBin.err = err
+			return
+		}
+		hotgpudBin.path = filepath.Join(dir, "hotgpud")
+		out, err := exec.Command("go", "build", "-o", hotgpudBin.path, "github.com/hotgpu/hotgpu/cmd/hotgpud").CombinedOutput()
+		if err != nil {
+			hotgpudBin.err = &buildError{string(out)}
+		}
+	})
+	if hotgpudBin.err != nil {
+		t.Fatalf("failed to build hotgpud: %v", hotgpudBin.err)
+	}
+	return hotgpudBin.path
+}
+
+type buildError struct{ out string }
+
+func (e *buildError) Error() string { return e.out }
+
+// hotgpud is a hotgpud process on simulated GPUs, connected to a private
+// containerd.
+type hotgpud struct {
+	t      testing.TB
+	args   []string
+	dir    string
+	socket string
+	cmd    *exec.Cmd
+	log    *os.File
+	api    *api.Client
+}
+
+// gpuEnv is a private containerd with hotgpud plugged in.
+type gpuEnv struct {
+	c *harness.Containerd
+	d *hotgpud
+}
+
+func startEnv(t *testing.T, extra ...string) *gpuEnv {
+	t.Helper()
+	bins := harness.Deps(t)
+	c := harness.StartContainerd(t, harness.Options{Bins: bins})
+	return &gpuEnv{c: c, d: startHotgpud(t, c, extra...)}
+}
+
+func startHotgpud(t *testing.T, c *harness.Containerd, extra ...string) *hotgpud {
+	t.Helper()
+	dir := t.TempDir()
+	h := &hotgpud{t: t, dir: dir, socket: filepath.Join(dir, "api.sock")}
+	h.args = append([]string{
+		"--simulate", "dgxa100",
+		"--state-dir", filepath.Join(dir, "state"),
+		"--nri-socket", c.NRISocket,
+		"--cdi-dir", c.CDIDir,
+		"--api-socket", h.socket,
+		"--annotation-namespaces", harness.PodNamespace,
+		"--annotation-max", "4",
+		"--log-level", "debug",
+	}, extra...)
+	h.api = api.NewClient(h.socket)
+	h.start()
+	t.Cleanup(func() {
+		h.stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "hotgpud.log"))
+			t.Logf("hotgpud log:\n%s", tail(string(b), 60))
+		}
+	})
+	return h
+}
+
+func (h *hotgpud) start() {
+	h.t.Helper()
+	var err error
+	h.log, err = os.OpenFile(filepath.Join(h.dir, "hotgpud.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.cmd = exec.Command(buildHotgpud(h.t), h.args...)
+	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
+	if err := h.cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.waitConnected()
+}
+
+// waitConnected waits until the API answers and NRI is connected.
+func (h *hotgpud) waitConnected() {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := h.api.Status(ctx)
+		cancel()
+		if err == nil && st.NRIConnected {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(filepath.Join(h.dir, "hotgpud.log"))
+	h.t.Fatalf("hotgpud did not connect to NRI within 30s; log:\n%s", tail(string(b), 40))
+}
+
+// kill9 kills hotgpud without giving it a chance to clean up.
+func (h *hotgpud) kill9() {
+	if h.cmd == nil {
+		return
+	}
+	_ = h.cmd.Process.Signal(syscall.SIGKILL)
+	_ = h.cmd.Wait()
+	h.cmd = nil
+	h.log.Close()
+}
+
+func (h *hotgpud) stop() {
+	if h.cmd == nil {
+		return
+	}
+	_ = h.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = h.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = h.cmd.Process.Kill()
+		<-done
+	}
+	h.cmd = nil
+	h.log.Close()
+}
+
+// holders returns GPU index -> "reason:containerID" from hotgpud's ledger.
+func (h *hotgpud) holders(t testing.TB) map[int]string {
+	t.Helper()
+	gpus, err := h.api.GPUs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]string{}
+	for _, g := range gpus {
+		if g.Grant != nil {
+			out[g.Index] = string(g.Grant.Reason) + ":" + g.Grant.Holder.ContainerID
+		}
+	}
+	return out
+}
+
+func (h *hotgpud) uuid(t testing.TB, index int) string {
+	t.Helper()
+	gpus, err := h.api.GPUs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gpus[index].UUID
+}
+
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,17 @@
+// Package nvml turns what the NVIDIA driver reports through NVML into
+// hotgpu's device model (*gpu.Inventory): GPUs, their MIG devices and
+// /dev/nvidia-caps nodes, the NVLink/PCIe topology between them, and the
+// control device nodes every GPU container needs.
+//
+// It is the only package that imports github.com/NVIDIA/go-nvml, and it turns
+// nvml.Return codes into Go errors (see ErrNotFound and friends) so no other
+// package has to know NVML exists.
+//
+// The same code reads real hardware and go-nvml's mock server: New with
+// WithSimulate builds a mock node (presets "dgxa100" and "pcie8") whose
+// UUIDs, bus ids and topology are deterministic, and Provider.Simulation lets
+// tests and the daemon remove GPUs, bring them back and enable MIG.
+//
+// It is not the place for policy (which GPU to hand out) or for health
+// monitoring; it only reports what is there.
+package nvml

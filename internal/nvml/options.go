@@ -1,0 +1,67 @@
+package nvml
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// Option configures a Provider.
+type Option func(*options) error
+
+type options struct {
+	driverRoot  string
+	simulate    string
+	procDevices string
+	migMinors   string
+}
+
+func defaultOptions() options {
+	return options{
+		driverRoot:  "/",
+		procDevices: "/proc/devices",
+		migMinors:   "/proc/driver/nvidia-caps/mig-minors",
+	}
+}
+
+// WithDriverRoot sets the root the NVIDIA driver is installed under (default
+// "/"); libnvidia-ml.so.1 is searched in the usual library directories below
+// it. Use it when the driver lives in a container, e.g. /run/nvidia/driver.
+func WithDriverRoot(dir string) Option {
+	return func(o *options) error {
+		if !filepath.IsAbs(dir) {
+			return fmt.Errorf("driver root %q must be an absolute path", dir)
+		}
+		o.driverRoot = filepath.Clean(dir)
+		return nil
+	}
+}
+
+// WithSimulate replaces the driver with go-nvml's mock server populated from
+// a preset (see Presets). No GPU, driver or library is needed.
+func WithSimulate(preset string) Option {
+	return func(o *options) error {
+		if _, ok := presets[preset]; !ok {
+			return fmt.Errorf("unknown simulation preset %q: use one of %v", preset, Presets())
+		}
+		o.simulate = preset
+		return nil
+	}
+}
+
+// WithProcDevices reads the character-device majors from path instead of
+// /proc/devices (tests use it to pin nvidia-uvm and nvidia-caps majors).
+func WithProcDevices(path string) Option {
+	return func(o *options) error {
+		o.procDevices = path
+		return nil
+	}
+}
+
+// WithMIGMinors reads MIG capability minors from path instead of
+// /proc/driver/nvidia-caps/mig-minors. It has no effect in simulation.
+func WithMIGMinors(path string) Option {
+	return func(o *options) error {
+		o.migMinors = path
+		return nil
+	}
+}

@@ -1,0 +1,112 @@
+package nvml
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/hotgpu/hotgpu/internal/gpu"
+)
+
+// Provider reads the node's GPUs through NVML, real or simulated. It is safe
+// for concurrent use: calls are serialised because NVML handles (and the mock
+// server) are not meant to be walked by several goroutines at once.
+type Provider struct {
+	mu     sync.Mutex
+	opts   options
+	lib    nvml.Interface
+	sim    *Sim
+	closed bool
+}
+
+// New loads NVML (or builds the simulation) and initialises it. Call Close
+// when done.
+func New(opts ...Option) (*Provider, error) {
+	p := &Provider{opts: defaultOptions()}
+	for _, opt := range opts {
+		if err := opt(&p.opts); err != nil {
+			return nil, fmt.Errorf("failed to configure NVML provider: %w", err)
+		}
+	}
+	if p.opts.simulate != "" {
+		p.sim = newSim(p.opts.simulate, &p.mu)
+		p.lib = p.sim.server
+	} else {
+		lib, err := loadLibrary(p.opts.driverRoot)
+		if err != nil {
+			return nil, err
+		}
+		p.lib = lib
+	}
+	if err := p.init(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Provider) init() error {
+	ret := p.lib.Init()
+	switch {
+	case ret == nvml.SUCCESS:
+		return nil
+	case ret == nvml.ERROR_LIBRARY_NOT_FOUND:
+		return missingError(p.opts.driverRoot, nil)
+	case ret == nvml.ERROR_DRIVER_NOT_LOADED:
+		return fmt.Errorf("failed to initialise NVML: %w: load it (modprobe nvidia) or, to run without a GPU, use --simulate dgxa100", ErrDriverNotLoaded)
+	default:
+		return fmt.Errorf("failed to initialise NVML: %w", check(ret, "initialise NVML"))
+	}
+}
+
+// Inventory reports the node's GPUs as they are now.
+func (p *Provider) Inventory() (*gpu.Inventory, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	majors, err := p.majors()
+	if err != nil {
+		return nil, err
+	}
+	r := reader{lib: p.lib, majors: majors, migMinors: p.migMinorTable}
+	inv, err := r.inventory()
+	if err != nil {
+		return nil, err
+	}
+	inv.Simulated = p.opts.simulate
+	inv.Control = controlNodes(majors.uvm)
+	return inv, nil
+}
+
+// Simulation returns the handle that changes the simulated node, or nil when
+// the Provider reads real hardware.
+func (p *Provider) Simulation() *Sim { return p.sim }
+
+// Close shuts NVML down. Further calls to Inventory fail with ErrClosed.
+func (p *Provider) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if ret := p.lib.Shutdown(); ret != nvml.SUCCESS {
+		return fmt.Errorf("failed to shut NVML down: %w", check(ret, "shut down NVML"))
+	}
+	return nil
+}
+
+// migMinorTable returns where MIG capability minors come from: the driver's
+// table on a real host, the driver's fixed layout in simulation.
+func (p *Provider) migMinorTable() (migMinors, error) {
+	if p.sim != nil {
+		return driverLayoutMinors{}, nil
+	}
+	t, err := readMIGMinors(p.opts.migMinors)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read MIG capability minors: %w: is the nvidia-caps support of the driver loaded?", err)
+	}
+	return t, nil
+}

@@ -1,0 +1,173 @@
+package nvml
+
+import (
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/hotgpu/hotgpu/internal/gpu"
+)
+
+// newSimProvider starts a simulated provider with majors pinned by testdata.
+func newSimProvider(t testing.TB, preset string) *Provider {
+	t.Helper()
+	p, err := New(WithSimulate(preset), WithProcDevices("testdata/proc-devices"))
+	if err != nil {
+		t.Fatalf("New(%s): %v", preset, err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func inventory(t testing.TB, p *Provider) *gpu.Inventory {
+	t.Helper()
+	inv, err := p.Inventory()
+	if err != nil {
+		t.Fatalf("Inventory: %v", err)
+	}
+	return inv
+}
+
+func TestInventoryPresets(t *testing.T) {
+	tests := []struct {
+		preset string
+		name   string
+		bus0   string
+	}{
+		{preset: "dgxa100", name: "A100-SXM4-40GB", bus0: "0000:07:00.0"},
+		{preset: "pcie8", name: "A100-PCIE-40GB", bus0: "0000:1b:00.0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.preset, func(t *testing.T) {
+			inv := inventory(t, newSimProvider(t, tt.preset))
+			if inv.Simulated != tt.preset || inv.DriverVersion != "550.54.15" || inv.CUDAVersion != "12.4" {
+				t.Errorf("got simulated=%q driver=%q cuda=%q", inv.Simulated, inv.DriverVersion, inv.CUDAVersion)
+			}
+			if len(inv.GPUs) != 8 {
+				t.Fatalf("got %d GPUs, want 8", len(inv.GPUs))
+			}
+			buses := map[string]bool{}
+			for i, g := range inv.GPUs {
+				if g.Index != i || g.Minor != i || !strings.HasPrefix(g.UUID, "GPU-") || len(g.UUID) != 40 {
+					t.Errorf("GPU %d: index=%d minor=%d uuid=%q", i, g.Index, g.Minor, g.UUID)
+				}
+				if !strings.Contains(g.Name, tt.name) || g.MemoryMiB != 40960 || g.MIGEnabled || len(g.Peers) != 7 {
+					t.Errorf("GPU %d: name=%q mem=%d mig=%v peers=%d", i, g.Name, g.MemoryMiB, g.MIGEnabled, len(g.Peers))
+				}
+				buses[g.PCIBusID] = true
+			}
+			if len(buses) != 8 || inv.GPUs[0].PCIBusID != tt.bus0 {
+				t.Errorf("bus ids not distinct or GPU 0 at %q: %v", inv.GPUs[0].PCIBusID, buses)
+			}
+			want := []gpu.DeviceNode{
+				{Path: "/dev/nvidiactl", Major: 195, Minor: 255},
+				{Path: "/dev/nvidia-uvm", Major: 509, Minor: 0},
+				{Path: "/dev/nvidia-uvm-tools", Major: 509, Minor: 1},
+			}
+			if !slices.Equal(inv.Control, want) {
+				t.Errorf("control nodes = %v, want %v", inv.Control, want)
+			}
+		})
+	}
+}
+
+func uuids(inv *gpu.Inventory) []string {
+	var out []string
+	for _, g := range inv.GPUs {
+		out = append(out, g.UUID)
+	}
+	return out
+}
+
+func TestUUIDsStableAcrossProcesses(t *testing.T) {
+	first := uuids(inventory(t, newSimProvider(t, "dgxa100")))
+	second := uuids(inventory(t, newSimProvider(t, "dgxa100")))
+	if !slices.Equal(first, second) {
+		t.Fatalf("UUIDs differ between two providers:\n%v\n%v", first, second)
+	}
+	other := uuids(inventory(t, newSimProvider(t, "pcie8")))
+	if slices.ContainsFunc(other, func(u string) bool { return slices.Contains(first, u) }) {
+		t.Errorf("presets share UUIDs: %v %v", first, other)
+	}
+	if got := len(slices.Compact(slices.Sorted(slices.Values(first)))); got != 8 {
+		t.Errorf("got %d distinct UUIDs, want 8", got)
+	}
+}
+
+func TestRemoveAndRestoreGPU(t *testing.T) {
+	p := newSimProvider(t, "pcie8")
+	before := inventory(t, p)
+	gone := before.GPUs[3].UUID
+	if err := p.Simulation().RemoveGPU(gone); err != nil {
+		t.Fatal(err)
+	}
+	after := inventory(t, p)
+	if len(after.GPUs) != 7 {
+		t.Fatalf("got %d GPUs after removal, want 7", len(after.GPUs))
+	}
+	var minors []int
+	for i, g := range after.GPUs {
+		if g.Index != i || g.UUID == gone || len(g.Peers) != 6 {
+			t.Errorf("position %d: index=%d uuid=%s peers=%d", i, g.Index, g.UUID, len(g.Peers))
+		}
+		minors = append(minors, g.Minor)
+	}
+	if want := []int{0, 1, 2, 4, 5, 6, 7}; !slices.Equal(minors, want) {
+		t.Errorf("minors = %v, want %v (minors must not move)", minors, want)
+	}
+	if p2, _ := after.GPUs[2].Peer(3); p2.NVLinks != 0 {
+		t.Errorf("GPU 2 keeps %d NVLinks to its removed partner", p2.NVLinks)
+	}
+	if err := p.Simulation().RemoveGPU(gone); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second removal: got %v, want ErrNotFound", err)
+	}
+	if err := p.Simulation().RestoreGPU("3"); err != nil {
+		t.Fatal(err)
+	}
+	if got := uuids(inventory(t, p)); !slices.Equal(got, uuids(before)) {
+		t.Errorf("after restore UUIDs = %v, want %v", got, uuids(before))
+	}
+}
+
+func TestSimulationNilOnRealHardware(t *testing.T) {
+	p := &Provider{}
+	if p.Simulation() != nil {
+		t.Fatal("Simulation() != nil without WithSimulate")
+	}
+}
+
+func TestUnknownPreset(t *testing.T) {
+	_, err := New(WithSimulate("dgx-nope"))
+	if err == nil || !strings.Contains(err.Error(), "dgxa100") {
+		t.Fatalf("got %v, want an error listing the presets", err)
+	}
+}
+
+func TestClosedProvider(t *testing.T) {
+	p := newSimProvider(t, "dgxa100")
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Inventory(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("got %v, want ErrClosed", err)
+	}
+}
+
+func TestSimulatedMajorsWithoutDriver(t *testing.T) {
+	p, err := New(WithSimulate("dgxa100"), WithProcDevices(t.TempDir()+"/absent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Simulation().EnableMIG("0", "1g.5gb"); err != nil {
+		t.Fatal(err)
+	}
+	inv := inventory(t, p)
+	if inv.Control[1].Major != SimulatedUVMMajor || inv.GPUs[0].MIG[0].Caps[0].Major != SimulatedCapsMajor {
+		t.Fatalf("control %v caps %v: want the simulated majors", inv.Control, inv.GPUs[0].MIG[0].Caps)
+	}
+}
+
+func slot(i int) string { return strconv.Itoa(i) }
