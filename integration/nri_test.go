@@ -91,7 +91,7 @@ func TestNRIInjection(t *testing.T) {
 	}
 
 	t.Run("bad requests fail creation and change nothing", func(t *testing.T) {
-		held := c.MustRunPod(t, "holder", ann("3"))
+		held := c.MustRunPod(t, "holder", ann("4"))
 		c.MustRunContainer(t, held, "app", harness.ContainerOptions{})
 		before := d.holders(t)
 		for _, tc := range []struct{ value, ns, want string }{
