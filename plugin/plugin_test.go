@@ -41,7 +41,12 @@ type fixture struct {
 
 func newFixture(t testing.TB, n int) *fixture {
 	t.Helper()
-	store, err := ledger.NewFileStore(t.TempDir())
+	return newFixtureIn(t, n, t.TempDir())
+}
+
+func newFixtureIn(t testing.TB, n int, stateDir string) *fixture {
+	t.Helper()
+	store, err := ledger.NewFileStore(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
