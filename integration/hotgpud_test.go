@@ -182,7 +182,6 @@ func (h *hotgpud) uuid(t testing.TB, index int) string {
 	return gpus[index].UUID
 }
 
-
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {

@@ -114,7 +114,10 @@ func TestNRIInjection(t *testing.T) {
 					t.Fatalf("%q: %v", tc.value, err)
 				}
 				before = d.holders(t)
-				t.Cleanup(func() { _ = c.CRI().StopPod(context.Background(), pod); _ = c.CRI().RemovePod(context.Background(), pod) })
+				t.Cleanup(func() {
+					_ = c.CRI().StopPod(context.Background(), pod)
+					_ = c.CRI().RemovePod(context.Background(), pod)
+				})
 				cancel()
 				continue
 			}
