@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/containerd/nri/pkg/api"
 
@@ -42,14 +44,20 @@ func benchCreate(b *testing.B, f *fixture) {
 	sb := pod("ml", "p", map[string]string{policy.AnnotationKey("train"): "1"})
 	c := ctr("bench", "train")
 	ctx := context.Background()
+	var create []time.Duration
 	for b.Loop() {
+		start := time.Now()
 		if _, _, err := f.p.CreateContainer(ctx, sb, c); err != nil {
 			b.Fatal(err)
 		}
+		create = append(create, time.Since(start))
 		if err := f.p.RemoveContainer(ctx, sb, c); err != nil {
 			b.Fatal(err)
 		}
 	}
+	slices.Sort(create)
+	b.ReportMetric(float64(create[len(create)/2].Microseconds()), "create-p50-µs")
+	b.ReportMetric(float64(create[len(create)*99/100].Microseconds()), "create-p99-µs")
 }
 
 // BenchmarkCreateContainerNoGPU is the cost for the common container that

@@ -6,6 +6,8 @@ import (
 	"os"
 	"slices"
 
+	devices "github.com/opencontainers/cgroups/devices/config"
+
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/hotplug"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -66,7 +68,7 @@ func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, n
 	if err := m.step("reserved"); err != nil {
 		return err
 	}
-	access, err := r.target.Devices(r.rules, m.grantedNodes(inv, prior))
+	access, err := m.access(r, inv, prior)
 	if err != nil {
 		return fmt.Errorf("failed to open the container's device cgroup: %w", err)
 	}
@@ -105,7 +107,7 @@ func (m *Manager) undo(r *resolved, inv *gpu.Inventory, granted []ledger.Grant, 
 			m.log.WithError(err).WithField("node", n.Path).Warn("failed to remove node")
 		}
 	}
-	access, err := r.target.Devices(r.rules, m.grantedNodes(inv, granted))
+	access, err := m.access(r, inv, granted)
 	if err == nil {
 		err = access.Revoke(nodes)
 	}
@@ -159,7 +161,7 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 }
 
 func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, nodes []gpu.DeviceNode) error {
-	access, err := r.target.Devices(r.rules, m.grantedNodes(inv, held))
+	access, err := m.access(r, inv, held)
 	if err != nil {
 		return fmt.Errorf("failed to open the container's device cgroup: %w", err)
 	}
@@ -231,20 +233,42 @@ func (m *Manager) checkBusy(r *resolved, gpus []*gpu.GPU, force bool) error {
 	return nil
 }
 
-// grantedNodes is what hotgpu itself granted the container so far (live
-// attach); other grants' nodes are already in the container's own rules.
-func (m *Manager) grantedNodes(inv *gpu.Inventory, held []ledger.Grant) []gpu.DeviceNode {
-	var out []gpu.DeviceNode
-	for _, g := range held {
-		if g.Reason != ledger.Attach {
+// access returns the container's device access. For cgroup v2, where the
+// whole allow-list is one program, the program is rebuilt from the
+// container's own rules minus every GPU and control node, plus the nodes of
+// the GPUs the ledger says it holds (for any reason): so a detached GPU is
+// really gone even when the container's spec once allowed it.
+func (m *Manager) access(r *resolved, inv *gpu.Inventory, held []ledger.Grant) (hotplug.DeviceAccess, error) {
+	return r.target.Devices(withoutGPUNodes(r.rules, inv), grantedNodes(inv, held))
+}
+
+// grantedNodes are the nodes of the held GPUs, plus the control nodes when
+// the container holds any GPU.
+func grantedNodes(inv *gpu.Inventory, held []ledger.Grant) []gpu.DeviceNode {
+	out := nodesOfGrants(inv, held)
+	if len(out) > 0 {
+		out = append(out, inv.Control...)
+	}
+	return out
+}
+
+// withoutGPUNodes drops the rules that allow exactly one GPU or control
+// node; grantedNodes puts back the ones the container still holds.
+func withoutGPUNodes(rules []*devices.Rule, inv *gpu.Inventory) []*devices.Rule {
+	isNode := map[[2]int64]bool{}
+	for _, g := range inv.GPUs {
+		n := g.Node()
+		isNode[[2]int64{n.Major, n.Minor}] = true
+	}
+	for _, n := range inv.Control {
+		isNode[[2]int64{n.Major, n.Minor}] = true
+	}
+	out := make([]*devices.Rule, 0, len(rules))
+	for _, r := range rules {
+		if r.Allow && r.Type == devices.CharDevice && isNode[[2]int64{r.Major, r.Minor}] {
 			continue
 		}
-		if p, ok := inv.ByUUID(g.GPU); ok {
-			out = append(out, p.Node())
-		}
-	}
-	if len(out) > 0 && len(out) == len(held) {
-		out = append(out, inv.Control...)
+		out = append(out, r)
 	}
 	return out
 }

@@ -92,8 +92,8 @@ func (m *Manager) reapply(inv *gpu.Inventory, cid string, grants []ledger.Grant)
 		return 0, nil // not running right now; NRI or the next pass decides
 	}
 	held := m.ledger.Container(cid)
-	nodes := m.grantedNodes(inv, held)
-	access, err := r.target.Devices(r.rules, nodes)
+	nodes := grantedNodes(inv, held)
+	access, err := m.access(r, inv, held)
 	if err != nil {
 		return 0, err
 	}
