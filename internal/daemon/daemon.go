@@ -29,6 +29,11 @@ import (
 // Version is set at build time.
 var Version = "dev"
 
+// failpoint is nil in every normal build. Test builds with the
+// hotgpu_failpoints tag set it (failpoints.go) so the integration
+// suite can kill hotgpud between the steps of an attach or detach.
+var failpoint func(step string) error
+
 // Daemon is hotgpud.
 type Daemon struct {
 	cfg      *configv1.Config
@@ -77,6 +82,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 		return nil, err
 	}
 	d.attach = attach.New(d, d.health, d.ledger, d.registry, log)
+	if failpoint != nil {
+		d.attach.SetFailpoint(failpoint)
+	}
 	if !cfg.NRI.Disabled {
 		d.plugin, err = plugin.New(d, d.ledger, d.registry,
 			plugin.WithSocket(cfg.NRI.Socket),
