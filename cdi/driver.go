@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	specs "tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/hotgpu/hotgpu/internal/gpu"
 )
 
 // ErrNoDriverLibraries means no driver library was found under the driver root.
@@ -35,17 +37,7 @@ var driverBinaries = []string{
 	"nvidia-cuda-mps-server",
 }
 
-// libDirs matches internal/nvml's search list (relative to the driver root).
-var libDirs = []string{
-	"usr/lib64",
-	"usr/lib/x86_64-linux-gnu",
-	"usr/lib/aarch64-linux-gnu",
-	"usr/lib",
-	"lib64",
-	"lib/x86_64-linux-gnu",
-	"lib/aarch64-linux-gnu",
-	"lib",
-}
+var libDirs = gpu.DriverLibraryDirs
 
 var binDirs = []string{"usr/bin", "usr/sbin", "bin", "sbin"}
 

@@ -155,45 +155,13 @@ func (p *Plugin) cdiGPUs(inv *gpu.Inventory, c *api.Container) ([]*gpu.GPU, erro
 
 // choose resolves an annotation request against free, healthy GPUs.
 func (p *Plugin) choose(inv *gpu.Inventory, req policy.Request) ([]*gpu.GPU, error) {
-	if len(req.IDs) > 0 {
-		var out []*gpu.GPU
-		for _, id := range req.IDs {
-			g, err := inv.Lookup(id)
-			if err != nil {
-				return nil, err
-			}
-			if !p.health.Healthy(g.UUID) {
-				return nil, fmt.Errorf("GPU %d is unhealthy", g.Index)
-			}
-			if h, held := p.ledger.Lookup(g.UUID); held {
-				return nil, fmt.Errorf("GPU %d is held by %s (%s)", g.Index, h.Holder, h.Reason)
-			}
-			out = append(out, g)
-		}
-		return out, nil
-	}
-	var free []int
-	for _, g := range inv.GPUs {
-		if _, held := p.ledger.Lookup(g.UUID); !held && p.health.Healthy(g.UUID) {
-			free = append(free, g.Index)
-		}
-	}
-	if req.Count > len(free) {
-		return nil, fmt.Errorf("%d requested, %d free", req.Count, len(free))
-	}
-	picked, err := alloc.Pick(inv, free, nil, req.Count)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*gpu.GPU, 0, len(picked))
-	for _, idx := range picked {
-		g, err := inv.Lookup(fmt.Sprint(idx))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, nil
+	return alloc.Choose(inv, available{p.ledger, p.health}, req.IDs, req.Count)
+}
+
+// available combines the ledger and health into alloc.Availability.
+type available struct {
+	*ledger.Ledger
+	Health
 }
 
 // adjustment adds the GPU nodes and the control nodes the container lacks,

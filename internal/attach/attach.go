@@ -172,39 +172,13 @@ func baseRules(rs []registry.DeviceRule) ([]*devices.Rule, error) {
 // pick chooses GPUs for an attach: the named ones (which must be free and
 // healthy) or count of the best-connected free ones.
 func (m *Manager) pick(inv *gpu.Inventory, ids []string, count int) ([]*gpu.GPU, error) {
-	if len(ids) > 0 {
-		out := make([]*gpu.GPU, 0, len(ids))
-		for _, id := range ids {
-			g, err := inv.Lookup(id)
-			if err != nil {
-				return nil, err
-			}
-			if cur, held := m.ledger.Lookup(g.UUID); held {
-				return nil, fmt.Errorf("GPU %d is held by %s (%s)", g.Index, cur.Holder, cur.Reason)
-			}
-			if !m.health.Healthy(g.UUID) {
-				return nil, fmt.Errorf("GPU %d is unhealthy", g.Index)
-			}
-			out = append(out, g)
-		}
-		return out, nil
-	}
-	var free []int
-	for _, g := range inv.GPUs {
-		if _, held := m.ledger.Lookup(g.UUID); !held && m.health.Healthy(g.UUID) {
-			free = append(free, g.Index)
-		}
-	}
-	idx, err := alloc.Pick(inv, free, nil, count)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*gpu.GPU, 0, len(idx))
-	for _, i := range idx {
-		g, _ := inv.Lookup(strconv.Itoa(i))
-		out = append(out, g)
-	}
-	return out, nil
+	return alloc.Choose(inv, available{m.ledger, m.health}, ids, count)
+}
+
+// available combines the ledger and health into alloc.Availability.
+type available struct {
+	*ledger.Ledger
+	Health
 }
 
 func short(id string) string {

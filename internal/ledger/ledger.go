@@ -99,6 +99,7 @@ type Ledger struct {
 	store  Store
 	grants map[string]Grant // by GPU UUID
 	now    func() time.Time
+	subs   map[chan struct{}]struct{}
 }
 
 // Store persists the ledger's grants. FileStore is the real one.
@@ -303,6 +304,16 @@ func (l *Ledger) Lookup(uuid string) (Grant, bool) {
 	return g, ok
 }
 
+// HeldBy describes who holds a GPU and why ("" when it is free), for
+// messages.
+func (l *Ledger) HeldBy(uuid string) string {
+	g, ok := l.Lookup(uuid)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%s (%s)", g.Holder, g.Reason)
+}
+
 // Container returns the grants held by one container.
 func (l *Ledger) Container(containerID string) []Grant {
 	l.mu.Lock()
@@ -339,6 +350,7 @@ func (l *Ledger) commit(next map[string]Grant) error {
 		return fmt.Errorf("failed to persist ledger: %w", err)
 	}
 	l.grants = next
+	l.notify()
 	return nil
 }
 

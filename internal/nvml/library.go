@@ -7,23 +7,13 @@ import (
 	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/hotgpu/hotgpu/internal/gpu"
 )
 
 const nvmlLibrary = "libnvidia-ml.so.1"
 
-// libDirs are the directories, relative to a driver root, where distributions
-// and the driver container install libnvidia-ml. cdi/driver.go searches the
-// same list for the libraries it mounts.
-var libDirs = []string{
-	"usr/lib64",
-	"usr/lib/x86_64-linux-gnu",
-	"usr/lib/aarch64-linux-gnu",
-	"usr/lib",
-	"lib64",
-	"lib/x86_64-linux-gnu",
-	"lib/aarch64-linux-gnu",
-	"lib",
-}
+var libDirs = gpu.DriverLibraryDirs
 
 // loadLibrary finds libnvidia-ml.so.1 under root and returns an NVML bound to
 // it. With root "/" and no file found in the usual places it falls back to
