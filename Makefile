@@ -6,16 +6,18 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/hotgpu/hotgpu/internal/daemon.Version=$(VERSION)
 PREFIX ?= /usr/local
 FUZZTIME ?= 10s
+FUZZSHORT ?= 3000x
 export HOTGPU_CACHE ?= $(HOME)/.cache/hotgpu
 
-.PHONY: help build test integration check lint bench fuzz demo image install deps clean
+.PHONY: help build test integration check lint bench bench-go fuzz demo image install deps clean fuzz-short vulncheck depcheck
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build hotgpud, hotgpu and hotgpu-hook into bin/
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/... # cgo: go-nvml dlopens libnvidia-ml
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpu-hook # static: runtimes run it on any host
 
 test: ## unit tests with the race detector (root runs the cgroup tests too)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
@@ -23,7 +25,7 @@ test: ## unit tests with the race detector (root runs the cgroup tests too)
 integration: deps ## real containerd + runc tests (root; builds them on first run)
 	$(GO) test -race -count=1 -timeout 20m -v ./integration/... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-check: lint test integration ## everything CI runs: lint, unit and integration tests
+check: lint depcheck test fuzz-short integration ## everything CI runs: lint, deps, unit, fuzz (short) and integration tests
 
 lint: ## gofmt, go vet, go mod tidy check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -32,13 +34,23 @@ lint: ## gofmt, go vet, go mod tidy check
 	 if ! git diff --quiet -- go.mod go.sum; then echo "go.mod/go.sum not tidy: run go mod tidy"; git diff --stat -- go.mod go.sum; \
 	   cp /tmp/hotgpu-go.mod.bak go.mod; cp /tmp/hotgpu-go.sum.bak go.sum; exit 1; fi
 
-bench: ## benchmarks (go test -bench), medians of several runs
+bench: ## hotgpu vs the alternatives, side by side (root; ~3 min) -> bench/RESULTS.md
+	$(GO) run ./bench/cmd/hotgpu-bench $(BENCHFLAGS)
+
+bench-go: ## plain Go benchmarks (go test -bench), medians of several runs
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./... | grep -v /integration)
 
-fuzz: ## run every fuzz target for FUZZTIME (default 10s)
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; done; done
+fuzz: ## run every fuzz target for FUZZTIME (default 10s); crashers land in testdata/fuzz
+	@hack/fuzz.sh $(FUZZTIME)
+
+fuzz-short: ## every fuzz target briefly (FUZZSHORT executions each; CI)
+	@hack/fuzz.sh $(FUZZSHORT)
+
+vulncheck: ## govulncheck when its database is reachable; says why it skipped otherwise
+	@hack/vulncheck.sh
+
+depcheck: ## fail if a direct dependency has an untaken patch release (docs/security.md lists held-back ones)
+	$(GO) run hack/depcheck.go -allow docs/security.md
 
 demo: deps build ## run the demo: real containerd, simulated GPUs, annotation + live attach/detach
 	$(GO) run ./integration/demo
@@ -55,6 +67,9 @@ install: build ## install binaries, systemd unit, config and containerd drop-in
 	install -D -m 0755 $(BIN)/hotgpu-hook $(DESTDIR)$(PREFIX)/bin/hotgpu-hook
 	install -D -m 0644 etc/systemd/hotgpud.service $(DESTDIR)/etc/systemd/system/hotgpud.service
 	install -D -m 0644 etc/containerd/hotgpu.toml $(DESTDIR)/etc/containerd/conf.d/hotgpu.toml
+	@# podman / CRI-O read hooks.d; the hook's path follows PREFIX.
+	install -d $(DESTDIR)/etc/containers/oci/hooks.d
+	sed 's#/usr/local/bin/hotgpu-hook#$(PREFIX)/bin/hotgpu-hook#' etc/hooks.d/hotgpu.json > $(DESTDIR)/etc/containers/oci/hooks.d/hotgpu.json
 	test -e $(DESTDIR)/etc/hotgpu/hotgpud.yaml || install -D -m 0600 etc/hotgpud.yaml $(DESTDIR)/etc/hotgpu/hotgpud.yaml
 
 clean: ## remove build output (not the dependency cache)

@@ -23,7 +23,7 @@ var DefaultLDConfigs = []string{"/sbin/ldconfig", "/usr/sbin/ldconfig"}
 
 // ldconfigEnv is the whole environment ldconfig gets: the hook's own
 // environment comes from the runtime and is not ours to pass on.
-var ldconfigEnv = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+var ldconfigEnv = Env
 
 // LDCache is one update-ldcache run.
 type LDCache struct {

@@ -51,6 +51,8 @@ func (e *buildError) Error() string { return e.out }
 type hotgpud struct {
 	t      testing.TB
 	args   []string
+	bin    string   // hotgpud binary; "" builds cmd/hotgpud
+	env    []string // added to hotgpud's environment at each start
 	dir    string
 	socket string
 	cmd    *exec.Cmd
@@ -64,17 +66,24 @@ type gpuEnv struct {
 	d *hotgpud
 }
 
-func startEnv(t *testing.T, extra ...string) *gpuEnv {
+func startEnv(t testing.TB, extra ...string) *gpuEnv {
 	t.Helper()
 	bins := harness.Deps(t)
 	c := harness.StartContainerd(t, harness.Options{Bins: bins})
 	return &gpuEnv{c: c, d: startHotgpud(t, c, extra...)}
 }
 
-func startHotgpud(t *testing.T, c *harness.Containerd, extra ...string) *hotgpud {
+func startHotgpud(t testing.TB, c *harness.Containerd, extra ...string) *hotgpud {
+	t.Helper()
+	return startHotgpudBin(t, c, "", extra...)
+}
+
+// startHotgpudBin is startHotgpud with another hotgpud binary (e.g. one
+// built with build tags); "" builds cmd/hotgpud.
+func startHotgpudBin(t testing.TB, c *harness.Containerd, bin string, extra ...string) *hotgpud {
 	t.Helper()
 	dir := t.TempDir()
-	h := &hotgpud{t: t, dir: dir, socket: filepath.Join(dir, "api.sock")}
+	h := &hotgpud{t: t, bin: bin, dir: dir, socket: filepath.Join(dir, "api.sock")}
 	h.args = append([]string{
 		"--simulate", "dgxa100",
 		"--state-dir", filepath.Join(dir, "state"),
@@ -104,7 +113,12 @@ func (h *hotgpud) start() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.cmd = exec.Command(buildHotgpud(h.t), h.args...)
+	bin := h.bin
+	if bin == "" {
+		bin = buildHotgpud(h.t)
+	}
+	h.cmd = exec.Command(bin, h.args...)
+	h.cmd.Env = append(os.Environ(), h.env...)
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
 	if err := h.cmd.Start(); err != nil {
 		h.t.Fatal(err)

@@ -47,6 +47,9 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.
 		return nil, nil, err
 	}
 	log.WithFields(map[string]any{"gpus": uuids, "reason": req.reason}).Info("GPUs assigned")
+	if err := p.step("create-recorded"); err != nil {
+		return nil, nil, err
+	}
 	if !req.inject {
 		return nil, nil, nil
 	}
@@ -132,25 +135,42 @@ func (p *Plugin) cdiGPUs(inv *gpu.Inventory, c *api.Container) ([]*gpu.GPU, erro
 		if !ok || kind != p.vendor {
 			continue
 		}
-		if name == "all" {
+		var gpus []*gpu.GPU
+		switch {
+		case name == "all":
 			for i := range inv.GPUs {
-				out = append(out, &inv.GPUs[i])
+				gpus = append(gpus, &inv.GPUs[i])
 			}
-			continue
+		default:
+			g, err := cdiGPU(inv, name)
+			if err != nil {
+				return nil, fmt.Errorf("CDI device %s: %w", d.GetName(), err)
+			}
+			gpus = append(gpus, g)
 		}
-		if strings.Contains(name, ":") {
-			idx, _, _ := strings.Cut(name, ":") // a MIG device holds its parent
-			name = idx
-		}
-		g, err := inv.Lookup(name)
-		if err != nil {
-			return nil, fmt.Errorf("CDI device %s: %w", d.GetName(), err)
-		}
-		if !slices.Contains(out, g) {
-			out = append(out, g)
+		for _, g := range gpus { // "0" and "all" together name GPU 0 once
+			if !slices.Contains(out, g) {
+				out = append(out, g)
+			}
 		}
 	}
 	return out, nil
+}
+
+// cdiGPU maps one of our CDI device names to its GPU: an index, a UUID, or a
+// MIG device ("<gpu>:<mig>" or its MIG UUID), which holds its parent.
+func cdiGPU(inv *gpu.Inventory, name string) (*gpu.GPU, error) {
+	if idx, _, ok := strings.Cut(name, ":"); ok {
+		name = idx
+	}
+	for i := range inv.GPUs {
+		for _, m := range inv.GPUs[i].MIG {
+			if strings.EqualFold(m.UUID, name) {
+				return &inv.GPUs[i], nil
+			}
+		}
+	}
+	return inv.Lookup(name)
 }
 
 // choose resolves an annotation request against free, healthy GPUs.

@@ -96,6 +96,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, containe
 	} else if len(released) > 0 {
 		p.log.WithField("gpus", gpusOf(released)).Info("released GPUs of containers that are gone")
 	}
+	p.releaseUninjected(containers, live)
 	p.rerecord(podByID, containers, live)
 	p.log.WithFields(map[string]any{"pods": len(pods), "containers": len(live)}).Info("synchronized with the runtime")
 	if p.onSync != nil {

@@ -55,6 +55,8 @@ type Plugin struct {
 	onSync func()
 	// connected is true while a runtime connection is up.
 	connected atomic.Bool
+	// fail, when set, is called between steps (tests: WithFailpoint).
+	fail func(step string) error
 }
 
 // Connected reports whether the plugin is connected to the runtime now.

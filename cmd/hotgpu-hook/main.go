@@ -21,9 +21,17 @@ spec written by 'hotgpu cdi generate' references it.
 
 Usage:
   hotgpu-hook update-ldcache --folder DIR [--folder DIR...]
+  hotgpu-hook prestart [--api-socket PATH] [--allow-all]
+  hotgpu-hook install --dir DIR
 
 Commands:
   update-ldcache  add the driver library folders to the container's linker cache
+  prestart        give GPUs to containers of runtimes without NRI (Docker,
+                  podman, CRI-O hooks.d); run at prestart/createRuntime and poststop
+  install         copy this binary into DIR on the host (the DaemonSet's init container)
+
+hotgpu-hook always runs with a fixed minimal environment: if started with any
+other, it re-executes itself with PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.
 `
 
 const ldcacheUsage = `update-ldcache is a createContainer hook. It finds the container's root from
@@ -46,6 +54,15 @@ Flags:
 `
 
 func main() {
+	if hooks.NeedsCleanEnv(os.Environ()) {
+		// Never run with an environment the container may have chosen.
+		err := syscall.Exec("/proc/self/exe", os.Args, hooks.Env)
+		fmt.Fprintf(os.Stderr, "hotgpu-hook: failed to re-execute with a clean environment: %v\n", err)
+		os.Exit(1)
+	}
+	// The runtime may start a hook inside the bundle, next to the
+	// container's root filesystem; nothing here uses relative paths.
+	_ = os.Chdir("/")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
@@ -65,6 +82,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 0
 	case "update-ldcache":
 		return updateLDCache(ctx, args[1:], stdin, stdout, stderr)
+	case "prestart":
+		return prestart(ctx, args[1:], stdin, stdout, stderr)
+	case "install":
+		return install(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "hotgpu-hook: unknown command %q (see 'hotgpu-hook --help')\n", args[0])
 	return 2

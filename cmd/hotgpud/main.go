@@ -79,7 +79,10 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 	driverRoot := fs.String("driver-root", def.DriverRoot, "root of the NVIDIA driver installation")
 	namespaces := fs.String("annotation-namespaces", "", "comma-separated namespaces whose pods may ask for GPUs by annotation (default: none)")
 	maxPer := fs.Int("annotation-max", def.Annotations.MaxPerContainer, "most GPUs one container may ask for by annotation")
+	metricsAddr := fs.String("metrics-address", def.Metrics.Address, `serve /metrics, /healthz and /readyz on this host:port, e.g. ":9402" (default: off)`)
 	noNRI := fs.Bool("no-nri", false, "do not connect to containerd over NRI (CDI and live attach only)")
+	noDevicePlugin := fs.Bool("no-device-plugin", false, "do not serve kubelet as a device plugin (nodes without kubelet)")
+	kubeletDir := fs.String("kubelet-dir", def.DevicePlugin.KubeletDir, "kubelet's device-plugins dir (kubelet.sock is there)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -114,8 +117,14 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 			cfg.Annotations.Namespaces = splitList(*namespaces)
 		case "annotation-max":
 			cfg.Annotations.MaxPerContainer = *maxPer
+		case "metrics-address":
+			cfg.Metrics.Address = *metricsAddr
 		case "no-nri":
 			cfg.NRI.Disabled = *noNRI
+		case "no-device-plugin":
+			cfg.DevicePlugin.Disabled = *noDevicePlugin
+		case "kubelet-dir":
+			cfg.DevicePlugin.KubeletDir = *kubeletDir
 		}
 	})
 	if err := cfg.Validate(); err != nil {

@@ -86,3 +86,15 @@ func isConnRefused(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op)
 }
+
+// HookReserve records GPUs for a container a runtime is creating (hotgpu-hook).
+func (c *Client) HookReserve(ctx context.Context, req HookReserveRequest) (*HookReservation, error) {
+	var res HookReservation
+	return &res, c.do(ctx, http.MethodPost, "hook/reserve", req, &res)
+}
+
+// HookRelease frees what HookReserve recorded for the container.
+func (c *Client) HookRelease(ctx context.Context, containerID string) error {
+	var freed []json.RawMessage
+	return c.do(ctx, http.MethodPost, "hook/release", HookReleaseRequest{ContainerID: containerID}, &freed)
+}

@@ -140,6 +140,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /"+Version+"/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.backend.Status())
 	})
+	s.hookRoutes(mux)
+	s.healthRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cred, ok := s.allowed(r)
 		if !ok {

@@ -56,3 +56,31 @@ type Status struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// HookReserveRequest is what hotgpu-hook sends when a runtime without NRI
+// creates a container that asks for GPUs: the container (its OCI id, the pid
+// of its init and its cgroup) and the GPUs it named. hotgpud checks them
+// against the ledger and records them with reason "hook" before the hook
+// touches the container.
+type HookReserveRequest struct {
+	ContainerID string   `json:"containerID"`
+	PID         int      `json:"pid"`
+	Cgroup      string   `json:"cgroup,omitempty"`
+	IDs         []string `json:"ids,omitempty"`
+	// All asks for every GPU; the hook sends it only when its own
+	// configuration allows "all".
+	All bool `json:"all,omitempty"`
+}
+
+// HookReservation is hotgpud's answer: the GPUs now held for the container
+// and the control nodes it needs besides them.
+type HookReservation struct {
+	GPUs    []gpu.GPU        `json:"gpus"`
+	Control []gpu.DeviceNode `json:"control"`
+}
+
+// HookReleaseRequest frees the GPUs the hook recorded for a container: when
+// the hook failed half-way, and at poststop.
+type HookReleaseRequest struct {
+	ContainerID string `json:"containerID"`
+}

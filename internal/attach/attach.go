@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	devices "github.com/opencontainers/cgroups/devices/config"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -127,6 +128,11 @@ func (m *Manager) resolvePID(pid int) (*resolved, error) {
 	if pid <= 1 || pid == os.Getpid() {
 		return nil, fmt.Errorf("pid %d is not a container process", pid)
 	}
+	if hostRoot(pid) {
+		// Its /dev is the host's: attach would make nodes there and
+		// detach would delete the host's own /dev/nvidiaN.
+		return nil, fmt.Errorf("pid %d is not a container process: its root is the host's (give a process inside the container)", pid)
+	}
 	tgt, err := hotplug.TargetFromPID(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: pid %d: %v", ErrNotFound, pid, err)
@@ -136,6 +142,23 @@ func (m *Manager) resolvePID(pid int) (*resolved, error) {
 		id = cg
 	}
 	return &resolved{holder: ledger.Holder{ContainerID: id, PID: pid}, target: tgt, rules: hotplug.DefaultRules()}, nil
+}
+
+// hostRoot reports whether pid's root directory is the host's: that of pid 1
+// (hotgpud runs in the host's PID namespace) or hotgpud's own (it runs on
+// the host, or pid 1's root cannot be read).
+func hostRoot(pid int) bool {
+	var p syscall.Stat_t
+	if syscall.Stat("/proc/"+strconv.Itoa(pid)+"/root", &p) != nil {
+		return false // TargetFromPID fails on its own
+	}
+	for _, other := range []string{"/proc/1/root", "/proc/self/root"} {
+		var o syscall.Stat_t
+		if syscall.Stat(other, &o) == nil && o.Dev == p.Dev && o.Ino == p.Ino {
+			return true
+		}
+	}
+	return false
 }
 
 // cgroupName uses the last element of the container's cgroup as its id

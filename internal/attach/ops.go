@@ -173,7 +173,15 @@ func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, n
 		return err
 	}
 	for _, n := range nodes {
-		if err := hotplug.RemoveNode(r.target.Root, n); err != nil && !errors.Is(err, os.ErrNotExist) {
+		err := hotplug.RemoveNode(r.target.Root, n)
+		if errors.Is(err, hotplug.ErrUnsafePath) {
+			// The container put something else (a symlink) at the node's
+			// path. It is not ours to remove, and access is already revoked:
+			// refusing here would let a container keep a GPU by planting it.
+			m.log.WithError(err).WithField("node", n.Path).Warn("left a file the container put at a GPU node's path")
+			continue
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			_ = access.Grant(nodes)
 			return fmt.Errorf("failed to remove %s from the container: %w", n.Path, err)
 		}

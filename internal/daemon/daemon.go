@@ -16,10 +16,12 @@ import (
 	"github.com/sirupsen/logrus"
 
 	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
+	"github.com/hotgpu/hotgpu/deviceplugin"
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/metrics"
 	"github.com/hotgpu/hotgpu/internal/nvml"
 	"github.com/hotgpu/hotgpu/internal/policy"
 	"github.com/hotgpu/hotgpu/internal/registry"
@@ -46,8 +48,12 @@ type Daemon struct {
 	attach   *attach.Manager
 	plugin   *plugin.Plugin
 	api      *api.Server
+	metrics  *metrics.Metrics
 	started  time.Time
 	cdiPath  atomic.Value // string
+
+	// devicePlugin is the kubelet device plugin; nil when disabled.
+	devicePlugin *deviceplugin.Plugin
 
 	// Ready is closed once the API serves and, unless NRI is disabled, the
 	// first NRI Synchronize has been handled.
@@ -60,7 +66,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d = &Daemon{cfg: cfg, log: log, health: newHealth(), registry: registry.New(), started: time.Now(), Ready: make(chan struct{})}
+	d = &Daemon{cfg: cfg, log: log, health: newHealth(healthOptions(cfg)...), registry: registry.New(), started: time.Now(), Ready: make(chan struct{})}
 	opts := []nvml.Option{nvml.WithDriverRoot(cfg.DriverRoot)}
 	if cfg.Simulate != "" {
 		opts = append(opts, nvml.WithSimulate(cfg.Simulate))
@@ -81,6 +87,10 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if d.ledger, err = openLedger(cfg.StateDir, log); err != nil {
 		return nil, err
 	}
+	if err = d.newDevicePlugin(); err != nil {
+		return nil, err
+	}
+	d.metrics = metrics.New(d)
 	d.attach = attach.New(d, d.health, d.ledger, d.registry, log)
 	if failpoint != nil {
 		d.attach.SetFailpoint(failpoint)
@@ -95,6 +105,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 			plugin.WithLogger(log),
 			plugin.WithAfterUpdate(func(id string) { d.reconcile(id) }),
 			plugin.WithOnSync(d.onSync),
+			plugin.WithFailpoint(failpoint),
 		)
 		if err != nil {
 			return nil, err
@@ -143,7 +154,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else if len(undone) > 0 {
 		d.log.WithField("gpus", len(undone)).Info("interrupted operations rolled back")
 	}
-	srv, err := api.NewServer(d.cfg.API.Socket, d.cfg.API.Group, d, d.log)
+	stopMetrics, err := d.startMetrics(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	srv, err := api.NewServer(d.cfg.API.Socket, d.cfg.API.Group, instrumented{d}, d.log)
 	if err != nil {
 		return err
 	}
@@ -160,6 +176,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else {
 		d.readyOnce.Do(func() { close(d.Ready) })
 	}
+	d.runHealthAndDevicePlugin(ctx, &wg)
 	wg.Add(1)
 	go func() { defer wg.Done(); d.loop(ctx) }()
 
@@ -179,6 +196,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // onSync runs after every NRI Synchronize: live grants are re-checked and
 // the daemon is ready once the first one is done.
 func (d *Daemon) onSync() {
+	d.metrics.NRIConnected()
 	d.reconcile("")
 	d.readyOnce.Do(func() { close(d.Ready) })
 }
@@ -195,6 +213,7 @@ func (d *Daemon) loop(ctx context.Context) {
 		case <-tick.C:
 			d.refreshInventory()
 			d.reconcile("")
+			d.sweepHookGrants()
 		}
 	}
 }

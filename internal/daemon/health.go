@@ -1,36 +1,12 @@
 package daemon
 
-import "sync"
+import hhealth "github.com/hotgpu/hotgpu/internal/health"
 
-// health tracks which GPUs may be handed out. Every GPU starts healthy.
-type health struct {
-	mu        sync.RWMutex
-	unhealthy map[string]string // uuid -> reason
-}
+// health tracks which GPUs may be handed out (internal/health): NVML error
+// events and `hotgpu health set` change it, everything that hands out GPUs
+// reads it.
+type health struct{ *hhealth.Tracker }
 
-func newHealth() *health { return &health{unhealthy: map[string]string{}} }
+func newHealth(opts ...hhealth.Option) *health { return &health{hhealth.New(opts...)} }
 
-// Healthy reports whether the GPU may be handed out.
-func (h *health) Healthy(uuid string) bool {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	_, bad := h.unhealthy[uuid]
-	return !bad
-}
-
-// Set marks a GPU unhealthy (reason != "") or healthy again.
-func (h *health) Set(uuid, reason string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if reason == "" {
-		delete(h.unhealthy, uuid)
-		return
-	}
-	h.unhealthy[uuid] = reason
-}
-
-func (h *health) count() int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return len(h.unhealthy)
-}
+func (h *health) count() int { return h.Count() }

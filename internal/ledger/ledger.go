@@ -55,6 +55,11 @@ type Holder struct {
 	Cgroup string `json:"cgroup,omitempty"`
 }
 
+// External reports whether the holder is a container outside Kubernetes,
+// known by its process (live attach by pid, the OCI hook): the runtime's NRI
+// view does not list it, so only a process check may release it.
+func (h Holder) External() bool { return h.PodUID == "" && h.PID != 0 }
+
 func (h Holder) String() string {
 	switch {
 	case h.PodName != "" && h.Container != "":
@@ -255,10 +260,13 @@ func (l *Ledger) PodGone(podUID string) ([]Grant, error) {
 // Reconcile releases every grant whose container (or, for an unclaimed
 // kubelet allocation, whose pod) no longer exists, and returns what it
 // released. Kubelet allocations not yet tied to any pod are kept: kubelet
-// allocates before the container exists.
+// allocates before the container exists. External holders are not judged
+// here (see Holder.External).
 func (l *Ledger) Reconcile(liveContainer, livePod func(string) bool) ([]Grant, error) {
 	return l.releaseWhere(func(g Grant) bool {
 		switch {
+		case g.Holder.External():
+			return false
 		case g.Holder.ContainerID != "":
 			return !liveContainer(g.Holder.ContainerID)
 		case g.Holder.PodUID != "":

@@ -108,6 +108,8 @@ func TestReleaseAndReconcile(t *testing.T) {
 	must(t, l.Acquire(podA, Annotation, Active, "GPU-0", "GPU-1"))
 	must(t, l.Acquire(podB, Attach, Pending, "GPU-2"))
 	must(t, l.Acquire(Holder{}, Kubelet, Active, "GPU-3"))
+	ctrRun := Holder{ContainerID: "default-job", PID: 4242} // ctr container attached by pid
+	must(t, l.Acquire(ctrRun, Attach, Active, "GPU-4"))
 
 	if _, err := l.Release(podB.ContainerID, "GPU-0"); err == nil {
 		t.Fatal("released a GPU held by another container")
@@ -122,6 +124,9 @@ func TestReleaseAndReconcile(t *testing.T) {
 	}
 	if _, ok := l.Lookup("GPU-3"); !ok {
 		t.Fatal("reconcile dropped an unclaimed kubelet allocation")
+	}
+	if _, ok := l.Lookup("GPU-4"); !ok {
+		t.Fatal("reconcile dropped an external (pid) holder that NRI cannot see")
 	}
 	freed, err = l.Release(podA.ContainerID)
 	if err != nil || len(freed) != 1 {

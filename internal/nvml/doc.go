@@ -13,5 +13,6 @@
 // tests and the daemon remove GPUs, bring them back and enable MIG.
 //
 // It is not the place for policy (which GPU to hand out) or for health
-// monitoring; it only reports what is there.
+// decisions; it only reports what is there, and (HealthWatcher) the error
+// events NVML delivers, which internal/health turns into GPU health.
 package nvml

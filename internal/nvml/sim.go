@@ -23,6 +23,7 @@ type Sim struct {
 	server  *server.Server
 	slots   []*server.Device
 	removed map[int]bool
+	events  *simEvents
 }
 
 func newSim(name string, mu *sync.Mutex) *Sim {
@@ -38,6 +39,7 @@ func newSim(name string, mu *sync.Mutex) *Sim {
 		s.slots = append(s.slots, d.(*server.Device))
 		s.wire(slot)
 	}
+	s.wireEvents()
 	return s
 }
 

@@ -10,6 +10,7 @@ package v1
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -43,6 +44,8 @@ type Config struct {
 	API          API          `json:"api"`
 	Annotations  Annotations  `json:"annotations"`
 	DevicePlugin DevicePlugin `json:"devicePlugin"`
+	Metrics      Metrics      `json:"metrics"`
+	Health       Health       `json:"health"`
 	// ReconcileInterval is how often live grants are re-checked against the
 	// containers' cgroups and re-applied when something reset them.
 	ReconcileInterval Duration `json:"reconcileInterval"`
@@ -87,6 +90,28 @@ type DevicePlugin struct {
 	ResourceName string `json:"resourceName"`
 }
 
+// Health configures GPU health tracking from NVML error events.
+type Health struct {
+	// Disabled stops watching NVML events; GPUs then change health only
+	// through the API (hotgpu health set).
+	Disabled bool `json:"disabled,omitempty"`
+	// RecoveryWindow is how long a GPU must go without a new error before it
+	// is healthy again; "0s" means never by itself.
+	RecoveryWindow Duration `json:"recoveryWindow"`
+	// IgnoredXids are Xids that are application errors, not GPU faults. The
+	// list replaces the default (13, 31, 43, 45, 68, 109), it does not add
+	// to it.
+	IgnoredXids []uint64 `json:"ignoredXids"`
+}
+
+// Metrics configures the Prometheus endpoint (/metrics, /healthz, /readyz).
+type Metrics struct {
+	// Address is the TCP host:port to serve on (":9402"); empty serves
+	// nothing. Metrics reveal no GPU ids or container names beyond counts,
+	// but bind to a private address where pods of other tenants could reach it.
+	Address string `json:"address,omitempty"`
+}
+
 // Duration is a time.Duration written as "30s" in the file.
 type Duration struct{ time.Duration }
 
@@ -122,6 +147,10 @@ func Default() *Config {
 		DevicePlugin: DevicePlugin{
 			KubeletDir:   "/var/lib/kubelet/device-plugins",
 			ResourceName: "nvidia.com/gpu",
+		},
+		Health: Health{
+			RecoveryWindow: Duration{5 * time.Minute},
+			IgnoredXids:    []uint64{13, 31, 43, 45, 68, 109},
 		},
 		ReconcileInterval: Duration{30 * time.Second},
 	}
@@ -165,6 +194,8 @@ var (
 	dnsLabel  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 	pluginIdx = regexp.MustCompile(`^[0-9]{2}$`)
 	cdiName   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	// resourceName is a kubelet extended resource: "<dns domain>/<name>".
+	resourceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$`)
 )
 
 // Validate checks the configuration and reports every problem at once.
@@ -199,6 +230,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Annotations.MaxPerContainer < 0 || c.Annotations.MaxPerContainer > 64 {
 		bad("annotations.maxPerContainer must be between 0 and 64, got %d", c.Annotations.MaxPerContainer)
+	}
+	if c.Health.RecoveryWindow.Duration < 0 {
+		bad("health.recoveryWindow must not be negative, got %s", c.Health.RecoveryWindow.Duration)
+	}
+	if !resourceName.MatchString(c.DevicePlugin.ResourceName) {
+		bad("devicePlugin.resourceName must be an extended resource name such as nvidia.com/gpu, got %q", c.DevicePlugin.ResourceName)
+	}
+	if c.Metrics.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
+			bad("metrics.address must be host:port such as \":9402\", got %q", c.Metrics.Address)
+		}
 	}
 	if c.ReconcileInterval.Duration < time.Second {
 		bad("reconcileInterval must be at least 1s, got %s", c.ReconcileInterval.Duration)

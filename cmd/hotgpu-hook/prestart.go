@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hotgpu/hotgpu/hooks"
+)
+
+const prestartUsage = `prestart gives GPUs to a container that a runtime without NRI creates (runc
+under Docker, podman and CRI-O through hooks.d). Configure it for the prestart
+(or createRuntime) stage and for poststop; it reads the OCI state on stdin and
+acts on its status: "creating" grants, "stopped" releases.
+
+The container asks with the OCI annotation
+  gpus.hotgpu.dev/devices=0,GPU-…        (indices or UUIDs, or "all")
+or, without it, HOTGPU_VISIBLE_DEVICES / NVIDIA_VISIBLE_DEVICES in its
+environment. Values are user input: only GPU indices and UUIDs are accepted,
+and "all" only with --allow-all (CUDA images set NVIDIA_VISIBLE_DEVICES=all,
+which without --allow-all gives nothing). Containers made by Kubernetes are
+left alone: their GPUs come from kubelet or hotgpud's NRI plugin.
+
+For each GPU it writes one cgroup rule (c 195:N rwm; never a wildcard) and
+creates /dev/nvidiaN, /dev/nvidiactl and /dev/nvidia-uvm* inside the
+container, walking the container's /dev without following any symlink. When
+hotgpud runs, the GPUs are first recorded in its ledger (a GPU held by another
+container is refused); when it does not, the hook works alone from the
+driver's /proc/driver/nvidia.
+
+Usage:
+  hotgpu-hook prestart [--api-socket PATH] [--allow-all]
+
+Example (/etc/containers/oci/hooks.d/hotgpu.json, see etc/hooks.d):
+  {"version": "1.0.0", "hook": {"path": "/usr/local/bin/hotgpu-hook",
+   "args": ["hotgpu-hook", "prestart"]}, "when": {"always": true},
+   "stages": ["prestart", "poststop"]}
+
+Flags:
+`
+
+func prestart(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("hotgpu-hook prestart", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	socket := fs.String("api-socket", "/run/hotgpu/hotgpu.sock", `hotgpud's API socket, to record grants in its ledger ("" = never)`)
+	allowAll := fs.Bool("allow-all", false, `let containers ask for every GPU with "all"`)
+	driverProc := fs.String("driver-proc", hooks.DefaultDriverProc, "the NVIDIA driver's procfs directory, read when hotgpud is not running")
+	procDevices := fs.String("proc-devices", hooks.DefaultProcDevices, "the kernel's device major list")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, prestartUsage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "hotgpu-hook: %v (see 'hotgpu-hook prestart --help')\n", err)
+		return 2
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "hotgpu-hook: unexpected argument %q (see 'hotgpu-hook prestart --help')\n", fs.Arg(0))
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	h := hooks.NewPrestart(*socket, *allowAll, stderr).WithDriverProc(*driverProc, *procDevices)
+	if err := h.Run(ctx, stdin); err != nil {
+		fmt.Fprintf(stderr, "hotgpu-hook: %v\n", err)
+		return 1
+	}
+	return 0
+}

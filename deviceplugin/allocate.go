@@ -1,0 +1,184 @@
+package deviceplugin
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/hotgpu/hotgpu/internal/alloc"
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+)
+
+// maxIDs bounds the IDs one request may carry: no node has more GPUs, and
+// the IDs come over a socket.
+const maxIDs = 64
+
+// GetDevicePluginOptions tells kubelet to ask for preferred allocations.
+func (p *Plugin) GetDevicePluginOptions(context.Context, *pluginapi.Empty) (*pluginapi.DevicePluginOptions, error) {
+	return &pluginapi.DevicePluginOptions{GetPreferredAllocationAvailable: true}, nil
+}
+
+// PreStartContainer is not used (not requested in the options).
+func (p *Plugin) PreStartContainer(context.Context, *pluginapi.PreStartContainerRequest) (*pluginapi.PreStartContainerResponse, error) {
+	return &pluginapi.PreStartContainerResponse{}, nil
+}
+
+// Allocate checks every requested GPU, records the allocation in the ledger
+// and tells kubelet how to give the GPUs to the container. Any bad ID fails
+// the whole request and records nothing.
+func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*pluginapi.AllocateResponse, error) {
+	inv := p.inv.Inventory()
+	var all, stale []string
+	resp := &pluginapi.AllocateResponse{}
+	for _, creq := range req.GetContainerRequests() {
+		uuids, reclaim, err := p.check(inv, creq.GetDevicesIds())
+		if err != nil {
+			p.log.WithError(err).Warn("refused allocation")
+			return nil, err
+		}
+		all, stale = append(all, uuids...), append(stale, reclaim...)
+		resp.ContainerResponses = append(resp.ContainerResponses, p.containerResponse(uuids))
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	if err := p.record(all, stale); err != nil {
+		p.log.WithError(err).Warn("refused allocation")
+		return nil, err
+	}
+	p.log.WithField("gpus", all).Info("kubelet allocated GPUs")
+	return resp, nil
+}
+
+// check validates one container's IDs and returns them, plus the ones that
+// are still recorded as an earlier kubelet allocation no running container
+// holds (kubelet re-allocating them means that pod is gone).
+func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids, stale []string, err error) {
+	switch {
+	case len(ids) == 0:
+		return nil, nil, status.Error(codes.InvalidArgument, "allocation request names no devices")
+	case len(ids) > maxIDs:
+		return nil, nil, status.Errorf(codes.InvalidArgument, "allocation request names %d devices, at most %d allowed", len(ids), maxIDs)
+	}
+	for _, id := range ids {
+		g, ok := inv.ByUUID(id)
+		if !ok {
+			return nil, nil, status.Errorf(codes.InvalidArgument,
+				"device %q is not a GPU of this node (%d GPUs); kubelet's checkpoint may predate a hardware change: restart kubelet to re-sync", clip(id), len(inv.GPUs))
+		}
+		if !p.health.Healthy(g.UUID) {
+			return nil, nil, status.Errorf(codes.FailedPrecondition, "GPU %d (%s) is unhealthy; see `hotgpu health`", g.Index, g.UUID)
+		}
+		if cur, held := p.ledger.Lookup(g.UUID); held {
+			if cur.Reason != ledger.Kubelet || cur.Holder.ContainerID != "" {
+				return nil, nil, status.Errorf(codes.FailedPrecondition,
+					"GPU %d (%s) is held by %s (%s); it is not allocatable until released (hotgpu detach)", g.Index, g.UUID, cur.Holder, cur.Reason)
+			}
+			stale = append(stale, g.UUID)
+		}
+		uuids = append(uuids, g.UUID)
+	}
+	return uuids, stale, nil
+}
+
+// record makes uuids an unclaimed kubelet allocation, replacing stale
+// unclaimed ones kubelet has just re-allocated.
+func (p *Plugin) record(uuids, stale []string) error {
+	if len(stale) > 0 {
+		if err := p.ledger.ReleaseGPUs(stale...); err != nil {
+			return status.Errorf(codes.Internal, "failed to release stale kubelet allocation: %v", err)
+		}
+	}
+	err := p.ledger.Acquire(ledger.Holder{}, ledger.Kubelet, ledger.Active, uuids...)
+	switch {
+	case errors.Is(err, ledger.ErrHeld):
+		return status.Errorf(codes.FailedPrecondition, "%v; it is not allocatable until released", err)
+	case err != nil:
+		return status.Errorf(codes.Internal, "failed to record allocation: %v", err)
+	}
+	return nil
+}
+
+func (p *Plugin) containerResponse(uuids []string) *pluginapi.ContainerAllocateResponse {
+	r := &pluginapi.ContainerAllocateResponse{
+		Envs: map[string]string{EnvVisibleDevices: strings.Join(uuids, ",")},
+	}
+	for _, u := range uuids {
+		r.CdiDevices = append(r.CdiDevices, &pluginapi.CDIDevice{Name: p.cdiKind + "=" + u})
+	}
+	return r
+}
+
+// GetPreferredAllocation picks, for each container, the best-connected set
+// of the available GPUs that includes the must-include ones (alloc.Pick:
+// exact, microseconds for 8 GPUs).
+func (p *Plugin) GetPreferredAllocation(_ context.Context, req *pluginapi.PreferredAllocationRequest) (*pluginapi.PreferredAllocationResponse, error) {
+	inv := p.inv.Inventory()
+	resp := &pluginapi.PreferredAllocationResponse{}
+	for _, creq := range req.GetContainerRequests() {
+		ids, err := p.prefer(inv, creq)
+		if err != nil {
+			p.log.WithError(err).Warn("no preferred allocation")
+			return nil, err
+		}
+		resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerPreferredAllocationResponse{DeviceIDs: ids})
+	}
+	return resp, nil
+}
+
+func (p *Plugin) prefer(inv *gpu.Inventory, req *pluginapi.ContainerPreferredAllocationRequest) ([]string, error) {
+	if len(req.GetAvailableDeviceIDs()) > maxIDs {
+		return nil, status.Errorf(codes.InvalidArgument, "%d available devices listed, at most %d allowed", len(req.GetAvailableDeviceIDs()), maxIDs)
+	}
+	avail, err := indices(inv, req.GetAvailableDeviceIDs())
+	if err != nil {
+		return nil, err
+	}
+	must, err := indices(inv, req.GetMustIncludeDeviceIDs())
+	if err != nil {
+		return nil, err
+	}
+	picked, err := alloc.Pick(inv, avail, must, int(req.GetAllocationSize()))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "cannot choose %d GPUs: %v", req.GetAllocationSize(), err)
+	}
+	out := make([]string, len(picked))
+	for i, idx := range picked {
+		out[i] = byIndex(inv, idx).UUID
+	}
+	return out, nil
+}
+
+func indices(inv *gpu.Inventory, uuids []string) ([]int, error) {
+	out := make([]int, 0, len(uuids))
+	for _, u := range uuids {
+		g, ok := inv.ByUUID(u)
+		if !ok {
+			return nil, status.Errorf(codes.InvalidArgument, "device %q is not a GPU of this node", clip(u))
+		}
+		out = append(out, g.Index)
+	}
+	return out, nil
+}
+
+func byIndex(inv *gpu.Inventory, idx int) *gpu.GPU {
+	for i := range inv.GPUs {
+		if inv.GPUs[i].Index == idx {
+			return &inv.GPUs[i]
+		}
+	}
+	return &gpu.GPU{}
+}
+
+// clip keeps IDs from the socket short in errors and logs.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}

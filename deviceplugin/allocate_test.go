@@ -1,0 +1,170 @@
+package deviceplugin
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/hotgpu/hotgpu/internal/ledger"
+)
+
+func TestAllocate(t *testing.T) {
+	tests := []struct {
+		name     string
+		setup    func(f *fixture)
+		ids      func(f *fixture) []string
+		wantCode codes.Code
+		wantMsg  string
+	}{
+		{name: "two free GPUs", ids: func(f *fixture) []string { return []string{f.uuid(3), f.uuid(1)} }},
+		{name: "re-allocation of an unclaimed kubelet grant",
+			setup: func(f *fixture) {
+				mustDo(f.ledger.Acquire(ledger.Holder{PodUID: "old-pod"}, ledger.Kubelet, ledger.Active, f.uuid(1)))
+			},
+			ids: func(f *fixture) []string { return []string{f.uuid(1)} }},
+		{name: "unknown device", ids: func(f *fixture) []string { return []string{f.uuid(0), "GPU-nope"} },
+			wantCode: codes.InvalidArgument, wantMsg: "not a GPU of this node"},
+		{name: "index instead of UUID", ids: func(f *fixture) []string { return []string{"0"} },
+			wantCode: codes.InvalidArgument, wantMsg: "not a GPU of this node"},
+		{name: "unhealthy", setup: func(f *fixture) { f.health.Set(f.uuid(2), false, "test") },
+			ids: func(f *fixture) []string { return []string{f.uuid(2)} }, wantCode: codes.FailedPrecondition, wantMsg: "unhealthy"},
+		{name: "held by live attach",
+			setup: func(f *fixture) { mustDo(f.ledger.Acquire(attached, ledger.Attach, ledger.Active, f.uuid(4))) },
+			ids:   func(f *fixture) []string { return []string{f.uuid(5), f.uuid(4)} }, wantCode: codes.FailedPrecondition, wantMsg: "ml/dev/shell (attach)"},
+		{name: "held by a running kubelet container",
+			setup: func(f *fixture) { mustDo(f.ledger.Acquire(attached, ledger.Kubelet, ledger.Active, f.uuid(6))) },
+			ids:   func(f *fixture) []string { return []string{f.uuid(6)} }, wantCode: codes.FailedPrecondition, wantMsg: "held by"},
+		{name: "no devices", ids: func(*fixture) []string { return nil }, wantCode: codes.InvalidArgument},
+		{name: "too many devices", ids: func(f *fixture) []string { return slices.Repeat([]string{f.uuid(0)}, maxIDs+1) },
+			wantCode: codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, "dgxa100")
+			if tt.setup != nil {
+				tt.setup(f)
+			}
+			before := f.ledger.Grants()
+			ids := tt.ids(f)
+			resp, err := f.p.Allocate(context.Background(), &pluginapi.AllocateRequest{
+				ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: ids}},
+			})
+			if tt.wantCode != codes.OK {
+				if status.Code(err) != tt.wantCode || !strings.Contains(err.Error(), tt.wantMsg) {
+					t.Fatalf("err = %v, want %s containing %q", err, tt.wantCode, tt.wantMsg)
+				}
+				if got := f.ledger.Grants(); !slices.Equal(got, before) {
+					t.Fatalf("a refused allocation changed the ledger: %+v -> %+v", before, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkResponse(t, f, resp, ids)
+		})
+	}
+}
+
+func checkResponse(t *testing.T, f *fixture, resp *pluginapi.AllocateResponse, ids []string) {
+	t.Helper()
+	if len(resp.ContainerResponses) != 1 {
+		t.Fatalf("%d container responses, want 1", len(resp.ContainerResponses))
+	}
+	r := resp.ContainerResponses[0]
+	if got := r.Envs[EnvVisibleDevices]; got != strings.Join(ids, ",") {
+		t.Errorf("%s = %q, want %q", EnvVisibleDevices, got, strings.Join(ids, ","))
+	}
+	var cdi []string
+	for _, d := range r.CdiDevices {
+		cdi = append(cdi, d.Name)
+	}
+	for _, id := range ids {
+		if !slices.Contains(cdi, "nvidia.com/gpu="+id) {
+			t.Errorf("CDI devices %v lack nvidia.com/gpu=%s", cdi, id)
+		}
+		g, ok := f.ledger.Lookup(id)
+		if !ok || g.Reason != ledger.Kubelet || g.Holder != (ledger.Holder{}) || g.State != ledger.Active {
+			t.Errorf("ledger grant of %s = %+v, want an unclaimed active kubelet allocation", id, g)
+		}
+	}
+	if len(r.Devices) != 0 || len(r.Mounts) != 0 {
+		t.Errorf("response names device nodes or mounts; CDI and the NRI plugin do that: %+v", r)
+	}
+}
+
+func TestAllocatedGPUsAreClaimedByTheirContainer(t *testing.T) {
+	f := newFixture(t, "dgxa100")
+	if _, err := f.p.Allocate(context.Background(), &pluginapi.AllocateRequest{
+		ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{f.uuid(0)}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// What the NRI plugin does when the container arrives with our CDI device.
+	if err := f.ledger.Acquire(attached, ledger.Kubelet, ledger.Active, f.uuid(0)); err != nil {
+		t.Fatalf("container could not claim kubelet's allocation: %v", err)
+	}
+	if err := f.ledger.Acquire(ledger.Holder{ContainerID: "other"}, ledger.Attach, ledger.Active, f.uuid(0)); err == nil {
+		t.Fatal("live attach took a GPU kubelet allocated")
+	}
+}
+
+func TestGetPreferredAllocation(t *testing.T) {
+	tests := []struct {
+		name             string
+		preset           string
+		avail, must      []int
+		size             int
+		want             []int
+		wantCode         codes.Code
+		wantUnknownInReq bool
+	}{
+		// pcie8: NVLink pairs (0,1) (2,3) (4,5) (6,7); 0-3 share a PCIe switch tree.
+		{name: "a pair", preset: "pcie8", avail: []int{0, 1, 2, 3, 4, 5, 6, 7}, size: 2, want: []int{0, 1}},
+		{name: "must include picks its partner", preset: "pcie8", avail: []int{0, 1, 2, 3, 4, 5, 6, 7}, must: []int{5}, size: 2, want: []int{4, 5}},
+		{name: "broken pair avoided", preset: "pcie8", avail: []int{0, 2, 3, 4}, size: 2, want: []int{2, 3}},
+		{name: "four", preset: "pcie8", avail: []int{0, 1, 2, 3, 4, 5, 6, 7}, must: []int{6}, size: 4, want: []int{4, 5, 6, 7}},
+		{name: "7 of 8", preset: "dgxa100", avail: []int{0, 1, 2, 3, 4, 5, 6, 7}, size: 7, want: []int{0, 1, 2, 3, 4, 5, 6}},
+		{name: "too many", preset: "pcie8", avail: []int{0, 1}, size: 3, wantCode: codes.InvalidArgument},
+		{name: "unknown id", preset: "pcie8", avail: []int{0, 1}, size: 1, wantUnknownInReq: true, wantCode: codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.preset)
+			ids := func(idx []int) []string {
+				var out []string
+				for _, i := range idx {
+					out = append(out, f.uuid(i))
+				}
+				return out
+			}
+			req := &pluginapi.ContainerPreferredAllocationRequest{AvailableDeviceIDs: ids(tt.avail), MustIncludeDeviceIDs: ids(tt.must), AllocationSize: int32(tt.size)}
+			if tt.wantUnknownInReq {
+				req.AvailableDeviceIDs = append(req.AvailableDeviceIDs, "GPU-nope")
+			}
+			resp, err := f.p.GetPreferredAllocation(context.Background(), &pluginapi.PreferredAllocationRequest{
+				ContainerRequests: []*pluginapi.ContainerPreferredAllocationRequest{req},
+			})
+			if status.Code(err) != tt.wantCode {
+				t.Fatalf("err = %v, want code %s", err, tt.wantCode)
+			}
+			if err != nil {
+				return
+			}
+			if got := resp.ContainerResponses[0].DeviceIDs; !slices.Equal(got, ids(tt.want)) {
+				t.Fatalf("preferred = %v, want GPUs %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func mustDo(err error) {
+	if err != nil {
+		panic(err)
+	}
+}

@@ -1,0 +1,78 @@
+package deviceplugin
+
+import (
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/hotgpu/hotgpu/internal/ledger"
+)
+
+// devices is what kubelet may allocate now, one entry per GPU, by UUID.
+func (p *Plugin) devices() []*pluginapi.Device {
+	inv := p.inv.Inventory()
+	out := make([]*pluginapi.Device, 0, len(inv.GPUs))
+	for _, g := range inv.GPUs {
+		out = append(out, &pluginapi.Device{ID: g.UUID, Health: p.state(g.UUID)})
+	}
+	return out
+}
+
+// state is Healthy when kubelet may own the GPU: it is healthy and either
+// free or kubelet's own. A GPU held by live attach or an annotation is
+// Unhealthy, not omitted: kubelet then keeps it in the node's capacity
+// (the hardware is there) but out of allocatable, and gets it back the
+// moment the holder releases it.
+func (p *Plugin) state(uuid string) string {
+	if !p.health.Healthy(uuid) {
+		return pluginapi.Unhealthy
+	}
+	if g, held := p.ledger.Lookup(uuid); held && g.Reason != ledger.Kubelet {
+		return pluginapi.Unhealthy
+	}
+	return pluginapi.Healthy
+}
+
+// ListAndWatch sends the device list now and again whenever it changes:
+// at once on ledger and health changes, and on every resync for GPUs that
+// appeared or vanished from the inventory.
+func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingServer[pluginapi.ListAndWatchResponse]) error {
+	ledgerCh, unsubLedger := p.ledger.Subscribe()
+	defer unsubLedger()
+	healthCh, unsubHealth := p.health.Subscribe()
+	defer unsubHealth()
+	tick := time.NewTicker(p.resync)
+	defer tick.Stop()
+	var last []*pluginapi.Device
+	for {
+		devs := p.devices()
+		if last == nil || !sameDevices(last, devs) {
+			if err := stream.Send(&pluginapi.ListAndWatchResponse{Devices: devs}); err != nil {
+				return err
+			}
+			p.log.WithField("devices", summary(devs)).Debug("sent device list to kubelet")
+			last = devs
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-ledgerCh:
+		case <-healthCh:
+		case <-tick.C:
+		}
+	}
+}
+
+func sameDevices(a, b []*pluginapi.Device) bool {
+	return slices.EqualFunc(a, b, func(x, y *pluginapi.Device) bool { return x.ID == y.ID && x.Health == y.Health })
+}
+
+func summary(devs []*pluginapi.Device) map[string]int {
+	out := map[string]int{}
+	for _, d := range devs {
+		out[d.Health]++
+	}
+	return out
+}

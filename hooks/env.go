@@ -1,0 +1,14 @@
+package hooks
+
+import "slices"
+
+// Env is the whole environment hotgpu-hook runs with and gives its child
+// processes. A runtime starts a hook with the environment its configuration
+// names, which in some setups is the container's own (LD_PRELOAD and friends
+// from the image: the CVE-2025-23266 lesson), so the hook re-executes itself
+// with exactly this before doing anything. It reads no setting from the
+// environment.
+var Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+
+// NeedsCleanEnv reports whether env is anything but Env.
+func NeedsCleanEnv(env []string) bool { return !slices.Equal(env, Env) }

@@ -1,0 +1,194 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+
+	"github.com/opencontainers/cgroups"
+	oci "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/hotplug"
+)
+
+// Prestart is the OCI hook for runtimes without NRI (runc under Docker,
+// podman and CRI-O through hooks.d). Run at prestart or createRuntime (OCI
+// status "creating"), it gives the container the GPUs it asks for by
+// annotation or environment: it records them in hotgpud's ledger when
+// hotgpud runs, opens the container's device cgroup to each one (never a
+// wildcard) and creates the nodes inside the container's /dev. Run at
+// poststop (status "stopped"), it releases what it recorded.
+type Prestart struct {
+	// AllowAll lets a container ask for every GPU ("all").
+	AllowAll bool
+	// Recorder is hotgpud's API; nil works standalone.
+	Recorder Recorder
+	// Inventory finds the GPUs when hotgpud does not run.
+	Inventory Inventory
+	// Log gets one line per decision (the runtime keeps a hook's stderr).
+	Log io.Writer
+}
+
+// NewPrestart returns the hook with the kernel driver's procfs as its
+// standalone inventory and hotgpud's API at socket ("" for none).
+func NewPrestart(socket string, allowAll bool, log io.Writer) *Prestart {
+	p := &Prestart{AllowAll: allowAll, Log: log,
+		Inventory: procInventory{driverProc: DefaultDriverProc, procDevices: DefaultProcDevices}}
+	if socket != "" {
+		p.Recorder = api.NewClient(socket)
+	}
+	return p
+}
+
+// WithDriverProc reads GPUs from another driver procfs directory and
+// /proc/devices file (tests, or a driver container's view).
+func (p *Prestart) WithDriverProc(driverProc, procDevices string) *Prestart {
+	p.Inventory = procInventory{driverProc: driverProc, procDevices: procDevices}
+	return p
+}
+
+// Run reads the OCI state from stdin and acts on the container.
+func (p *Prestart) Run(ctx context.Context, stdin io.Reader) error {
+	c, err := readContainer(stdin)
+	if err != nil {
+		return err
+	}
+	switch c.state.Status {
+	case oci.StateCreating, oci.StateCreated:
+		return p.grant(ctx, c)
+	case oci.StateStopped:
+		return p.release(ctx, c.state.ID)
+	}
+	return nil // poststart and the like: nothing to do
+}
+
+func (p *Prestart) logf(format string, a ...any) {
+	if p.Log != nil {
+		fmt.Fprintf(p.Log, "hotgpu-hook: "+format+"\n", a...)
+	}
+}
+
+func (p *Prestart) grant(ctx context.Context, c *container) error {
+	if isKubernetes(&c.spec) {
+		return nil // GPUs of pods come from kubelet or hotgpud's NRI plugin
+	}
+	req, err := requestOf(&c.spec, p.AllowAll)
+	if err != nil {
+		return err
+	}
+	if req.empty() {
+		if req.deniedAll {
+			p.logf("container %s: %s asks for all GPUs, not allowed here (--allow-all); giving none", c.state.ID, req.From)
+		}
+		return nil
+	}
+	if c.state.Pid <= 1 {
+		return fmt.Errorf("OCI state of %q has no container pid: run hotgpu-hook at prestart or createRuntime", c.state.ID)
+	}
+	target, cgroupPath, err := targetOf(c.state.Pid)
+	if err != nil {
+		return err
+	}
+	gpus, control, recorded, err := p.reserve(ctx, c, req, cgroupPath)
+	if err != nil {
+		return err
+	}
+	if err := apply(c, target, gpus, control); err != nil {
+		if recorded {
+			if rerr := p.Recorder.HookRelease(ctx, c.state.ID); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("failed to release the GPUs recorded in hotgpud (it releases them when the container is gone): %w", rerr))
+			}
+		}
+		return err
+	}
+	p.logf("container %s: granted GPUs %v (%s, recorded in hotgpud: %t)", c.state.ID, indices(gpus), req.From, recorded)
+	return nil
+}
+
+// targetOf finds the container's cgroups from its init process, and the
+// cgroup path to record (the hierarchy that holds its device rules).
+func targetOf(pid int) (*hotplug.Target, string, error) {
+	target, err := hotplug.TargetFromPID(pid)
+	if err != nil {
+		return nil, "", fmt.Errorf("failed to find the container's cgroup: %w", err)
+	}
+	paths, err := cgroups.ParseCgroupFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return nil, "", fmt.Errorf("failed to read the container's cgroup: %w", err)
+	}
+	if target.DevicesDir != "" {
+		return target, paths["devices"], nil
+	}
+	return target, paths[""], nil
+}
+
+// reserve asks hotgpud to record the GPUs, or, when it does not run, finds
+// them in the driver's inventory.
+func (p *Prestart) reserve(ctx context.Context, c *container, req gpuRequest, cgroupPath string) (gpus []gpu.GPU, control []gpu.DeviceNode, recorded bool, err error) {
+	if p.Recorder != nil {
+		res, err := p.Recorder.HookReserve(ctx, api.HookReserveRequest{
+			ContainerID: c.state.ID, PID: c.state.Pid, Cgroup: cgroupPath, IDs: req.IDs, All: req.All})
+		switch {
+		case err == nil:
+			return res.GPUs, res.Control, true, nil
+		case !daemonDown(err):
+			return nil, nil, false, fmt.Errorf("hotgpud refused GPUs %s for container %s: %w", req, c.state.ID, err)
+		}
+		p.logf("hotgpud is not running; granting without recording in its ledger")
+	}
+	if p.Inventory == nil {
+		return nil, nil, false, errors.New("no GPU inventory: hotgpud is not running and no driver inventory is configured")
+	}
+	inv, err := p.Inventory.Inventory()
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if req.All {
+		return inv.GPUs, inv.Control, false, nil
+	}
+	for _, id := range req.IDs {
+		g, err := inv.Lookup(id)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		gpus = append(gpus, *g)
+	}
+	return gpus, inv.Control, false, nil
+}
+
+func (r gpuRequest) String() string {
+	if r.All {
+		return "all"
+	}
+	return fmt.Sprint(r.IDs)
+}
+
+// daemonDown tells "no hotgpud listens" (socket missing or stale) from a
+// refusal, which must fail the container.
+func daemonDown(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func (p *Prestart) release(ctx context.Context, id string) error {
+	if p.Recorder == nil {
+		return nil
+	}
+	if err := p.Recorder.HookRelease(ctx, id); err != nil && !daemonDown(err) {
+		return fmt.Errorf("failed to release the GPUs of container %s in hotgpud: %w", id, err)
+	}
+	return nil
+}
+
+func indices(gpus []gpu.GPU) []int {
+	out := make([]int, len(gpus))
+	for i, g := range gpus {
+		out[i] = g.Index
+	}
+	return out
+}

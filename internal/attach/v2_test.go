@@ -1,0 +1,266 @@
+package attach
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/opencontainers/cgroups"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/hotgpu/hotgpu/internal/hotplug"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/registry"
+)
+
+// v2OnlyEnv marks the re-executed test binary that runs where the cgroup v1
+// devices hierarchy is unmounted: on this hybrid host that is the only way to
+// make hotgpu take the cgroup v2 (eBPF) path for a whole attach and detach.
+const v2OnlyEnv = "HOTGPU_TEST_V2_ONLY"
+
+// TestAttachDetachCgroupV2 runs attach, detach and reconcile through the
+// Manager on a cgroup v2 container stand-in: a chrooted busybox in its own
+// cgroup2 directory with runc's default device program attached. It re-runs
+// itself in a private mount namespace without the v1 devices hierarchy.
+func TestAttachDetachCgroupV2(t *testing.T) {
+	if os.Getenv(v2OnlyEnv) == "" {
+		reexecV2Only(t)
+		return
+	}
+	s := newV2Sandbox(t)
+	m, l := newManagerFor(t, s.pid(), s.cgroup, t.TempDir())
+	tgt, err := hotplug.TargetFromPID(s.pid())
+	must(t, err)
+	if tgt.DevicesDir != "" || tgt.UnifiedDir != s.dir {
+		t.Fatalf("target %+v: want the cgroup2 dir %s only", tgt, s.dir)
+	}
+	progs := s.programs()
+	if len(progs) != 1 {
+		t.Fatalf("runc-like setup attached %v, want one program", progs)
+	}
+
+	res, err := m.Attach(Target{ContainerID: "c0ffee1234567890"}, []string{"1"}, 0)
+	must(t, err)
+	progs = s.expectReplaced(progs)
+	for p, want := range map[string]string{"/dev/nvidia1": "ENXIO", "/dev/nvidiactl": "ENXIO", "/dev/nvidia-uvm": "ENXIO", "/dev/null": "ok"} {
+		if got := s.open(p); got != want {
+			t.Errorf("after attach, open %s = %s, want %s", p, got, want)
+		}
+	}
+	must(t, s.command("mknod", "/dev/nvidia2", "c", "195", "2").Run())
+	if got := s.open("/dev/nvidia2"); got != "EPERM" {
+		t.Errorf("self-made node of a GPU never attached: %s, want EPERM", got)
+	}
+
+	// A runtime update puts runc's own program back; reconcile re-applies.
+	must(t, cgroups.DevicesSetV2(s.dir, &cgroups.Resources{Devices: hotplug.DefaultRules()}))
+	if got := s.open("/dev/nvidia1"); got != "EPERM" {
+		t.Fatalf("after the runtime's reset, open = %s, want EPERM", got)
+	}
+	progs = s.programs()
+	if n, err := m.Reconcile(""); err != nil || n == 0 {
+		t.Fatalf("reconcile re-applied %d grants: %v", n, err)
+	}
+	progs = s.expectReplaced(progs)
+	if got := s.open("/dev/nvidia1"); got != "ENXIO" {
+		t.Errorf("after reconcile, open = %s, want ENXIO", got)
+	}
+
+	_, err = m.Detach(Target{ContainerID: "c0ffee1234567890"}, []string{res.GPUs[0].UUID}, false)
+	must(t, err)
+	s.expectReplaced(progs)
+	if got := s.open("/dev/nvidia1"); got != "ENOENT" {
+		t.Errorf("after detach, open = %s, want ENOENT (node removed)", got)
+	}
+	if got := s.open("/dev/nvidiactl"); got != "ENOENT" {
+		t.Errorf("control node left after the last GPU: %s", got)
+	}
+	must(t, s.command("mknod", "/dev/nvidia1", "c", "195", "1").Run())
+	if got := s.open("/dev/nvidia1"); got != "EPERM" {
+		t.Errorf("self-made node after detach: %s, want EPERM", got)
+	}
+	if got := s.open("/dev/null"); got != "ok" {
+		t.Errorf("base rules lost: open /dev/null = %s", got)
+	}
+	if len(l.Grants()) != 0 {
+		t.Errorf("ledger after detach: %v", l.Grants())
+	}
+}
+
+// reexecV2Only runs this test again in a private mount namespace where every
+// cgroup v1 devices hierarchy is unmounted, and fails if it does not pass.
+func reexecV2Only(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates cgroups, mount namespaces and chroots")
+	}
+	v1, unified := cgroupMountPoints(t)
+	if unified == "" {
+		t.Skip("needs a cgroup2 hierarchy (e.g. /sys/fs/cgroup/unified)")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs unshare (util-linux)")
+	}
+	if _, err := exec.LookPath("busybox"); err != nil {
+		t.Skip("needs busybox (apt-get install busybox-static)")
+	}
+	script := `for m in $MOUNTS; do umount -l "$m" || exit 1; done; exec "$@"`
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+		os.Args[0], "-test.run=^TestAttachDetachCgroupV2$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), v2OnlyEnv+"=1", "MOUNTS="+strings.Join(v1, " "))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestAttachDetachCgroupV2") {
+		t.Fatalf("v2-only run failed: %v\n%s", err, out)
+	}
+	t.Logf("v2-only run, without %v:\n%s", v1, out)
+}
+
+// cgroupMountPoints returns the mount points of the v1 devices hierarchy and
+// of the cgroup2 hierarchy.
+func cgroupMountPoints(t *testing.T) (v1Devices []string, unified string) {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	must(t, err)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		fields, pf := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(pf) < 3 {
+			continue
+		}
+		switch {
+		case pf[0] == "cgroup2":
+			unified = fields[4]
+		case pf[0] == "cgroup" && strings.Contains(","+pf[2]+",", ",devices,"):
+			v1Devices = append(v1Devices, fields[4])
+		}
+	}
+	return v1Devices, unified
+}
+
+// v2Sandbox is a chrooted busybox in its own cgroup2 directory with runc's
+// default device program attached.
+type v2Sandbox struct {
+	t      *testing.T
+	root   string
+	dir    string // host path of the cgroup2 directory
+	cgroup string // relative to the cgroup2 root
+	proc   *exec.Cmd
+}
+
+func newV2Sandbox(t *testing.T) *v2Sandbox {
+	t.Helper()
+	_, unified := cgroupMountPoints(t)
+	busybox, err := exec.LookPath("busybox")
+	must(t, err)
+	s := &v2Sandbox{t: t, root: filepath.Join(t.TempDir(), "root"), cgroup: fmt.Sprintf("/hotgpu-attach-v2-%d", time.Now().UnixNano())}
+	s.dir = filepath.Join(unified, s.cgroup)
+	must(t, os.MkdirAll(filepath.Join(s.root, "dev"), 0o755))
+	data, err := os.ReadFile(busybox)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(s.root, "busybox"), data, 0o755))
+	must(t, unix.Mknod(filepath.Join(s.root, "dev", "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	must(t, os.Mkdir(s.dir, 0o755))
+	t.Cleanup(func() { _ = os.Remove(s.dir) })
+	if err := cgroups.DevicesSetV2(s.dir, &cgroups.Resources{Devices: hotplug.DefaultRules()}); err != nil {
+		t.Skipf("cannot attach a BPF_CGROUP_DEVICE program here: %v", err)
+	}
+	s.proc = s.command("sleep", "600")
+	must(t, s.proc.Start())
+	t.Cleanup(func() {
+		_ = s.proc.Process.Kill()
+		_ = s.proc.Wait()
+	})
+	for i := 0; ; i++ {
+		if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", s.pid())); link == s.root {
+			break
+		}
+		if i > 200 {
+			t.Fatal("sandbox process did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s
+}
+
+func (s *v2Sandbox) pid() int { return s.proc.Process.Pid }
+
+// command runs a busybox applet inside the sandbox's cgroup and root.
+func (s *v2Sandbox) command(args ...string) *exec.Cmd {
+	script := fmt.Sprintf("echo $$ > %s/cgroup.procs && exec chroot %s /busybox %s", s.dir, s.root, strings.Join(args, " "))
+	return exec.Command("sh", "-c", script)
+}
+
+func (s *v2Sandbox) open(path string) string {
+	return openResult(s.command("cat", path).CombinedOutput())
+}
+
+func openResult(out []byte, err error) string {
+	switch msg := string(out); {
+	case err == nil:
+		return "ok"
+	case strings.Contains(msg, "No such device or address"):
+		return "ENXIO"
+	case strings.Contains(msg, "Operation not permitted"):
+		return "EPERM"
+	case strings.Contains(msg, "No such file"):
+		return "ENOENT"
+	default:
+		return msg
+	}
+}
+
+// programs lists the device programs attached to the sandbox's cgroup.
+func (s *v2Sandbox) programs() []uint32 {
+	s.t.Helper()
+	fd, err := unix.Open(s.dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	must(s.t, err)
+	defer unix.Close(fd)
+	ids := make([]uint32, 64)
+	var pin runtime.Pinner
+	pin.Pin(&ids[0])
+	defer pin.Unpin()
+	attr := struct { // union bpf_attr, BPF_PROG_QUERY part
+		targetFd, attachType, queryFlags, attachFlags uint32
+		progIDs                                       uint64
+		progCnt, _                                    uint32
+	}{targetFd: uint32(fd), attachType: unix.BPF_CGROUP_DEVICE, progIDs: uint64(uintptr(unsafe.Pointer(&ids[0]))), progCnt: uint32(len(ids))}
+	if _, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_QUERY, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr)); errno != 0 {
+		s.t.Fatalf("BPF_PROG_QUERY on %s: %v", s.dir, errno)
+	}
+	return ids[:attr.progCnt]
+}
+
+// expectReplaced checks that exactly one program is attached and that it is
+// a new one (hotgpu replaces the program whole, never adds one).
+func (s *v2Sandbox) expectReplaced(before []uint32) []uint32 {
+	s.t.Helper()
+	after := s.programs()
+	if len(after) != 1 || (len(before) == 1 && after[0] == before[0]) {
+		s.t.Errorf("device programs before %v, after %v: want one new program replacing the old", before, after)
+	}
+	return after
+}
+
+// newManagerFor is newManager for a container stand-in at pid in cgroup.
+func newManagerFor(t *testing.T, pid int, cgroup, dir string) (*Manager, *ledger.Ledger) {
+	t.Helper()
+	store, err := ledger.NewFileStore(dir)
+	must(t, err)
+	l, err := ledger.New(store)
+	must(t, err)
+	reg := registry.New()
+	reg.Put(registry.Container{ID: "c0ffee1234567890", Name: "app", PodNamespace: "ml", PodName: "p", PID: pid, CgroupsPath: cgroup})
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	return New(staticInv{testInventory()}, allHealthy{}, l, reg, logrus.NewEntry(log)), l
+}

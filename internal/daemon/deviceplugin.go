@@ -1,0 +1,124 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+
+	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
+	"github.com/hotgpu/hotgpu/deviceplugin"
+	"github.com/hotgpu/hotgpu/internal/api"
+	hhealth "github.com/hotgpu/hotgpu/internal/health"
+	"github.com/hotgpu/hotgpu/internal/nvml"
+)
+
+// healthOptions turns the config into the tracker's options.
+func healthOptions(cfg *configv1.Config) []hhealth.Option {
+	return []hhealth.Option{hhealth.WithRecoveryWindow(cfg.Health.RecoveryWindow.Duration)}
+}
+
+// newDevicePlugin builds the kubelet device plugin unless it is disabled.
+func (d *Daemon) newDevicePlugin() error {
+	if d.cfg.DevicePlugin.Disabled {
+		return nil
+	}
+	p, err := deviceplugin.New(d, d.ledger,
+		deviceplugin.WithKubeletDir(d.cfg.DevicePlugin.KubeletDir),
+		deviceplugin.WithResourceName(d.cfg.DevicePlugin.ResourceName),
+		deviceplugin.WithCDIKind(d.cfg.CDI.Vendor+"/"+d.cfg.CDI.Class),
+		deviceplugin.WithHealth(d.health),
+		deviceplugin.WithLogger(d.log),
+	)
+	if err != nil {
+		return err
+	}
+	d.devicePlugin = p
+	return nil
+}
+
+// DevicePlugin exposes the kubelet device plugin (nil when disabled).
+func (d *Daemon) DevicePlugin() *deviceplugin.Plugin { return d.devicePlugin }
+
+// runHealthAndDevicePlugin starts health recovery, the NVML event watcher
+// and the device plugin; they stop when ctx ends.
+func (d *Daemon) runHealthAndDevicePlugin(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Go(func() {
+		d.health.Run(ctx, func(uuids []string) {
+			d.log.WithField("gpus", uuids).Info("GPUs healthy again: no error within the recovery window")
+		})
+	})
+	if !d.cfg.Health.Disabled {
+		if w, err := d.provider.HealthWatcher(d.cfg.Health.IgnoredXids); err != nil {
+			d.log.WithError(err).Warn("cannot watch NVML error events; GPU health changes only through `hotgpu health set`")
+		} else {
+			if u := w.Unsupported(); len(u) > 0 {
+				d.log.WithField("gpus", u).Warn("these GPUs deliver no error events; their health is not watched")
+			}
+			wg.Go(func() { w.Run(ctx, d.onHealthEvent) })
+		}
+	}
+	if d.devicePlugin != nil {
+		wg.Go(func() {
+			if err := d.devicePlugin.Run(ctx); err != nil {
+				d.log.WithError(err).Error("kubelet device plugin stopped; run with --no-device-plugin on nodes without kubelet")
+			}
+		})
+	}
+}
+
+// onHealthEvent marks the GPU (or, when NVML could not say which, every
+// GPU) unhealthy until its recovery window passes.
+func (d *Daemon) onHealthEvent(e nvml.Event) {
+	uuids := []string{e.UUID}
+	if e.UUID == "" {
+		uuids = uuids[:0]
+		for _, g := range d.Inventory().GPUs {
+			uuids = append(uuids, g.UUID)
+		}
+	}
+	for _, u := range uuids {
+		d.health.Report(u, e.Reason())
+	}
+	d.log.WithFields(logrus.Fields{"gpus": uuids, "reason": e.Reason()}).Warn("GPU error: marked unhealthy")
+}
+
+// Health implements api.HealthBackend.
+func (d *Daemon) Health() []api.HealthStatus {
+	bad := map[string]hhealth.Status{}
+	for _, s := range d.health.Unhealthy() {
+		bad[s.UUID] = s
+	}
+	inv := d.Inventory()
+	out := make([]api.HealthStatus, 0, len(inv.GPUs))
+	for _, g := range inv.GPUs {
+		s := api.HealthStatus{Index: g.Index, UUID: g.UUID, Healthy: true}
+		if b, ok := bad[g.UUID]; ok {
+			s.Healthy, s.Reason, s.Manual, s.Since, s.RecoversAt = false, b.Reason, b.Manual, b.Since, b.RecoversAt
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// SetHealth implements api.HealthBackend.
+func (d *Daemon) SetHealth(req api.HealthSetRequest) (*api.HealthStatus, error) {
+	g, err := d.Inventory().Lookup(req.ID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrUnknownGPU, err)
+	}
+	reason := req.Reason
+	if reason == "" && !req.Healthy {
+		reason = "marked unhealthy by an operator"
+	}
+	if d.health.Set(g.UUID, req.Healthy, reason) {
+		d.log.WithFields(logrus.Fields{"gpu": g.Index, "uuid": g.UUID, "healthy": req.Healthy, "reason": reason}).Warn("GPU health set by hand")
+	}
+	for _, s := range d.Health() {
+		if s.UUID == g.UUID {
+			return &s, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: GPU %s vanished", api.ErrUnknownGPU, req.ID)
+}

@@ -1,0 +1,130 @@
+package nvml
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+)
+
+type waitResult struct {
+	data nvml.EventData
+	ret  nvml.Return
+}
+
+// scriptEvents makes the mock's event sets answer Wait from script, then
+// cancel the watcher.
+func scriptEvents(p *Provider, script []waitResult, cancel func()) {
+	p.sim.server.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) {
+		i := 0
+		return &mock.EventSet{
+			WaitFunc: func(uint32) (nvml.EventData, nvml.Return) {
+				if i == len(script) {
+					cancel()
+					return nvml.EventData{}, nvml.ERROR_TIMEOUT
+				}
+				i++
+				return script[i-1].data, script[i-1].ret
+			},
+			FreeFunc: func() nvml.Return { return nvml.SUCCESS },
+		}, nvml.SUCCESS
+	}
+}
+
+func TestHealthWatcherOnMock(t *testing.T) {
+	p := newSimProvider(t, "dgxa100")
+	gpu2 := p.sim.slots[2]
+	xid := func(n uint64) waitResult {
+		return waitResult{nvml.EventData{Device: gpu2, EventType: nvml.EventTypeXidCriticalError, EventData: n}, nvml.SUCCESS}
+	}
+	tests := []struct {
+		name    string
+		ignored []uint64
+		script  []waitResult
+		want    []Event
+	}{
+		{"critical Xid", DefaultIgnoredXids, []waitResult{xid(79)}, []Event{{UUID: gpu2.UUID, Kind: XidError, Xid: 79}}},
+		{"application Xids are ignored", DefaultIgnoredXids, []waitResult{xid(13), xid(31), xid(43), xid(45), xid(68), xid(109)}, nil},
+		{"configured ignore list replaces the default", []uint64{79}, []waitResult{xid(79), xid(13)}, []Event{{UUID: gpu2.UUID, Kind: XidError, Xid: 13}}},
+		{"double-bit ECC", DefaultIgnoredXids, []waitResult{{nvml.EventData{Device: gpu2, EventType: nvml.EventTypeDoubleBitEccError}, nvml.SUCCESS}},
+			[]Event{{UUID: gpu2.UUID, Kind: DoubleBitECC}}},
+		{"event without a device affects every GPU", DefaultIgnoredXids, []waitResult{{nvml.EventData{EventType: nvml.EventTypeXidCriticalError, EventData: 79}, nvml.SUCCESS}},
+			[]Event{{Kind: XidError, Xid: 79}}},
+		{"GPU lost", DefaultIgnoredXids, []waitResult{{ret: nvml.ERROR_GPU_IS_LOST}}, []Event{{Kind: GPULost}}},
+		{"timeouts and errors report nothing", DefaultIgnoredXids, []waitResult{{ret: nvml.ERROR_TIMEOUT}, {ret: nvml.ERROR_UNKNOWN}, xid(79)},
+			[]Event{{UUID: gpu2.UUID, Kind: XidError, Xid: 79}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			scriptEvents(p, tt.script, cancel)
+			w, err := p.HealthWatcher(tt.ignored)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.backoff = time.Millisecond
+			var got []Event
+			w.Run(ctx, func(e Event) { got = append(got, e) })
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("events = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHealthWatcherSkipsGPUsWithoutEvents(t *testing.T) {
+	p := newSimProvider(t, "pcie8")
+	p.sim.slots[5].GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+	w, err := p.HealthWatcher(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Unsupported(); !slices.Equal(got, []string{p.sim.slots[5].UUID}) {
+		t.Fatalf("Unsupported = %v, want GPU 5 only", got)
+	}
+}
+
+func TestSimInjectedEventsReachTheWatcher(t *testing.T) {
+	p := newSimProvider(t, "dgxa100")
+	if err := p.Simulation().InjectXid("3", 79); !errors.Is(err, ErrNoEvents) {
+		t.Fatalf("inject without a watcher: err = %v, want ErrNoEvents", err)
+	}
+	w, err := p.HealthWatcher(DefaultIgnoredXids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.wait = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan Event, 4)
+	go w.Run(ctx, func(e Event) { events <- e })
+	sim := p.Simulation()
+	for _, inject := range []func() error{
+		func() error { return sim.InjectXid("3", 13) }, // ignored
+		func() error { return sim.InjectXid("3", 48) },
+		func() error { return sim.InjectECC(p.sim.slots[4].UUID) },
+	} {
+		if err := inject(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []Event{{UUID: p.sim.slots[3].UUID, Kind: XidError, Xid: 48}, {UUID: p.sim.slots[4].UUID, Kind: DoubleBitECC}}
+	for _, w := range want {
+		select {
+		case got := <-events:
+			if got != w {
+				t.Fatalf("event = %+v, want %+v", got, w)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("event %+v never arrived", w)
+		}
+	}
+	if r := want[0].Reason(); r != "Xid 48" {
+		t.Fatalf("Reason = %q", r)
+	}
+}
