@@ -25,7 +25,7 @@ test: ## unit tests with the race detector (root runs the cgroup tests too)
 integration: deps ## real containerd + runc tests (root; builds them on first run)
 	$(GO) test -race -count=1 -timeout 20m -v ./integration/... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-check: lint depcheck test fuzz-short integration ## everything CI runs: lint, deps, unit, fuzz (short) and integration tests
+check: lint depcheck vulncheck test fuzz-short integration ## everything CI runs: lint, deps, vulns (when reachable), unit, fuzz (short), integration
 
 lint: ## gofmt, go vet, go mod tidy check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

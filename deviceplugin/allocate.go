@@ -33,6 +33,11 @@ func (p *Plugin) PreStartContainer(context.Context, *pluginapi.PreStartContainer
 // and tells kubelet how to give the GPUs to the container. Any bad ID fails
 // the whole request and records nothing.
 func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*pluginapi.AllocateResponse, error) {
+	if p.gate != nil {
+		if err := p.gate(); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "hotgpud cannot allocate yet: %v", err)
+		}
+	}
 	inv := p.inv.Inventory()
 	var all, stale []string
 	resp := &pluginapi.AllocateResponse{}

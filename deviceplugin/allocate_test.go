@@ -2,6 +2,7 @@ package deviceplugin
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -95,6 +96,16 @@ func checkResponse(t *testing.T, f *fixture, resp *pluginapi.AllocateResponse, i
 	}
 	if len(r.Devices) != 0 || len(r.Mounts) != 0 {
 		t.Errorf("response names device nodes or mounts; CDI and the NRI plugin do that: %+v", r)
+	}
+}
+
+func TestAllocateGate(t *testing.T) {
+	f := newFixture(t, "pcie8", WithAllocateGate(func() error { return errors.New("ledger is being rebuilt") }))
+	_, err := f.p.Allocate(context.Background(), &pluginapi.AllocateRequest{
+		ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{f.uuid(0)}}},
+	})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "rebuilt") || len(f.ledger.Grants()) != 0 {
+		t.Fatalf("err = %v, grants %v; want Unavailable and nothing recorded", err, f.ledger.Grants())
 	}
 }
 

@@ -50,6 +50,7 @@ type Plugin struct {
 	socketName string
 	resync     time.Duration // how often ListAndWatch re-checks the inventory
 	retry      time.Duration // between registration attempts
+	gate       func() error  // nil, or refuses allocations while the ledger is not trustworthy
 
 	registered atomic.Bool
 	// registrations counts successful registrations (tests, status).
@@ -93,6 +94,14 @@ func WithCDIKind(kind string) Option { return func(p *Plugin) error { p.cdiKind 
 
 // WithHealth sets the health source (default: every GPU healthy).
 func WithHealth(h Health) Option { return func(p *Plugin) error { p.health = h; return nil } }
+
+// WithAllocateGate makes Allocate call gate first and refuse (Unavailable,
+// which kubelet reports on the pod) while it returns an error — e.g. while
+// a ledger rebuilt from a corrupt file has not yet seen the running
+// containers.
+func WithAllocateGate(gate func() error) Option {
+	return func(p *Plugin) error { p.gate = gate; return nil }
+}
 
 // WithLogger sets the logger.
 func WithLogger(l *logrus.Entry) Option {

@@ -72,8 +72,11 @@ func TestRegistersAgainAfterKubeletRestart(t *testing.T) {
 	k = k.restart(t) // deletes our socket, re-creates kubelet.sock
 	k.waitRegistered(t)
 	k.waitDevices(t, "the GPUs after the restart", func(m map[string]string) bool { return len(m) == 8 })
-	if !f.p.Registered() || f.p.Registrations() < 2 {
-		t.Fatalf("registered=%v registrations=%d", f.p.Registered(), f.p.Registrations())
+	// kubelet has seen the request; the plugin records it once the reply is in.
+	for deadline := time.Now().Add(5 * time.Second); !f.p.Registered() || f.p.Registrations() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("registered=%v registrations=%d", f.p.Registered(), f.p.Registrations())
+		}
 	}
 }
 

@@ -155,6 +155,7 @@ func claimPluginDir(t *testing.T) {
 			return
 		}
 		_ = os.Remove(sock)
+		_ = os.Remove(filepath.Join(kubeletPluginDir, "kubelet_internal_checkpoint"))
 	})
 }
 

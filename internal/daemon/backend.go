@@ -9,6 +9,9 @@ import (
 
 // Attach implements api.Backend.
 func (d *Daemon) Attach(t attach.Target, ids []string, count int) (*attach.Result, error) {
+	if err := d.waitRebuilt(); err != nil {
+		return nil, err
+	}
 	return d.attach.Attach(t, ids, count)
 }
 

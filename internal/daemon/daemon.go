@@ -59,6 +59,8 @@ type Daemon struct {
 	// first NRI Synchronize has been handled.
 	Ready     chan struct{}
 	readyOnce sync.Once
+	// rebuilding is set when the ledger was rebuilt from a corrupt file.
+	rebuilding bool
 }
 
 // New builds the daemon from cfg. Nothing runs until Run.
@@ -84,9 +86,14 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 		return nil, fmt.Errorf("failed to read GPU inventory: %w", err)
 	}
 	d.inv.Store(inv)
-	if d.ledger, err = openLedger(cfg.StateDir, log); err != nil {
+	var rebuilt bool
+	if d.ledger, rebuilt, err = openLedger(cfg.StateDir, log); err != nil {
 		return nil, err
 	}
+	// A ledger rebuilt from a corrupt file is empty until the first NRI
+	// Synchronize re-records the running containers' GPUs: nothing may be
+	// handed out before that (see waitRebuilt).
+	d.rebuilding = rebuilt && !cfg.NRI.Disabled
 	if err = d.newDevicePlugin(); err != nil {
 		return nil, err
 	}
@@ -117,21 +124,22 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 // openLedger loads the ledger. A corrupt state file is moved aside and the
 // ledger rebuilt from the live containers at the first NRI Synchronize; it
 // is logged loudly, never silently replaced.
-func openLedger(dir string, log *logrus.Entry) (*ledger.Ledger, error) {
+func openLedger(dir string, log *logrus.Entry) (l *ledger.Ledger, rebuilt bool, err error) {
 	store, err := ledger.NewFileStore(dir)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	l, err := ledger.New(store)
+	l, err = ledger.New(store)
 	if errors.Is(err, ledger.ErrCorrupt) {
 		moved, merr := store.MoveAside(time.Now().UTC().Format("20060102T150405Z"))
 		if merr != nil {
-			return nil, errors.Join(err, merr)
+			return nil, false, errors.Join(err, merr)
 		}
 		log.WithError(err).WithField("moved_to", moved).Error("ledger state was corrupt; rebuilding it from the running containers")
-		return ledger.New(store)
+		l, err = ledger.New(store)
+		return l, err == nil, err
 	}
-	return l, err
+	return l, false, err
 }
 
 // Inventory returns the current GPU inventory.

@@ -21,6 +21,9 @@ var _ api.HookBackend = (*Daemon)(nil)
 // container already holds (for instance through NRI) are kept as they are.
 // All is refused unless every GPU is free, so "all" never shares a GPU.
 func (d *Daemon) HookReserve(req api.HookReserveRequest) (*api.HookReservation, error) {
+	if err := d.waitRebuilt(); err != nil {
+		return nil, err
+	}
 	inv := d.Inventory()
 	var gpus []gpu.GPU
 	if req.All {

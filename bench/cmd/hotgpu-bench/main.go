@@ -31,8 +31,8 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.out, "out", "bench/RESULTS.md", "where to write the results (relative to the repository root)")
-	flag.IntVar(&o.podRounds, "pod-rounds", 25, "figure 1: interleaved rounds of pod starts (one pod per variant each)")
-	flag.IntVar(&o.calibRounds, "calib-rounds", 10, "figure 1: rounds comparing the two containerds before hotgpud is plugged in")
+	flag.IntVar(&o.podRounds, "pod-rounds", 40, "figure 1: interleaved rounds of pod starts (one pod per variant each)")
+	flag.IntVar(&o.calibRounds, "calib-rounds", 16, "figure 1: rounds comparing the two containerds before hotgpud is plugged in")
 	flag.IntVar(&o.liveRounds, "live-rounds", 15, "figure 2: rounds (each: API pairs, a CLI pair, two re-creations)")
 	flag.IntVar(&o.apiPerRound, "api-per-round", 10, "figure 2: API attach+detach pairs per round")
 	flag.IntVar(&o.cdiRuns, "cdi-runs", 20, "figure 3: runs of each spec generator")
