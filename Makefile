@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 FUZZSHORT ?= 3000x
 export HOTGPU_CACHE ?= $(HOME)/.cache/hotgpu
 
-.PHONY: help build test integration check lint bench bench-go fuzz demo image install deps clean fuzz-short vulncheck depcheck
+.PHONY: help build test integration check lint bench bench-go fuzz demo image install deps deps-kubelet clean fuzz-short vulncheck depcheck
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ build: ## build hotgpud, hotgpu and hotgpu-hook into bin/
 test: ## unit tests with the race detector (root runs the cgroup tests too)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
 
-integration: deps ## real containerd + runc tests (root; builds them on first run)
+integration: deps deps-kubelet ## real containerd + runc tests (root; builds them on first run)
 	$(GO) test -race -count=1 -timeout 20m -v ./integration/... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 check: lint depcheck vulncheck test fuzz-short integration ## everything CI runs: lint, deps, vulns (when reachable), unit, fuzz (short), integration
@@ -57,6 +57,9 @@ demo: deps build ## run the demo: real containerd, simulated GPUs, annotation + 
 
 deps: ## build containerd, runc and test images into $(HOTGPU_CACHE) (cached)
 	@integration/deps.sh >/dev/null
+
+deps-kubelet: ## build a real kubelet for the device-plugin test into $(HOTGPU_CACHE) (cached)
+	@integration/kubelet-deps.sh >/dev/null
 
 image: ## build the container image (needs a Docker engine)
 	docker build -t hotgpu:$(VERSION) .

@@ -305,7 +305,7 @@ func startHotgpudNoNRI(t *testing.T, extra ...string) *hotgpud {
 	dir := t.TempDir()
 	h := &hotgpud{t: t, dir: dir, socket: filepath.Join(dir, "api.sock")}
 	h.args = append([]string{"--simulate", "dgxa100", "--no-nri", "--state-dir", filepath.Join(dir, "state"),
-		"--api-socket", h.socket, "--log-level", "debug"}, extra...)
+		"--api-socket", h.socket, "--log-level", "debug", "--no-device-plugin"}, extra...)
 	h.api = api.NewClient(h.socket)
 	var err error
 	h.log, err = os.OpenFile(filepath.Join(dir, "hotgpud.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)

@@ -93,6 +93,10 @@ func startHotgpudBin(t testing.TB, c *harness.Containerd, bin string, extra ...s
 		"--annotation-namespaces", harness.PodNamespace,
 		"--annotation-max", "4",
 		"--log-level", "debug",
+		// A private kubelet dir: the device plugin waits there for a kubelet
+		// that never comes, instead of registering with a real one on this
+		// host (kubelet tests pass their own --kubelet-dir, which wins).
+		"--kubelet-dir", filepath.Join(dir, "kubelet-plugins"),
 	}, extra...)
 	h.api = api.NewClient(h.socket)
 	h.start()

@@ -191,6 +191,7 @@ func (d *demo) startHotgpud(ctx context.Context) error {
 		"--cdi-dir", d.c.CDIDir,
 		"--state-dir", filepath.Join(d.dir, "state"),
 		"--api-socket", d.socket,
+		"--no-device-plugin", // no kubelet in the demo
 	}
 	fmt.Printf("\n$ hotgpud %s\n", strings.Join(args, " "))
 	logPath := filepath.Join(d.dir, "hotgpud.log")
