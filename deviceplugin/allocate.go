@@ -2,6 +2,8 @@ package deviceplugin
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"slices"
 	"strings"
@@ -13,7 +15,17 @@ import (
 	"github.com/hotgpu/hotgpu/internal/alloc"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/policy"
 )
+
+// newToken returns 128 random bits, hex: an allocation's claim secret.
+func newToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
 
 // maxIDs bounds the IDs one request may carry: no node has more GPUs, and
 // the IDs come over a socket.
@@ -39,6 +51,10 @@ func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*p
 		}
 	}
 	inv := p.inv.Inventory()
+	token, err := newToken()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to make an allocation token: %v", err)
+	}
 	var all, stale []string
 	resp := &pluginapi.AllocateResponse{}
 	for _, creq := range req.GetContainerRequests() {
@@ -48,11 +64,11 @@ func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*p
 			return nil, err
 		}
 		all, stale = append(all, uuids...), append(stale, reclaim...)
-		resp.ContainerResponses = append(resp.ContainerResponses, p.containerResponse(uuids))
+		resp.ContainerResponses = append(resp.ContainerResponses, p.containerResponse(uuids, token))
 	}
 	slices.Sort(all)
 	all = slices.Compact(all)
-	if err := p.record(all, stale); err != nil {
+	if err := p.record(all, stale, token); err != nil {
 		p.log.WithError(err).Warn("refused allocation")
 		return nil, err
 	}
@@ -93,13 +109,13 @@ func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids, stale []string,
 
 // record makes uuids an unclaimed kubelet allocation, replacing stale
 // unclaimed ones kubelet has just re-allocated.
-func (p *Plugin) record(uuids, stale []string) error {
+func (p *Plugin) record(uuids, stale []string, token string) error {
 	if len(stale) > 0 {
 		if err := p.ledger.ReleaseGPUs(stale...); err != nil {
 			return status.Errorf(codes.Internal, "failed to release stale kubelet allocation: %v", err)
 		}
 	}
-	err := p.ledger.Acquire(ledger.Holder{}, ledger.Kubelet, ledger.Active, uuids...)
+	err := p.ledger.Acquire(ledger.Holder{Token: token}, ledger.Kubelet, ledger.Active, uuids...)
 	switch {
 	case errors.Is(err, ledger.ErrHeld):
 		return status.Errorf(codes.FailedPrecondition, "%v; it is not allocatable until released", err)
@@ -109,9 +125,13 @@ func (p *Plugin) record(uuids, stale []string) error {
 	return nil
 }
 
-func (p *Plugin) containerResponse(uuids []string) *pluginapi.ContainerAllocateResponse {
+// containerResponse gives the GPUs as CDI devices and env, and the
+// allocation's token as a container annotation, which kubelet sets on the
+// container and pods cannot forge.
+func (p *Plugin) containerResponse(uuids []string, token string) *pluginapi.ContainerAllocateResponse {
 	r := &pluginapi.ContainerAllocateResponse{
-		Envs: map[string]string{EnvVisibleDevices: strings.Join(uuids, ",")},
+		Envs:        map[string]string{EnvVisibleDevices: strings.Join(uuids, ",")},
+		Annotations: map[string]string{policy.AllocationAnnotation: token},
 	}
 	for _, u := range uuids {
 		r.CdiDevices = append(r.CdiDevices, &pluginapi.CDIDevice{Name: p.cdiKind + "=" + u})

@@ -12,6 +12,7 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/policy"
 )
 
 func TestAllocate(t *testing.T) {
@@ -90,9 +91,12 @@ func checkResponse(t *testing.T, f *fixture, resp *pluginapi.AllocateResponse, i
 			t.Errorf("CDI devices %v lack nvidia.com/gpu=%s", cdi, id)
 		}
 		g, ok := f.ledger.Lookup(id)
-		if !ok || g.Reason != ledger.Kubelet || g.Holder != (ledger.Holder{}) || g.State != ledger.Active {
+		if !ok || g.Reason != ledger.Kubelet || g.Holder != (ledger.Holder{Token: r.Annotations[policy.AllocationAnnotation]}) || g.State != ledger.Active {
 			t.Errorf("ledger grant of %s = %+v, want an unclaimed active kubelet allocation", id, g)
 		}
+	}
+	if tok := r.Annotations[policy.AllocationAnnotation]; len(tok) != 32 {
+		t.Errorf("allocation token annotation = %q, want 128 random bits in hex", tok)
 	}
 	if len(r.Devices) != 0 || len(r.Mounts) != 0 {
 		t.Errorf("response names device nodes or mounts; CDI and the NRI plugin do that: %+v", r)
@@ -111,13 +115,22 @@ func TestAllocateGate(t *testing.T) {
 
 func TestAllocatedGPUsAreClaimedByTheirContainer(t *testing.T) {
 	f := newFixture(t, "dgxa100")
-	if _, err := f.p.Allocate(context.Background(), &pluginapi.AllocateRequest{
+	resp, err := f.p.Allocate(context.Background(), &pluginapi.AllocateRequest{
 		ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{f.uuid(0)}}},
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	// What the NRI plugin does when the container arrives with our CDI device.
-	if err := f.ledger.Acquire(attached, ledger.Kubelet, ledger.Active, f.uuid(0)); err != nil {
+	// Another pod's container naming the GPU (env is forgeable) but without
+	// the token kubelet put on the rightful container cannot claim it.
+	thief := ledger.Holder{ContainerID: "thief", PodUID: "uid-thief", Token: "0123456789abcdef0123456789abcdef"}
+	if err := f.ledger.Acquire(thief, ledger.Kubelet, ledger.Active, f.uuid(0)); err == nil {
+		t.Fatal("a container without the allocation's token claimed it")
+	}
+	// What the NRI plugin does when the container arrives with the token.
+	claimer := attached
+	claimer.Token = resp.ContainerResponses[0].Annotations[policy.AllocationAnnotation]
+	if err := f.ledger.Acquire(claimer, ledger.Kubelet, ledger.Active, f.uuid(0)); err != nil {
 		t.Fatalf("container could not claim kubelet's allocation: %v", err)
 	}
 	if err := f.ledger.Acquire(ledger.Holder{ContainerID: "other"}, ledger.Attach, ledger.Active, f.uuid(0)); err == nil {

@@ -39,6 +39,14 @@ func (p *Plugin) state(uuid string) string {
 // at once on ledger and health changes, and on every resync for GPUs that
 // appeared or vanished from the inventory.
 func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingServer[pluginapi.ListAndWatchResponse]) error {
+	p.streams.Add(1)
+	defer func() {
+		p.streams.Add(-1)
+		select { // kubelet closed the stream: check the registration now
+		case p.lost <- struct{}{}:
+		default:
+		}
+	}()
 	ledgerCh, unsubLedger := p.ledger.Subscribe()
 	defer unsubLedger()
 	healthCh, unsubHealth := p.health.Subscribe()

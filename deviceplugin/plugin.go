@@ -55,6 +55,13 @@ type Plugin struct {
 	registered atomic.Bool
 	// registrations counts successful registrations (tests, status).
 	registrations atomic.Int64
+	// streams counts kubelet's open ListAndWatch streams; registeredAt is
+	// when kubelet last accepted us. Registered with no stream for a while
+	// means kubelet lost us (a restart racing our registration).
+	streams      atomic.Int64
+	registeredAt atomic.Int64 // unix nanoseconds
+	// lost is poked when kubelet closes a stream, to re-check at once.
+	lost chan struct{}
 
 	pluginapi.UnimplementedDevicePluginServer
 }
@@ -140,7 +147,7 @@ func New(inv Inventory, l *ledger.Ledger, opts ...Option) (*Plugin, error) {
 	p := &Plugin{
 		inv: inv, ledger: l, health: allHealthy{}, log: logrus.NewEntry(quiet),
 		dir: filepath.Clean(pluginapi.DevicePluginPath), resource: "nvidia.com/gpu", cdiKind: "nvidia.com/gpu",
-		resync: 10 * time.Second, retry: 2 * time.Second,
+		resync: 10 * time.Second, retry: 2 * time.Second, lost: make(chan struct{}, 1),
 	}
 	for _, o := range opts {
 		if err := o(p); err != nil {

@@ -52,6 +52,8 @@ func (p *Plugin) Run(ctx context.Context) error {
 				watching = w.Add(p.dir) == nil
 			}
 			srv = p.ensure(ctx, srv, retry)
+		case <-p.lost:
+			retry.Reset(p.retry)
 		case err := <-serveErr:
 			p.log.WithError(err).Warn("device plugin gRPC server stopped; starting it again")
 			srv = p.restart(ctx, nil, retry)
@@ -101,6 +103,10 @@ func (p *Plugin) ensure(ctx context.Context, srv *server, retry *time.Timer) *se
 	}
 	if srv != nil {
 		if _, err := os.Stat(p.Socket()); err != nil {
+			p.stop(srv)
+			srv = nil
+		} else if p.abandoned() {
+			p.log.Warn("kubelet accepted the registration but never connected (or left); serving and registering again")
 			p.stop(srv)
 			srv = nil
 		}
@@ -180,9 +186,21 @@ func (p *Plugin) register(ctx context.Context) error {
 		return fmt.Errorf("kubelet refused registration of %s: %w", p.resource, err)
 	}
 	p.registered.Store(true)
+	p.registeredAt.Store(time.Now().UnixNano())
 	p.registrations.Add(1)
 	p.log.WithFields(map[string]any{"resource": p.resource, "socket": p.Socket()}).Info("registered with kubelet")
 	return nil
+}
+
+// abandoned reports a registration kubelet is not using: no ListAndWatch
+// stream for a few retry intervals after it was accepted. It happens when a
+// kubelet restart races the registration (the old kubelet accepts, the new
+// one never hears of us).
+func (p *Plugin) abandoned() bool {
+	if !p.registered.Load() || p.streams.Load() > 0 {
+		return false
+	}
+	return time.Since(time.Unix(0, p.registeredAt.Load())) > 3*p.retry
 }
 
 func exists(path string) bool {

@@ -201,5 +201,6 @@ func holderOf(pod *api.PodSandbox, c *api.Container) ledger.Holder {
 		ContainerID: c.GetId(), Container: c.GetName(),
 		PodNamespace: pod.GetNamespace(), PodName: pod.GetName(), PodUID: pod.GetUid(),
 		Cgroup: c.GetLinux().GetCgroupsPath(),
+		Token:  c.GetAnnotations()[policy.AllocationAnnotation],
 	}
 }

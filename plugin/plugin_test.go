@@ -171,11 +171,20 @@ func TestNoRequestNoAdjustment(t *testing.T) {
 func TestKubeletAllocationByEnv(t *testing.T) {
 	f := newFixture(t, 4)
 	g1 := f.inv.GPUs[1].UUID
-	// What the device plugin records at Allocate.
-	if err := f.l.Acquire(ledger.Holder{}, ledger.Kubelet, ledger.Active, g1); err != nil {
+	// What the device plugin records at Allocate; kubelet puts the token on
+	// the container it allocated for.
+	const token = "5f0c8a0e1d2b3c4d5e6f708192a3b4c5"
+	if err := f.l.Acquire(ledger.Holder{Token: token}, ledger.Kubelet, ledger.Active, g1); err != nil {
 		t.Fatal(err)
 	}
-	adj, _, err := f.p.CreateContainer(context.Background(), pod("default", "p", nil), ctr("c1", "app", "HOTGPU_VISIBLE_DEVICES="+g1))
+	// A container of another pod that only sets the env is refused.
+	_, _, err := f.p.CreateContainer(context.Background(), pod("default", "thief", nil), ctr("c0", "app", "HOTGPU_VISIBLE_DEVICES="+g1))
+	if err == nil || !strings.Contains(err.Error(), "kubelet did not allocate") {
+		t.Fatalf("a container without the allocation token got the GPU: %v", err)
+	}
+	c1 := ctr("c1", "app", "HOTGPU_VISIBLE_DEVICES="+g1)
+	c1.Annotations = map[string]string{policy.AllocationAnnotation: token}
+	adj, _, err := f.p.CreateContainer(context.Background(), pod("default", "p", nil), c1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ func (d *Daemon) GPUs() []api.GPUStatus {
 	for _, g := range inv.GPUs {
 		s := api.GPUStatus{GPU: g, Healthy: d.health.Healthy(g.UUID)}
 		if grant, ok := d.ledger.Lookup(g.UUID); ok {
+			grant.Holder.Token = "" // a claim secret; the API never shows it
 			s.Grant = &grant
 		}
 		out = append(out, s)

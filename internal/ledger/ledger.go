@@ -53,6 +53,10 @@ type Holder struct {
 	PID int `json:"pid,omitempty"`
 	// Cgroup is the container's cgroup path as the runtime reported it.
 	Cgroup string `json:"cgroup,omitempty"`
+	// Token is the secret of a kubelet allocation (policy.AllocationAnnotation):
+	// only a holder presenting it may claim the allocation. Never logged or
+	// shown.
+	Token string `json:"token,omitempty"`
 }
 
 // External reports whether the holder is a container outside Kubernetes,
@@ -367,7 +371,8 @@ func (l *Ledger) commit(next map[string]Grant) error {
 // bound to once a container of that pod has claimed it.
 func claimable(cur Grant, h Holder, reason Reason) bool {
 	return cur.Reason == Kubelet && reason == Kubelet && cur.Holder.ContainerID == "" &&
-		h.ContainerID != "" && (cur.Holder.PodUID == "" || cur.Holder.PodUID == h.PodUID)
+		h.ContainerID != "" && (cur.Holder.PodUID == "" || cur.Holder.PodUID == h.PodUID) &&
+		(cur.Holder.Token == "" || cur.Holder.Token == h.Token)
 }
 
 func sameHolder(a, b Holder) bool {

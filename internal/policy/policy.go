@@ -24,6 +24,13 @@ const (
 	EnvNVIDIA = "NVIDIA_VISIBLE_DEVICES"
 )
 
+// AllocationAnnotation carries the secret token of a kubelet allocation:
+// the device plugin returns it in its Allocate answer, kubelet puts it on
+// the container (never on the pod, so pod authors cannot set it), and the
+// NRI plugin lets a container claim an allocation only with the matching
+// token. Environment variables are no such proof: any pod can set them.
+const AllocationAnnotation = "gpus.hotgpu.dev/allocation"
+
 // MaxIDs bounds how many GPU ids one request may list.
 const MaxIDs = 64
 
