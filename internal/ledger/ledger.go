@@ -1,8 +1,8 @@
 // Package ledger records which container holds which GPU, and why. It is the
 // single source of truth shared by the NRI plugin, the device plugin, live
-// attach and the hook: every change is persisted (temp file, fsync, rename,
-// fsync of the directory) before the caller acts on it, and a GPU can never
-// be held by two holders.
+// attach and the hook: every change is persisted (temp file, fsync, rename;
+// see WriteFileAtomic) before the caller acts on it, and a GPU can never be
+// held by two holders.
 //
 // The ledger knows GPUs only by UUID and containers only by id; it does not
 // touch cgroups or device nodes.
