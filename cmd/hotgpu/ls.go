@@ -100,6 +100,7 @@ func runStatus(ctx context.Context, s stdio, args []string) error {
 		{"GPUs", fmt.Sprintf("%d (%s), %d held, %d unhealthy", st.GPUs, mode, st.Held, st.Unhealthy)},
 		{"driver", st.DriverVersion + ", CUDA " + st.CUDAVersion},
 		{"NRI", fmt.Sprintf("%s, %d containers known", nri, st.Containers)},
+		{"device plugin", st.DevicePlugin},
 		{"CDI spec", st.CDISpec},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])

@@ -48,8 +48,10 @@ type Status struct {
 	Unhealthy     int    `json:"unhealthy"`
 	Containers    int    `json:"containers"`
 	NRIConnected  bool   `json:"nriConnected"`
-	CDISpec       string `json:"cdiSpec,omitempty"`
-	Uptime        string `json:"uptime"`
+	// DevicePlugin is "disabled", "waiting for kubelet" or "registered as <resource>".
+	DevicePlugin string `json:"devicePlugin"`
+	CDISpec      string `json:"cdiSpec,omitempty"`
+	Uptime       string `json:"uptime"`
 }
 
 // Error is the body of every non-2xx answer.

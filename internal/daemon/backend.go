@@ -46,6 +46,14 @@ func (d *Daemon) Status() api.Status {
 	if d.plugin != nil {
 		s.NRIConnected = d.plugin.Connected()
 	}
+	switch {
+	case d.devicePlugin == nil:
+		s.DevicePlugin = "disabled"
+	case d.devicePlugin.Registered():
+		s.DevicePlugin = "registered as " + d.devicePlugin.ResourceName()
+	default:
+		s.DevicePlugin = "waiting for kubelet at " + d.cfg.DevicePlugin.KubeletDir
+	}
 	if p, ok := d.cdiPath.Load().(string); ok {
 		s.CDISpec = p
 	}

@@ -24,6 +24,8 @@ func testConfig(t *testing.T) *configv1.Config {
 	cfg.CDI.Dir = filepath.Join(dir, "cdi")
 	cfg.API.Socket = filepath.Join(dir, "api.sock")
 	cfg.NRI.Disabled = true
+	// A private kubelet dir: never register with a kubelet on this host.
+	cfg.DevicePlugin.KubeletDir = filepath.Join(dir, "device-plugins")
 	return cfg
 }
 
@@ -69,7 +71,8 @@ func TestDaemonServesAndWritesCDI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.GPUs != 8 || st.Simulated != "dgxa100" || st.CDISpec != filepath.Join(cfg.CDI.Dir, specName) {
+	if st.GPUs != 8 || st.Simulated != "dgxa100" || st.CDISpec != filepath.Join(cfg.CDI.Dir, specName) ||
+		!strings.HasPrefix(st.DevicePlugin, "waiting for kubelet") {
 		t.Fatalf("status = %+v", st)
 	}
 	spec, err := os.ReadFile(st.CDISpec)
