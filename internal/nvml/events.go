@@ -58,8 +58,11 @@ type HealthWatcher struct {
 	set         nvml.EventSet
 	ignored     []uint64
 	unsupported []string
-	wait        time.Duration // one Wait call; bounds how late ctx is noticed
-	backoff     time.Duration // after a failed Wait, so a broken set never spins
+	// wait is one Wait call: NVML's Wait cannot be interrupted, so it bounds
+	// how late ctx is noticed, i.e. hotgpud's shutdown time. One wakeup a
+	// second costs nothing measurable.
+	wait    time.Duration
+	backoff time.Duration // after a failed Wait, so a broken set never spins
 }
 
 // HealthWatcher registers for error events on every GPU. ignoredXids are
@@ -75,7 +78,7 @@ func (p *Provider) HealthWatcher(ignoredXids []uint64) (*HealthWatcher, error) {
 	if err := check(ret, "create NVML event set"); err != nil {
 		return nil, err
 	}
-	w := &HealthWatcher{p: p, set: set, ignored: slices.Clone(ignoredXids), wait: 5 * time.Second, backoff: time.Second}
+	w := &HealthWatcher{p: p, set: set, ignored: slices.Clone(ignoredXids), wait: time.Second, backoff: time.Second}
 	n, ret := p.lib.DeviceGetCount()
 	if err := check(ret, "count GPUs"); err != nil {
 		set.Free()
