@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"strings"
@@ -101,10 +100,12 @@ func runAttach(ctx context.Context, s stdio, args []string) error {
 	tf.register(fs)
 	count := fs.Int("count", 0, "number of GPUs (hotgpu picks the best-connected free ones)")
 	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
-	socket := fs.String("socket", defaultSocket, "hotgpud API socket")
-	output := fs.String("o", "text", "output: text or json")
+	socket, output := apiFlags(fs, "text", "json")
 	if err := parseFlags(fs, args, s); err != nil {
 		return err
+	}
+	if err := checkFormat(*output, "text", "json"); err != nil {
+		return err // before the call: a bad -o must not attach anything
 	}
 	t, err := tf.target()
 	if err != nil {
@@ -127,10 +128,12 @@ func runDetach(ctx context.Context, s stdio, args []string) error {
 	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
 	all := fs.Bool("all", false, "every GPU attached to the container")
 	force := fs.Bool("force", false, "detach even if a process has the GPU open")
-	socket := fs.String("socket", defaultSocket, "hotgpud API socket")
-	output := fs.String("o", "text", "output: text or json")
+	socket, output := apiFlags(fs, "text", "json")
 	if err := parseFlags(fs, args, s); err != nil {
 		return err
+	}
+	if err := checkFormat(*output, "text", "json"); err != nil {
+		return err // before the call: a bad -o must not attach anything
 	}
 	t, err := tf.target()
 	if err != nil {
@@ -146,18 +149,17 @@ func runDetach(ctx context.Context, s stdio, args []string) error {
 	return printResult(s, *output, "detached", res)
 }
 
+// printResult says what was done, or writes it as JSON with -o json.
 func printResult(s stdio, output, verb string, res *attach.Result) error {
-	switch output {
-	case "json":
-		enc := json.NewEncoder(s.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
-	case "text":
-		for _, g := range res.GPUs {
-			fmt.Fprintf(s.out, "%s GPU %d (%s, /dev/nvidia%d) %s %s\n", verb, g.Index, g.UUID, g.Minor, map[string]string{"attached": "to", "detached": "from"}[verb], res.Holder)
-		}
-		return nil
-	default:
-		return usageErrorf("-o must be text or json, got %q", output)
+	if output == "json" {
+		return printJSON(s.out, res)
 	}
+	prep := "to"
+	if verb == "detached" {
+		prep = "from"
+	}
+	for _, g := range res.GPUs {
+		fmt.Fprintf(s.out, "%s GPU %d (%s, /dev/nvidia%d) %s %s\n", verb, g.Index, g.UUID, g.Minor, prep, res.Holder)
+	}
+	return nil
 }

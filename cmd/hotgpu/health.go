@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,22 +41,19 @@ func runHealth(ctx context.Context, s stdio, args []string) error {
 		return runHealthSet(ctx, s, args[1:])
 	}
 	fs := newFlagSet("hotgpu health", healthHelp)
-	socket := fs.String("socket", defaultSocket, "hotgpud API socket")
-	output := fs.String("o", "table", "output: table or json")
+	socket, output := apiFlags(fs, "table", "json")
 	if err := parseFlags(fs, args, s); err != nil {
 		return err
 	}
-	if *output != "table" && *output != "json" {
-		return usageErrorf("-o must be table or json, got %q", *output)
+	if err := checkFormat(*output, "table", "json"); err != nil {
+		return err
 	}
 	list, err := api.NewClient(*socket).Health(ctx)
 	if err != nil {
 		return err
 	}
 	if *output == "json" {
-		enc := json.NewEncoder(s.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
+		return printJSON(s.out, list)
 	}
 	return printHealth(s.out, list)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -29,22 +28,19 @@ Show hotgpud's version, GPUs, NRI connection and CDI spec.
 
 func runLs(ctx context.Context, s stdio, args []string) error {
 	fs := newFlagSet("hotgpu ls", lsHelp)
-	socket := fs.String("socket", defaultSocket, "hotgpud API socket")
-	output := fs.String("o", "table", "output: table or json")
+	socket, output := apiFlags(fs, "table", "json")
 	if err := parseFlags(fs, args, s); err != nil {
 		return err
 	}
-	if *output != "table" && *output != "json" {
-		return usageErrorf("-o must be table or json, got %q", *output)
+	if err := checkFormat(*output, "table", "json"); err != nil {
+		return err
 	}
 	gpus, err := api.NewClient(*socket).GPUs(ctx)
 	if err != nil {
 		return err
 	}
 	if *output == "json" {
-		enc := json.NewEncoder(s.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(gpus)
+		return printJSON(s.out, gpus)
 	}
 	tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GPU\tUUID\tNAME\tHEALTH\tHELD BY\tWHY\tSINCE")
@@ -68,8 +64,7 @@ func runLs(ctx context.Context, s stdio, args []string) error {
 
 func runStatus(ctx context.Context, s stdio, args []string) error {
 	fs := newFlagSet("hotgpu status", statusHelp)
-	socket := fs.String("socket", defaultSocket, "hotgpud API socket")
-	output := fs.String("o", "text", "output: text or json")
+	socket, output := apiFlags(fs, "text", "json")
 	if err := parseFlags(fs, args, s); err != nil {
 		return err
 	}
@@ -77,14 +72,11 @@ func runStatus(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return err
 	}
-	switch *output {
-	case "json":
-		enc := json.NewEncoder(s.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	case "text":
-	default:
-		return usageErrorf("-o must be text or json, got %q", *output)
+	if err := checkFormat(*output, "text", "json"); err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(s.out, st)
 	}
 	mode := "real GPUs"
 	if st.Simulated != "" {
