@@ -60,7 +60,7 @@ func TestCRICDIDevice(t *testing.T) {
 	pod := c.MustRunPod(t, "cdi", nil)
 	ctr := c.MustRunContainer(t, pod, "gpu", harness.ContainerOptions{
 		CDIDevices: []string{testDevice},
-		AddCaps:    []string{"CAP_MKNOD"},
+		AddCaps:    []string{"MKNOD"},
 	})
 
 	if out, _, _ := c.MustExec(t, ctr, "ls", "-l", "/dev/nvidia0"); !strings.HasPrefix(out, "c") || !strings.Contains(out, "195,   0") {

@@ -56,7 +56,7 @@ func TestNRIInjection(t *testing.T) {
 
 	t.Run("annotation gets exactly its GPUs", func(t *testing.T) {
 		pod := c.MustRunPod(t, "two", ann("2"))
-		ctr := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{AddCaps: []string{"CAP_MKNOD"}})
+		ctr := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{AddCaps: []string{"MKNOD"}})
 		nodes := gpuNodes(t, c, ctr)
 		if !slices.Equal(nodes, []string{"nvidia0", "nvidia1"}) {
 			t.Fatalf("GPU nodes in container = %v, want [nvidia0 nvidia1]", nodes)

@@ -133,7 +133,7 @@ type ContainerOptions struct {
 	Env         map[string]string
 	CDIDevices  []string // fully qualified CDI names, sent in the CRI CDIDevices field
 	Annotations map[string]string
-	AddCaps     []string // e.g. "CAP_MKNOD" (containerd's default set has it already)
+	AddCaps     []string // CRI form, without "CAP_": e.g. "SYS_ADMIN" (MKNOD is in containerd's default set)
 	Privileged  bool
 }
 
