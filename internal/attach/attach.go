@@ -58,11 +58,16 @@ type Manager struct {
 	// fail, when set, is called between steps; tests make it fail (or
 	// kill the process) to prove rollback and crash recovery.
 	fail func(step string) error
+	// v2 keeps each container's cgroup v2 device access: a V2 remembers the
+	// program it attached, which is how Has tells a program a runtime put
+	// back from ours. (cgroup v1 needs none: devices.list is the state.)
+	v2 map[string]hotplug.DeviceAccess
 }
 
 // New returns a Manager.
 func New(inv Inventory, health Health, l *ledger.Ledger, reg *registry.Registry, log *logrus.Entry) *Manager {
-	return &Manager{inv: inv, health: health, ledger: l, registry: reg, log: log.WithField("component", "attach")}
+	return &Manager{inv: inv, health: health, ledger: l, registry: reg, log: log.WithField("component", "attach"),
+		v2: map[string]hotplug.DeviceAccess{}}
 }
 
 // SetFailpoint installs f, called with the name of each step; a non-nil

@@ -27,6 +27,7 @@ var ErrBusy = errors.New("GPU is in use")
 func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.prune()
 	r, err := m.resolve(t)
 	if err != nil {
 		return nil, err
@@ -123,6 +124,7 @@ func (m *Manager) undo(r *resolved, inv *gpu.Inventory, granted []ledger.Grant, 
 func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.prune()
 	r, err := m.resolve(t)
 	if err != nil {
 		return nil, err
@@ -247,7 +249,35 @@ func (m *Manager) checkBusy(r *resolved, gpus []*gpu.GPU, force bool) error {
 // the GPUs the ledger says it holds (for any reason): so a detached GPU is
 // really gone even when the container's spec once allowed it.
 func (m *Manager) access(r *resolved, inv *gpu.Inventory, held []ledger.Grant) (hotplug.DeviceAccess, error) {
-	return r.target.Devices(withoutGPUNodes(r.rules, inv), grantedNodes(inv, held))
+	id := r.holder.ContainerID
+	if a, ok := m.v2[id]; ok {
+		return a, nil
+	}
+	a, err := r.target.Devices(withoutGPUNodes(r.rules, inv), grantedNodes(inv, held))
+	if err != nil {
+		return nil, err
+	}
+	if _, isV2 := a.(*hotplug.V2); isV2 {
+		m.v2[id] = a
+	}
+	return a, nil
+}
+
+// prune forgets the cgroup v2 access of containers that hold no GPU any
+// more. Every operation calls it on its way out.
+func (m *Manager) prune() {
+	if len(m.v2) == 0 {
+		return
+	}
+	holds := map[string]bool{}
+	for _, g := range m.ledger.Grants() {
+		holds[g.Holder.ContainerID] = true
+	}
+	for id := range m.v2 {
+		if !holds[id] {
+			delete(m.v2, id)
+		}
+	}
 }
 
 // grantedNodes are the nodes of the held GPUs, plus the control nodes when

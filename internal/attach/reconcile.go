@@ -17,6 +17,7 @@ import (
 func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.prune()
 	inv := m.inv.Inventory()
 	byContainer := map[string][]ledger.Grant{}
 	all := m.ledger.Grants()
@@ -58,6 +59,7 @@ func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 func (m *Manager) Reconcile(id string) (reapplied int, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.prune()
 	inv := m.inv.Inventory()
 	byContainer := map[string][]ledger.Grant{}
 	for _, g := range m.ledger.Grants() {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,14 @@ func TestAttachDetachCgroupV2(t *testing.T) {
 	must(t, s.command("mknod", "/dev/nvidia2", "c", "195", "2").Run())
 	if got := s.open("/dev/nvidia2"); got != "EPERM" {
 		t.Errorf("self-made node of a GPU never attached: %s, want EPERM", got)
+	}
+
+	// Nothing changed: a reconcile pass must not swap the program.
+	if n, err := m.Reconcile(""); err != nil || n != 0 {
+		t.Fatalf("reconcile of an intact grant re-applied %d: %v", n, err)
+	}
+	if now := s.programs(); !slices.Equal(now, progs) {
+		t.Fatalf("reconcile of an intact grant swapped the program: %v -> %v", progs, now)
 	}
 
 	// A runtime update puts runc's own program back; reconcile re-applies.
