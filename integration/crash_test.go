@@ -69,12 +69,20 @@ func TestCreateContainerCrash(t *testing.T) {
 // keeps the bad file for a post-mortem, says so in its log, and re-records
 // the pod's GPUs from the live container (NRI Synchronize) before it is
 // ready: never a silently empty ledger that would hand them out again.
+// The live-attached GPU of a second pod is only in its cgroup; it comes back
+// from there (attach.Adopt).
 func TestLedgerTornWrite(t *testing.T) {
 	env := startEnv(t)
 	c, d := env.c, env.d
 	pod := c.MustRunPod(t, "torn", map[string]string{"gpus.hotgpu.dev/container.app": "2"})
 	ctr := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{})
-	want := map[int]string{0: "annotation:" + ctr, 1: "annotation:" + ctr}
+	// A second pod got GPU 2 by live attach: that grant is in its cgroup only.
+	live := c.MustRunPod(t, "torn-live", nil)
+	liveCtr := c.MustRunContainer(t, live, "app", harness.ContainerOptions{})
+	if _, stderr, code := cli(t, d, "attach", "--pod", harness.PodNamespace+"/torn-live", "--gpu", "2"); code != 0 {
+		t.Fatalf("attach: %s", stderr)
+	}
+	want := map[int]string{0: "annotation:" + ctr, 1: "annotation:" + ctr, 2: "attach:" + liveCtr}
 	if h := d.holders(t); !equalHolders(h, want) {
 		t.Fatalf("ledger = %v, want %v", h, want)
 	}
@@ -107,8 +115,8 @@ func TestLedgerTornWrite(t *testing.T) {
 			}
 			other := c.MustRunPod(t, "after-"+tc.name, map[string]string{"gpus.hotgpu.dev/container.app": "1"})
 			otherCtr := c.MustRunContainer(t, other, "app", harness.ContainerOptions{})
-			if n := gpuNodes(t, c, otherCtr); len(n) != 1 || n[0] == "nvidia0" || n[0] == "nvidia1" {
-				t.Fatalf("a new pod got %v while the running pod holds nvidia0 and nvidia1", n)
+			if n := gpuNodes(t, c, otherCtr); len(n) != 1 || n[0] == "nvidia0" || n[0] == "nvidia1" || n[0] == "nvidia2" {
+				t.Fatalf("a new pod got %v while the running pods hold nvidia0, nvidia1 and (live) nvidia2", n)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -118,6 +126,9 @@ func TestLedgerTornWrite(t *testing.T) {
 	}
 	if n := gpuNodes(t, c, ctr); !slices.Equal(n, []string{"nvidia0", "nvidia1"}) {
 		t.Fatalf("the running pod lost its GPUs: %v", n)
+	}
+	if got := openIn(t, c, liveCtr, "/dev/nvidia2"); got != "ENXIO" {
+		t.Fatalf("the live-attached GPU: open = %s, want ENXIO", got)
 	}
 }
 

@@ -205,8 +205,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 // the daemon is ready once the first one is done.
 func (d *Daemon) onSync() {
 	d.metrics.NRIConnected()
+	if d.rebuilding {
+		d.readyOnce.Do(d.adoptLiveGrants)
+	}
 	d.reconcile("")
 	d.readyOnce.Do(func() { close(d.Ready) })
+}
+
+// adoptLiveGrants completes a rebuild from a corrupt ledger: NRI Synchronize
+// has re-recorded the GPUs in the containers' specs; live-attached GPUs are
+// only in their cgroups. Runs once, before the daemon is Ready.
+func (d *Daemon) adoptLiveGrants() {
+	adopted, conflicts, unreadable := d.attach.Adopt(d.registry.List())
+	d.log.WithFields(map[string]any{"adopted": len(adopted), "conflicts": conflicts, "cgroup_v2_unreadable": unreadable}).
+		Warn("ledger rebuild: live-attached GPUs recovered from the containers' device cgroups")
+	close(d.Ready)
 }
 
 // loop runs the periodic reconcile and inventory refresh. It sleeps between

@@ -30,6 +30,7 @@ func (d *Daemon) newDevicePlugin() error {
 		deviceplugin.WithCDIKind(d.cfg.CDI.Vendor+"/"+d.cfg.CDI.Class),
 		deviceplugin.WithHealth(d.health),
 		deviceplugin.WithLogger(d.log),
+		deviceplugin.WithAllocateGate(d.waitRebuilt),
 	)
 	if err != nil {
 		return err

@@ -97,6 +97,17 @@ func (r *Registry) Get(id string) (Container, bool) {
 	return *c, true
 }
 
+// List returns a copy of every known container.
+func (r *Registry) List() []Container {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Container, 0, len(r.byID))
+	for _, c := range r.byID {
+		out = append(out, *c)
+	}
+	return out
+}
+
 // Has reports whether the container is known.
 func (r *Registry) Has(id string) bool {
 	r.mu.RLock()
