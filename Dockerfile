@@ -3,10 +3,11 @@
 #   docker build -t hotgpu:dev --build-arg VERSION=$(git describe --always) .
 #
 # Stage 1 builds; stage 2 is distroless: no shell, no package manager.
-#  - hotgpud is built with cgo: go-nvml dlopen()s the driver's libnvidia-ml.so.1,
-#    so the final image has glibc (distroless/base, not /static).
-#  - hotgpu and hotgpu-hook are static (CGO_ENABLED=0): the init container copies
-#    hotgpu-hook onto the host, where runtimes run it whatever the host's libc.
+#  - hotgpud and hotgpu are built with cgo: go-nvml dlopen()s the driver's
+#    libnvidia-ml.so.1 (hotgpu for `hotgpu cdi generate`), so the final image
+#    has glibc (distroless/base, not /static).
+#  - hotgpu-hook is static (CGO_ENABLED=0): the init container copies it onto
+#    the host, where runtimes run it whatever the host's libc.
 #
 # The image's default user is nonroot (65532): `hotgpu --help`, `hotgpu-hook
 # --help` and anything else run from it need no privilege. hotgpud itself must
@@ -25,7 +26,7 @@ COPY . .
 ARG VERSION=dev
 ENV LDFLAGS="-s -w -X github.com/hotgpu/hotgpu/internal/daemon.Version=${VERSION}"
 RUN CGO_ENABLED=1 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpud ./cmd/hotgpud
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu ./cmd/hotgpu
+RUN CGO_ENABLED=1 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu ./cmd/hotgpu
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu-hook ./cmd/hotgpu-hook
 
 FROM gcr.io/distroless/base-debian12:nonroot

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -135,4 +136,43 @@ func TestCopySources(t *testing.T) {
 	if from != "build" || !slices.Equal(srcs, []string{"/a", "/b"}) {
 		t.Fatalf("got %q %q", from, srcs)
 	}
+}
+
+// TestDockerfileBuildsCompile runs every `go build` of the Dockerfile's
+// build stage here, with the same environment (CGO_ENABLED, tags), so a
+// command that cannot build that way (say, go-nvml without cgo) fails here
+// rather than in `docker build`, which cannot run on our machines.
+func TestDockerfileBuildsCompile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds every binary; skipped with -short")
+	}
+	goBuild := regexp.MustCompile(`^((?:[A-Z_]+=\S+ )*)go build .*?(\./cmd/[a-z0-9-]+)$`)
+	n := 0
+	for _, in := range parseDockerfile(t, filepath.Join("..", "Dockerfile")) {
+		if in.cmd != "RUN" {
+			continue
+		}
+		m := goBuild.FindStringSubmatch(strings.TrimSpace(strings.Join(in.args, " ")))
+		if m == nil {
+			continue
+		}
+		n++
+		cmd := exec.Command("go", "build", "-o", filepath.Join(t.TempDir(), "bin"), m[2])
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), strings.Fields(m[1])...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("Dockerfile:%d: %s%s does not build: %v\n%s", in.line, m[1], m[2], err, tail(string(out), 5))
+		}
+	}
+	if n < 3 {
+		t.Fatalf("found %d go build lines in the Dockerfile, want one per binary", n)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
