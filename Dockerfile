@@ -24,7 +24,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-ENV LDFLAGS="-s -w -X github.com/hotgpu/hotgpu/internal/daemon.Version=${VERSION}"
+ENV LDFLAGS="-s -w -X github.com/hotgpu/hotgpu/internal/version.Version=${VERSION}"
 RUN CGO_ENABLED=1 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpud ./cmd/hotgpud
 RUN CGO_ENABLED=1 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu ./cmd/hotgpu
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu-hook ./cmd/hotgpu-hook

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/hotgpu/hotgpu/internal/daemon.Version=$(VERSION)
+LDFLAGS := -s -w -X github.com/hotgpu/hotgpu/internal/version.Version=$(VERSION)
 PREFIX ?= /usr/local
 FUZZTIME ?= 10s
 FUZZSHORT ?= 3000x

@@ -17,6 +17,7 @@ import (
 
 	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
 	"github.com/hotgpu/hotgpu/internal/daemon"
+	"github.com/hotgpu/hotgpu/internal/version"
 )
 
 const usage = `hotgpud - give containers NVIDIA GPUs, at creation and while they run
@@ -59,7 +60,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	log.WithFields(logrus.Fields{"version": daemon.Version, "simulate": cfg.Simulate, "gpus": len(d.Inventory().GPUs)}).Info("hotgpud starting")
+	log.WithFields(logrus.Fields{"version": version.Version, "simulate": cfg.Simulate, "gpus": len(d.Inventory().GPUs)}).Info("hotgpud starting")
 	return d.Run(ctx)
 }
 
@@ -83,6 +84,7 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 	noNRI := fs.Bool("no-nri", false, "do not connect to containerd over NRI (CDI and live attach only)")
 	noDevicePlugin := fs.Bool("no-device-plugin", false, "do not serve kubelet as a device plugin (nodes without kubelet)")
 	kubeletDir := fs.String("kubelet-dir", def.DevicePlugin.KubeletDir, "kubelet's device-plugins dir (kubelet.sock is there)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines")
 	if err := fs.Parse(args); err != nil {
@@ -90,6 +92,10 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if *showVersion {
+		fmt.Println("hotgpud", version.Version)
+		return nil, nil, flag.ErrHelp
 	}
 	cfg := def
 	if *configPath != "" {

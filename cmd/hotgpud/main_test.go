@@ -44,7 +44,9 @@ func TestParseErrors(t *testing.T) {
 			t.Errorf("parse(%v) err = %v, want %q", tc.args, err, tc.want)
 		}
 	}
-	if _, _, err := parse([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
-		t.Errorf("--help: %v", err)
+	for _, arg := range []string{"--help", "--version"} {
+		if _, _, err := parse([]string{arg}); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%s: %v (want to exit 0 without starting)", arg, err)
+		}
 	}
 }

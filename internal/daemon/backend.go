@@ -5,6 +5,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/version"
 )
 
 // Attach implements api.Backend.
@@ -39,7 +40,7 @@ func (d *Daemon) GPUs() []api.GPUStatus {
 func (d *Daemon) Status() api.Status {
 	inv := d.Inventory()
 	s := api.Status{
-		Version: Version, Simulated: inv.Simulated, DriverVersion: inv.DriverVersion, CUDAVersion: inv.CUDAVersion,
+		Version: version.Version, Simulated: inv.Simulated, DriverVersion: inv.DriverVersion, CUDAVersion: inv.CUDAVersion,
 		GPUs: len(inv.GPUs), Held: len(d.ledger.Grants()), Unhealthy: d.health.count(),
 		Containers: d.registry.Len(), Uptime: time.Since(d.started).Round(time.Second).String(),
 	}

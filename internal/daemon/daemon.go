@@ -28,9 +28,6 @@ import (
 	"github.com/hotgpu/hotgpu/plugin"
 )
 
-// Version is set at build time.
-var Version = "dev"
-
 // failpoint is nil in every normal build. Test builds with the
 // hotgpu_failpoints tag set it (failpoints.go) so the integration
 // suite can kill hotgpud between the steps of an attach or detach.
