@@ -229,6 +229,7 @@ func (d *Daemon) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			d.sweepOrphans(ctx)
 			d.refreshInventory()
 			d.reconcile("")
 			d.sweepHookGrants()

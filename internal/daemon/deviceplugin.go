@@ -39,6 +39,17 @@ func (d *Daemon) newDevicePlugin() error {
 	return nil
 }
 
+// sweepOrphans releases kubelet allocations of pods deleted before their
+// container started. Without kubelet's PodResources socket it does nothing.
+func (d *Daemon) sweepOrphans(ctx context.Context) {
+	if d.devicePlugin == nil {
+		return
+	}
+	if _, err := d.devicePlugin.SweepOrphans(ctx, d.cfg.DevicePlugin.PodResourcesSocket); err != nil {
+		d.log.WithError(err).Debug("cannot check kubelet allocations against PodResources")
+	}
+}
+
 // DevicePlugin exposes the kubelet device plugin (nil when disabled).
 func (d *Daemon) DevicePlugin() *deviceplugin.Plugin { return d.devicePlugin }
 

@@ -88,6 +88,9 @@ type DevicePlugin struct {
 	Disabled     bool   `json:"disabled,omitempty"`
 	KubeletDir   string `json:"kubeletDir"`
 	ResourceName string `json:"resourceName"`
+	// PodResourcesSocket is kubelet's PodResources API, used to release
+	// allocations whose pod was deleted before its container started.
+	PodResourcesSocket string `json:"podResourcesSocket"`
 }
 
 // Health configures GPU health tracking from NVML error events.
@@ -145,8 +148,9 @@ func Default() *Config {
 			MaxPerContainer: 1,
 		},
 		DevicePlugin: DevicePlugin{
-			KubeletDir:   "/var/lib/kubelet/device-plugins",
-			ResourceName: "nvidia.com/gpu",
+			KubeletDir:         "/var/lib/kubelet/device-plugins",
+			ResourceName:       "nvidia.com/gpu",
+			PodResourcesSocket: "/var/lib/kubelet/pod-resources/kubelet.sock",
 		},
 		Health: Health{
 			RecoveryWindow: Duration{5 * time.Minute},
@@ -208,7 +212,8 @@ func (c *Config) Validate() error {
 	for name, p := range map[string]string{
 		"stateDir": c.StateDir, "nri.socket": c.NRI.Socket, "cdi.dir": c.CDI.Dir,
 		"api.socket": c.API.Socket, "devicePlugin.kubeletDir": c.DevicePlugin.KubeletDir,
-		"hookPath": c.HookPath, "driverRoot": c.DriverRoot,
+		"devicePlugin.podResourcesSocket": c.DevicePlugin.PodResourcesSocket,
+		"hookPath":                        c.HookPath, "driverRoot": c.DriverRoot,
 	} {
 		if p == "" || !filepath.IsAbs(p) {
 			bad("%s must be an absolute path, got %q", name, p)
