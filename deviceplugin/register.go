@@ -38,6 +38,13 @@ func (p *Plugin) Run(ctx context.Context) error {
 	defer func() { p.stop(srv) }()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
+	// A kubelet restart is several events in a row (our socket removed,
+	// kubelet.sock re-created); acting on each registered twice within a
+	// second, which can leave kubelet tracking a stale endpoint. settle waits
+	// for the burst to end and then serves and registers once.
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
 	for {
 		var serveErr <-chan error
 		if srv != nil {
@@ -59,13 +66,19 @@ func (p *Plugin) Run(ctx context.Context) error {
 			srv = p.restart(ctx, nil, retry)
 		case ev := <-w.Events:
 			if p.restartOn(ev, srv) {
-				srv = p.restart(ctx, srv, retry)
+				settle.Reset(settleDelay)
 			}
+		case <-settle.C:
+			srv = p.restart(ctx, srv, retry)
 		case err := <-w.Errors:
 			p.log.WithError(err).Warn("watching the kubelet dir failed; relying on periodic checks")
 		}
 	}
 }
+
+// settleDelay is how long a burst of kubelet-dir events must be quiet
+// before the plugin serves and registers anew.
+const settleDelay = 500 * time.Millisecond
 
 // restartOn reports whether ev means we must serve and register anew:
 // kubelet.sock was (re)created, or our own socket was removed.
