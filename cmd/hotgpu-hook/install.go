@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,20 +22,12 @@ Flags:
 
 func install(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hotgpu-hook install", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	dir := fs.String("dir", "", "directory to install hotgpu-hook into (absolute)")
-	err := fs.Parse(args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, installUsage)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		return 0
-	case err != nil:
-		fmt.Fprintf(stderr, "hotgpu-hook: %v (see 'hotgpu-hook install --help')\n", err)
-		return 2
-	case !filepath.IsAbs(*dir) || fs.NArg() > 0:
-		fmt.Fprintln(stderr, "hotgpu-hook: install needs --dir with an absolute path and nothing else (see 'hotgpu-hook install --help')")
+	if code, ok := parseCommand(fs, installUsage, args, stdout, stderr); !ok {
+		return code
+	}
+	if !filepath.IsAbs(*dir) {
+		fmt.Fprintln(stderr, "hotgpu-hook: install needs --dir with an absolute path (see 'hotgpu-hook install --help')")
 		return 2
 	}
 	dst, err := installSelf("/proc/self/exe", *dir)

@@ -94,29 +94,38 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func updateLDCache(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var l hooks.LDCache
 	fs := flag.NewFlagSet("hotgpu-hook update-ldcache", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.Func("folder", "library `directory` inside the container (repeat for several)", func(v string) error {
 		l.Folders = append(l.Folders, v)
 		return nil
 	})
 	fs.StringVar(&l.LDConfig, "ldconfig", "", "host ldconfig to run (default: /sbin/ldconfig or /usr/sbin/ldconfig, skipped if neither exists)")
-	err := fs.Parse(args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, ldcacheUsage)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		return 0
-	case err != nil:
-		fmt.Fprintf(stderr, "hotgpu-hook: %v (see 'hotgpu-hook update-ldcache --help')\n", err)
-		return 2
-	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "hotgpu-hook: unexpected argument %q (see 'hotgpu-hook update-ldcache --help')\n", fs.Arg(0))
-		return 2
+	if code, ok := parseCommand(fs, ldcacheUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	if err := l.Run(ctx, stdin); err != nil {
 		fmt.Fprintf(stderr, "hotgpu-hook: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// parseCommand parses a subcommand's flags. --help prints its usage and
+// flags (exit 0); a mistake is reported once (exit 2). ok means go on.
+func parseCommand(fs *flag.FlagSet, usage string, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return 0, false
+	case err != nil:
+		fmt.Fprintf(stderr, "hotgpu-hook: %v (see '%s --help')\n", err, fs.Name())
+		return 2, false
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "hotgpu-hook: unexpected argument %q (see '%s --help')\n", fs.Arg(0), fs.Name())
+		return 2, false
+	}
+	return 0, true
 }

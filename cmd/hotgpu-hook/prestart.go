@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,25 +43,13 @@ Flags:
 
 func prestart(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hotgpu-hook prestart", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	socket := fs.String("api-socket", "/run/hotgpu/hotgpu.sock", `hotgpud's API socket, to record grants in its ledger ("" = never)`)
 	allowAll := fs.Bool("allow-all", false, `let containers ask for every GPU with "all"`)
 	driverProc := fs.String("driver-proc", hooks.DefaultDriverProc, "the NVIDIA driver's procfs directory, read when hotgpud is not running")
 	procDevices := fs.String("proc-devices", hooks.DefaultProcDevices, "the kernel's device major list")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	err := fs.Parse(args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, prestartUsage)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		return 0
-	case err != nil:
-		fmt.Fprintf(stderr, "hotgpu-hook: %v (see 'hotgpu-hook prestart --help')\n", err)
-		return 2
-	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "hotgpu-hook: unexpected argument %q (see 'hotgpu-hook prestart --help')\n", fs.Arg(0))
-		return 2
+	if code, ok := parseCommand(fs, prestartUsage, args, stdout, stderr); !ok {
+		return code
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

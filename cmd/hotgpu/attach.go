@@ -94,59 +94,68 @@ func splitIDs(s string) []string {
 	return out
 }
 
+// opFlags are the flags attach and detach share: the target, --socket, -o.
+type opFlags struct {
+	targetFlags
+	socket, output *string
+}
+
+func newOpFlags(fs *flag.FlagSet) *opFlags {
+	o := &opFlags{}
+	o.targetFlags.register(fs)
+	o.socket, o.output = apiFlags(fs, "text", "json")
+	return o
+}
+
+// parse parses args and returns the target; every usage error is found
+// here, before anything is sent to hotgpud.
+func (o *opFlags) parse(fs *flag.FlagSet, args []string, s stdio) (attach.Target, error) {
+	if err := parseFlags(fs, args, s); err != nil {
+		return attach.Target{}, err
+	}
+	if err := checkFormat(*o.output, "text", "json"); err != nil {
+		return attach.Target{}, err
+	}
+	return o.target()
+}
+
 func runAttach(ctx context.Context, s stdio, args []string) error {
 	fs := newFlagSet("hotgpu attach", attachHelp)
-	var tf targetFlags
-	tf.register(fs)
+	o := newOpFlags(fs)
 	count := fs.Int("count", 0, "number of GPUs (hotgpu picks the best-connected free ones)")
 	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
-	socket, output := apiFlags(fs, "text", "json")
-	if err := parseFlags(fs, args, s); err != nil {
-		return err
-	}
-	if err := checkFormat(*output, "text", "json"); err != nil {
-		return err // before the call: a bad -o must not attach anything
-	}
-	t, err := tf.target()
+	t, err := o.parse(fs, args, s)
 	if err != nil {
 		return err
 	}
 	if (*count > 0) == (*ids != "") {
 		return usageErrorf("give either --count or --gpu")
 	}
-	res, err := api.NewClient(*socket).Attach(ctx, api.AttachRequest{Target: t, IDs: splitIDs(*ids), Count: *count})
+	res, err := api.NewClient(*o.socket).Attach(ctx, api.AttachRequest{Target: t, IDs: splitIDs(*ids), Count: *count})
 	if err != nil {
 		return err
 	}
-	return printResult(s, *output, "attached", res)
+	return printResult(s, *o.output, "attached", res)
 }
 
 func runDetach(ctx context.Context, s stdio, args []string) error {
 	fs := newFlagSet("hotgpu detach", detachHelp)
-	var tf targetFlags
-	tf.register(fs)
+	o := newOpFlags(fs)
 	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
 	all := fs.Bool("all", false, "every GPU attached to the container")
 	force := fs.Bool("force", false, "detach even if a process has the GPU open")
-	socket, output := apiFlags(fs, "text", "json")
-	if err := parseFlags(fs, args, s); err != nil {
-		return err
-	}
-	if err := checkFormat(*output, "text", "json"); err != nil {
-		return err // before the call: a bad -o must not attach anything
-	}
-	t, err := tf.target()
+	t, err := o.parse(fs, args, s)
 	if err != nil {
 		return err
 	}
 	if *all == (*ids != "") {
 		return usageErrorf("give either --gpu or --all")
 	}
-	res, err := api.NewClient(*socket).Detach(ctx, api.DetachRequest{Target: t, IDs: splitIDs(*ids), All: *all, Force: *force})
+	res, err := api.NewClient(*o.socket).Detach(ctx, api.DetachRequest{Target: t, IDs: splitIDs(*ids), All: *all, Force: *force})
 	if err != nil {
 		return err
 	}
-	return printResult(s, *output, "detached", res)
+	return printResult(s, *o.output, "detached", res)
 }
 
 // printResult says what was done, or writes it as JSON with -o json.

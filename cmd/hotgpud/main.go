@@ -71,19 +71,42 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 		fs.PrintDefaults()
 	}
 	def := configv1.Default()
+	// Each setting flag keeps how it applies to the config: only flags given
+	// on the command line override the file.
+	set := map[string]func(*configv1.Config){}
+	str := func(name, value, usage string, apply func(*configv1.Config, string)) {
+		p := fs.String(name, value, usage)
+		set[name] = func(c *configv1.Config) { apply(c, *p) }
+	}
+	boolean := func(name, usage string, apply func(*configv1.Config, bool)) {
+		p := fs.Bool(name, false, usage)
+		set[name] = func(c *configv1.Config) { apply(c, *p) }
+	}
 	configPath := fs.String("config", "", "config file (YAML, version: v1); see etc/hotgpud.yaml")
-	simulate := fs.String("simulate", "", "serve a simulated GPU inventory: dgxa100 or pcie8")
-	stateDir := fs.String("state-dir", def.StateDir, "where the ledger is kept")
-	nriSocket := fs.String("nri-socket", def.NRI.Socket, "containerd's NRI socket")
-	cdiDir := fs.String("cdi-dir", def.CDI.Dir, "CDI spec directory the runtime reads")
-	apiSocket := fs.String("api-socket", def.API.Socket, "unix socket of the attach/detach API (root only)")
-	driverRoot := fs.String("driver-root", def.DriverRoot, "root of the NVIDIA driver installation")
-	namespaces := fs.String("annotation-namespaces", "", "comma-separated namespaces whose pods may ask for GPUs by annotation (default: none)")
+	str("simulate", "", "serve a simulated GPU inventory: dgxa100 or pcie8",
+		func(c *configv1.Config, v string) { c.Simulate = v })
+	str("state-dir", def.StateDir, "where the ledger is kept",
+		func(c *configv1.Config, v string) { c.StateDir = v })
+	str("nri-socket", def.NRI.Socket, "containerd's NRI socket",
+		func(c *configv1.Config, v string) { c.NRI.Socket = v })
+	str("cdi-dir", def.CDI.Dir, "CDI spec directory the runtime reads",
+		func(c *configv1.Config, v string) { c.CDI.Dir = v })
+	str("api-socket", def.API.Socket, "unix socket of the attach/detach API (root only)",
+		func(c *configv1.Config, v string) { c.API.Socket = v })
+	str("driver-root", def.DriverRoot, "root of the NVIDIA driver installation",
+		func(c *configv1.Config, v string) { c.DriverRoot = v })
+	str("annotation-namespaces", "", "comma-separated namespaces whose pods may ask for GPUs by annotation (default: none)",
+		func(c *configv1.Config, v string) { c.Annotations.Namespaces = splitList(v) })
 	maxPer := fs.Int("annotation-max", def.Annotations.MaxPerContainer, "most GPUs one container may ask for by annotation")
-	metricsAddr := fs.String("metrics-address", def.Metrics.Address, `serve /metrics, /healthz and /readyz on this host:port, e.g. ":9402" (default: off)`)
-	noNRI := fs.Bool("no-nri", false, "do not connect to containerd over NRI (CDI and live attach only)")
-	noDevicePlugin := fs.Bool("no-device-plugin", false, "do not serve kubelet as a device plugin (nodes without kubelet)")
-	kubeletDir := fs.String("kubelet-dir", def.DevicePlugin.KubeletDir, "kubelet's device-plugins dir (kubelet.sock is there)")
+	set["annotation-max"] = func(c *configv1.Config) { c.Annotations.MaxPerContainer = *maxPer }
+	str("metrics-address", def.Metrics.Address, `serve /metrics, /healthz and /readyz on this host:port, e.g. ":9402" (default: off)`,
+		func(c *configv1.Config, v string) { c.Metrics.Address = v })
+	boolean("no-nri", "do not connect to containerd over NRI (CDI and live attach only)",
+		func(c *configv1.Config, v bool) { c.NRI.Disabled = v })
+	boolean("no-device-plugin", "do not serve kubelet as a device plugin (nodes without kubelet)",
+		func(c *configv1.Config, v bool) { c.DevicePlugin.Disabled = v })
+	str("kubelet-dir", def.DevicePlugin.KubeletDir, "kubelet's device-plugins dir (kubelet.sock is there)",
+		func(c *configv1.Config, v string) { c.DevicePlugin.KubeletDir = v })
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines")
@@ -104,33 +127,9 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 			return nil, nil, err
 		}
 	}
-	// Flags given on the command line override the file.
 	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "simulate":
-			cfg.Simulate = *simulate
-		case "state-dir":
-			cfg.StateDir = *stateDir
-		case "nri-socket":
-			cfg.NRI.Socket = *nriSocket
-		case "cdi-dir":
-			cfg.CDI.Dir = *cdiDir
-		case "api-socket":
-			cfg.API.Socket = *apiSocket
-		case "driver-root":
-			cfg.DriverRoot = *driverRoot
-		case "annotation-namespaces":
-			cfg.Annotations.Namespaces = splitList(*namespaces)
-		case "annotation-max":
-			cfg.Annotations.MaxPerContainer = *maxPer
-		case "metrics-address":
-			cfg.Metrics.Address = *metricsAddr
-		case "no-nri":
-			cfg.NRI.Disabled = *noNRI
-		case "no-device-plugin":
-			cfg.DevicePlugin.Disabled = *noDevicePlugin
-		case "kubelet-dir":
-			cfg.DevicePlugin.KubeletDir = *kubeletDir
+		if apply, ok := set[f.Name]; ok {
+			apply(cfg)
 		}
 	})
 	if err := cfg.Validate(); err != nil {
