@@ -10,10 +10,6 @@ import (
 	"github.com/hotgpu/hotgpu/internal/hotplug"
 )
 
-// nodeMode is the mode of the nodes made in the container; the cgroup rule,
-// not the mode, decides who may open them, as with the driver's own nodes.
-const nodeMode = 0o666
-
 // apply grants the nodes in the container's device cgroup, one rule per
 // node, and creates them in its /dev. On error the container is as before.
 func apply(c *container, target *hotplug.Target, gpus []gpu.GPU, control []gpu.DeviceNode) error {
@@ -35,28 +31,25 @@ func apply(c *container, target *hotplug.Target, gpus []gpu.GPU, control []gpu.D
 	if err != nil {
 		return fmt.Errorf("failed to open the container's device cgroup: %w", err)
 	}
-	if err := access.Grant(nodes); err != nil {
+	granted, err := hotplug.GrantMissing(access, nodes)
+	if err != nil {
 		return fmt.Errorf("failed to grant GPU devices: %w", err)
 	}
 	root, err := openContainerRoot(target.PID, c.rootfs)
 	if err != nil {
-		return errors.Join(err, revoke(access, nodes))
+		return errors.Join(err, revoke(access, granted))
 	}
 	defer root.Close()
-	var created []gpu.DeviceNode
-	for _, n := range nodes {
-		if err := hotplug.CreateNode(fdPath(root), n, nodeMode); err != nil {
-			for _, m := range created {
-				_ = hotplug.RemoveNode(fdPath(root), m)
-			}
-			return errors.Join(fmt.Errorf("failed to create %s in the container: %w", n.Path, err), revoke(access, nodes))
-		}
-		created = append(created, n)
+	if _, err := hotplug.CreateNodes(fdPath(root), nodes, gpu.NodeMode); err != nil {
+		return errors.Join(err, revoke(access, granted))
 	}
 	return nil
 }
 
 func revoke(access hotplug.DeviceAccess, nodes []gpu.DeviceNode) error {
+	if len(nodes) == 0 {
+		return nil
+	}
 	if err := access.Revoke(nodes); err != nil {
 		return fmt.Errorf("failed to revoke devices during rollback: %w", err)
 	}

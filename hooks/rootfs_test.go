@@ -43,7 +43,7 @@ func TestContainerRootNeverLeavesRoot(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer root.Close()
-			err = hotplug.CreateNode(fdPath(root), node, nodeMode)
+			_, err = hotplug.CreateNode(fdPath(root), node, gpu.NodeMode)
 			if entries, _ := os.ReadDir(host); len(entries) != 0 {
 				t.Fatalf("wrote on the host: %v (err %v)", entries, err)
 			}

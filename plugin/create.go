@@ -201,7 +201,7 @@ func adjustment(inv *gpu.Inventory, c *api.Container, gpus []*gpu.GPU) *api.Cont
 		nodes = append(nodes, g.Node())
 	}
 	nodes = append(nodes, inv.Control...)
-	mode := os.FileMode(0o666)
+	mode := os.FileMode(gpu.NodeMode)
 	for _, n := range nodes {
 		if have[n.Path] {
 			continue

@@ -317,3 +317,31 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// A failed attach undoes only what it did: access and nodes the container
+// had before (here /dev/nvidiactl from its own spec) stay.
+func TestFailedAttachKeepsWhatTheContainerHad(t *testing.T) {
+	s := newSandbox(t)
+	m, l := newManager(t, s, t.TempDir())
+	must(t, os.WriteFile(filepath.Join(devicesRoot, s.cgroup, "devices.allow"), []byte("c 195:255 rwm"), 0))
+	must(t, s.command("mknod", "/dev/nvidiactl", "c", "195", "255").Run())
+	// A plain file where /dev/nvidia-uvm must go makes the node step fail.
+	must(t, os.WriteFile(filepath.Join(s.root, "dev", "nvidia-uvm"), nil, 0o644))
+	before := s.devicesList()
+
+	if _, err := m.Attach(Target{ContainerID: "c0ffee1234567890"}, []string{"2"}, 0); err == nil {
+		t.Fatal("attach succeeded over a plain file at /dev/nvidia-uvm")
+	}
+	if after := s.devicesList(); after != before {
+		t.Fatalf("devices.list changed: %q -> %q", before, after)
+	}
+	if got := s.open("/dev/nvidiactl"); got != "ENXIO" {
+		t.Fatalf("the container lost the /dev/nvidiactl it had: %s", got)
+	}
+	if got := s.open("/dev/nvidia2"); got != "ENOENT" {
+		t.Fatalf("node left behind: %s", got)
+	}
+	if len(l.Grants()) != 0 {
+		t.Fatalf("ledger kept %v", l.Grants())
+	}
+}

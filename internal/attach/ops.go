@@ -64,7 +64,8 @@ func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
 }
 
 // apply grants nodes in the cgroup and creates them in the container,
-// undoing its own steps on failure.
+// undoing its own steps on failure. Only what it added is undone: access
+// and nodes the container had before stay.
 func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, nodes []gpu.DeviceNode) error {
 	if err := m.step("reserved"); err != nil {
 		return err
@@ -73,15 +74,17 @@ func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, n
 	if err != nil {
 		return fmt.Errorf("failed to open the container's device cgroup: %w", err)
 	}
-	if err := access.Grant(nodes); err != nil {
+	granted, err := hotplug.GrantMissing(access, nodes)
+	if err != nil {
 		return fmt.Errorf("failed to grant devices: %w", err)
 	}
 	var created []gpu.DeviceNode
 	rollback := func(cause error) error {
-		for _, n := range created {
-			_ = hotplug.RemoveNode(r.target.Root, n)
+		hotplug.RemoveNodes(r.target.Root, created)
+		if len(granted) == 0 {
+			return cause
 		}
-		if err := access.Revoke(nodes); err != nil {
+		if err := access.Revoke(granted); err != nil {
 			return errors.Join(cause, fmt.Errorf("failed to revoke devices during rollback: %w", err))
 		}
 		return cause
@@ -89,11 +92,8 @@ func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, n
 	if err := m.step("granted"); err != nil {
 		return rollback(err)
 	}
-	for _, n := range nodes {
-		if err := hotplug.CreateNode(r.target.Root, n, 0o666); err != nil {
-			return rollback(fmt.Errorf("failed to create %s in the container: %w", n.Path, err))
-		}
-		created = append(created, n)
+	if created, err = hotplug.CreateNodes(r.target.Root, nodes, gpu.NodeMode); err != nil {
+		return rollback(err)
 	}
 	if err := m.step("nodes"); err != nil {
 		return rollback(err)

@@ -115,7 +115,7 @@ func (m *Manager) reapply(inv *gpu.Inventory, cid string, grants []ledger.Grant)
 		}
 	}
 	for _, n := range nodes {
-		if err := hotplug.CreateNode(r.target.Root, n, 0o666); err != nil {
+		if _, err := hotplug.CreateNode(r.target.Root, n, gpu.NodeMode); err != nil {
 			return len(missing), err
 		}
 	}

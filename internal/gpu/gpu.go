@@ -15,6 +15,11 @@ import (
 // fixed by the NVIDIA kernel driver.
 const NvidiaMajor = 195
 
+// NodeMode is the mode of the device nodes hotgpu creates in containers,
+// as the NVIDIA driver makes them on the host: access is the device
+// cgroup's decision, not the file mode's.
+const NodeMode = 0o666
+
 // ControlMinor is the minor of /dev/nvidiactl.
 const ControlMinor = 255
 

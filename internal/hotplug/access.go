@@ -38,3 +38,26 @@ func (t *Target) Devices(base []*devices.Rule, granted []gpu.DeviceNode) (Device
 	}
 	return NewV2(t.UnifiedDir, base, granted)
 }
+
+// GrantMissing grants the nodes access does not allow yet and returns
+// them: what a rollback may revoke without taking away access the
+// container already had (from its own spec, or an earlier grant).
+func GrantMissing(access DeviceAccess, nodes []gpu.DeviceNode) ([]gpu.DeviceNode, error) {
+	var missing []gpu.DeviceNode
+	for _, n := range nodes {
+		has, err := access.Has(n)
+		if err != nil {
+			return nil, err
+		}
+		if !has {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	if err := access.Grant(missing); err != nil {
+		return nil, err
+	}
+	return missing, nil
+}

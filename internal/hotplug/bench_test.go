@@ -61,7 +61,7 @@ func benchAttachDetach(b *testing.B, acc DeviceAccess) {
 		if err := acc.Grant(nodes); err != nil {
 			b.Fatal(err)
 		}
-		if err := CreateNode(root, nodes[0], 0o666); err != nil {
+		if _, err := CreateNode(root, nodes[0], 0o666); err != nil {
 			b.Fatal(err)
 		}
 		if err := acc.Revoke(nodes); err != nil {

@@ -25,18 +25,19 @@ var ErrUnsafePath = errors.New("unsafe path in container")
 // The path is resolved under root without following any symlink, so a
 // container cannot point hotgpu at the host. A node that already exists
 // with the same device number is left as it is; any other file there is an
-// error and is not touched. On error nothing is left behind.
-func CreateNode(root string, node gpu.DeviceNode, mode os.FileMode) (err error) {
+// error and is not touched. On error nothing is left behind. created says
+// whether the node was made here (false: it was there already).
+func CreateNode(root string, node gpu.DeviceNode, mode os.FileMode) (created bool, err error) {
 	if err := checkNode(node); err != nil {
-		return err
+		return false, err
 	}
 	dir, name, err := splitNodePath(node.Path)
 	if err != nil {
-		return err
+		return false, err
 	}
 	h, err := openDir(root, dir, true)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() {
 		if err != nil {
@@ -49,16 +50,41 @@ func CreateNode(root string, node gpu.DeviceNode, mode os.FileMode) (err error) 
 	dev := int(unix.Mkdev(uint32(node.Major), uint32(node.Minor)))
 	err = unix.Mknodat(parent, name, unix.S_IFCHR|uint32(mode.Perm()), dev)
 	if errors.Is(err, unix.EEXIST) {
-		return checkExisting(parent, name, node)
+		return false, checkExisting(parent, name, node)
 	}
 	if err != nil {
-		return fmt.Errorf("failed to create %s in %s: %w", node.Path, root, err)
+		return false, fmt.Errorf("failed to create %s in %s: %w", node.Path, root, err)
 	}
 	if err = chmodNode(parent, name, node, mode); err != nil {
 		_ = unix.Unlinkat(parent, name, 0)
-		return fmt.Errorf("failed to set mode of %s in %s: %w", node.Path, root, err)
+		return false, fmt.Errorf("failed to set mode of %s in %s: %w", node.Path, root, err)
 	}
-	return nil
+	return true, nil
+}
+
+// CreateNodes creates nodes inside root (see CreateNode) and returns the
+// ones it made. On error it removes those again, so nodes the container
+// already had are never taken away by a rollback.
+func CreateNodes(root string, nodes []gpu.DeviceNode, mode os.FileMode) ([]gpu.DeviceNode, error) {
+	var made []gpu.DeviceNode
+	for _, n := range nodes {
+		created, err := CreateNode(root, n, mode)
+		if err != nil {
+			RemoveNodes(root, made)
+			return nil, fmt.Errorf("failed to create %s in the container: %w", n.Path, err)
+		}
+		if created {
+			made = append(made, n)
+		}
+	}
+	return made, nil
+}
+
+// RemoveNodes removes nodes made by CreateNodes, best effort (rollback).
+func RemoveNodes(root string, nodes []gpu.DeviceNode) {
+	for _, n := range nodes {
+		_ = RemoveNode(root, n)
+	}
 }
 
 // RemoveNode removes node.Path inside root if it is node's character

@@ -32,9 +32,13 @@ func TestCreateRemoveNode(t *testing.T) {
 	}
 	old := unix.Umask(0o077) // the mode must not depend on hotgpud's umask
 	defer unix.Umask(old)
-	for range 2 { // idempotent
-		if err := CreateNode(root, nvidia1, 0o666); err != nil {
+	for i := range 2 { // idempotent; only the first call makes the node
+		created, err := CreateNode(root, nvidia1, 0o666)
+		if err != nil {
 			t.Fatalf("CreateNode: %v", err)
+		}
+		if created != (i == 0) {
+			t.Fatalf("call %d: created = %v", i, created)
 		}
 	}
 	st := statNode(t, filepath.Join(root, "dev/nvidia1"))
@@ -55,7 +59,7 @@ func TestCreateNodeMakesParents(t *testing.T) {
 	requireRoot(t)
 	root := t.TempDir()
 	cap1 := gpu.DeviceNode{Path: "/dev/nvidia-caps/nvidia-cap1", Major: 511, Minor: 1}
-	if err := CreateNode(root, cap1, 0o444); err != nil {
+	if _, err := CreateNode(root, cap1, 0o444); err != nil {
 		t.Fatalf("CreateNode: %v", err)
 	}
 	if st := statNode(t, filepath.Join(root, cap1.Path)); st.Mode != unix.S_IFCHR|0o444 {
@@ -86,7 +90,7 @@ func TestOpenDirUndo(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "dev/f"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := CreateNode(root, gpu.DeviceNode{Path: "/dev/f/c/nvidia1", Major: 195, Minor: 1}, 0o666); !errors.Is(err, ErrUnsafePath) {
+	if _, err := CreateNode(root, gpu.DeviceNode{Path: "/dev/f/c/nvidia1", Major: 195, Minor: 1}, 0o666); !errors.Is(err, ErrUnsafePath) {
 		t.Errorf("CreateNode through a regular file: %v, want ErrUnsafePath", err)
 	}
 }
@@ -132,7 +136,7 @@ func TestNodeSymlinkAttacks(t *testing.T) {
 			before := snapshot(t, victim)
 			tc.setup(t, root, victim)
 
-			if err := CreateNode(root, tc.node, 0o666); !errors.Is(err, ErrUnsafePath) {
+			if _, err := CreateNode(root, tc.node, 0o666); !errors.Is(err, ErrUnsafePath) {
 				t.Errorf("CreateNode: %v, want ErrUnsafePath", err)
 			}
 			if err := RemoveNode(root, tc.node); !errors.Is(err, ErrUnsafePath) {
@@ -169,7 +173,7 @@ func TestNodeNotADevice(t *testing.T) {
 			p := filepath.Join(root, "dev/nvidia1")
 			tc.setup(t, p)
 			before := statNode(t, p)
-			if err := CreateNode(root, nvidia1, 0o666); !errors.Is(err, ErrUnsafePath) {
+			if _, err := CreateNode(root, nvidia1, 0o666); !errors.Is(err, ErrUnsafePath) {
 				t.Errorf("CreateNode: %v, want ErrUnsafePath", err)
 			}
 			if err := RemoveNode(root, nvidia1); !errors.Is(err, ErrUnsafePath) {
