@@ -152,11 +152,11 @@ func (p *Prestart) reserve(ctx context.Context, c *container, req gpuRequest, cg
 	if req.All {
 		return inv.GPUs, inv.Control, false, nil
 	}
-	for _, id := range req.IDs {
-		g, err := inv.Lookup(id)
-		if err != nil {
-			return nil, nil, false, err
-		}
+	found, err := inv.LookupAll(req.IDs)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	for _, g := range found {
 		gpus = append(gpus, *g)
 	}
 	return gpus, inv.Control, false, nil

@@ -100,20 +100,18 @@ func (p *Plugin) kubeletRequest(inv *gpu.Inventory, pod *api.PodSandbox, c *api.
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
-	var gpus []*gpu.GPU
-	for _, id := range ids {
-		g, err := inv.Lookup(id)
-		if err != nil {
-			return nil, fmt.Errorf("env %s: %w", from, err)
-		}
+	gpus, err := inv.LookupAll(ids)
+	if err != nil {
+		return nil, fmt.Errorf("env %s: %w", from, err)
+	}
+	for _, g := range gpus {
 		if !p.kubeletAllocated(g.UUID, pod, c) {
 			if from == policy.EnvNVIDIA {
 				p.log.WithField("container", c.GetName()).Debug("NVIDIA_VISIBLE_DEVICES is not a hotgpu allocation; ignored")
 				return nil, nil
 			}
-			return nil, fmt.Errorf("env %s names GPU %s, which kubelet did not allocate to this pod", from, id)
+			return nil, fmt.Errorf("env %s names GPU %d, which kubelet did not allocate to this pod", from, g.Index)
 		}
-		gpus = append(gpus, g)
 	}
 	return &request{gpus: gpus, reason: ledger.Kubelet, inject: true, source: "env " + from}, nil
 }
@@ -161,17 +159,19 @@ func (p *Plugin) cdiGPUs(inv *gpu.Inventory, c *api.Container) ([]*gpu.GPU, erro
 }
 
 // cdiGPU maps one of our CDI device names to its GPU: an index, a UUID, or a
-// MIG device ("<gpu>:<mig>" or its MIG UUID), which holds its parent.
+// MIG device ("<gpu>:<mig>" or its MIG UUID), which holds its parent. The
+// names are the ones cdi.Generate publishes; a MIG name that does not exist
+// is an error, not its parent GPU.
 func cdiGPU(inv *gpu.Inventory, name string) (*gpu.GPU, error) {
-	if idx, _, ok := strings.Cut(name, ":"); ok {
-		name = idx
-	}
 	for i := range inv.GPUs {
 		for _, m := range inv.GPUs[i].MIG {
-			if strings.EqualFold(m.UUID, name) {
+			if m.Name() == name || strings.EqualFold(m.UUID, name) {
 				return &inv.GPUs[i], nil
 			}
 		}
+	}
+	if parent, _, isMIG := strings.Cut(name, ":"); isMIG {
+		return nil, fmt.Errorf("GPU %s has no MIG device %s", parent, name)
 	}
 	return inv.Lookup(name)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/sirupsen/logrus"
 
+	"github.com/hotgpu/hotgpu/cdi"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/policy"
@@ -198,4 +200,35 @@ func grantedNodes(inv *gpu.Inventory, gs []ledger.Grant) []gpu.DeviceNode {
 		out = append(out, inv.Control...)
 	}
 	return out
+}
+
+// Every name the generated CDI spec publishes resolves; MIG names it does
+// not publish are refused instead of falling back to the parent GPU.
+func TestCDIGPUsFollowTheGeneratedSpec(t *testing.T) {
+	inv := migInventory()
+	p, _ := fuzzPlugin(t, inv)
+	root, err := filepath.Abs("../cdi/testdata/driver-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := cdi.Generate(inv, cdi.WithDriverRoot(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := cdi.DeviceNames(spec)
+	if len(names) < len(inv.GPUs)*2+3 {
+		t.Fatalf("spec publishes only %v", names)
+	}
+	for _, name := range names {
+		c := &api.Container{Id: "c", CDIDevices: []*api.CDIDevice{{Name: name}}}
+		if gpus, err := p.cdiGPUs(inv, c); err != nil || len(gpus) == 0 {
+			t.Errorf("%s: %v, %v", name, gpus, err)
+		}
+	}
+	for _, name := range []string{"1:7", "2:0", "0:x"} {
+		c := &api.Container{Id: "c", CDIDevices: []*api.CDIDevice{{Name: "nvidia.com/gpu=" + name}}}
+		if gpus, err := p.cdiGPUs(inv, c); err == nil {
+			t.Errorf("nvidia.com/gpu=%s resolved to %v, want an error", name, gpus)
+		}
+	}
 }

@@ -108,6 +108,7 @@ func TestCreateContainerAnnotation(t *testing.T) {
 		{name: "not a number", ns: "ml", value: "two", wantErr: "not a number"},
 		{name: "namespace not allowed", ns: "default", value: "1", wantErr: "namespace not allowed"},
 		{name: "missing GPU", ns: "ml", value: "9,1", wantErr: "GPU 9 does not exist"},
+		{name: "one GPU named twice", ns: "ml", value: "0,GPU-00000000-0000-0000-0000-000000000000", wantErr: "GPU 0 named twice"},
 		{name: "not enough free", ns: "ml", value: "2", held: []int{0, 1, 2}, wantErr: "2 requested, 1 free"},
 		{name: "named GPU held", ns: "ml", value: "1,2", held: []int{2}, wantErr: "GPU 2 is held by"},
 		{name: "over the limit", ns: "ml", value: "5", wantErr: "at most 4 allowed"},

@@ -19,21 +19,19 @@ type Availability interface {
 // among the free healthy ones by Pick. Errors say which GPU and why.
 func Choose(inv *gpu.Inventory, av Availability, ids []string, count int) ([]*gpu.GPU, error) {
 	if len(ids) > 0 {
-		out := make([]*gpu.GPU, 0, len(ids))
-		for _, id := range ids {
-			g, err := inv.Lookup(id)
-			if err != nil {
-				return nil, err
-			}
+		gpus, err := inv.LookupAll(ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range gpus {
 			if by := av.HeldBy(g.UUID); by != "" {
 				return nil, fmt.Errorf("GPU %d is held by %s", g.Index, by)
 			}
 			if !av.Healthy(g.UUID) {
 				return nil, fmt.Errorf("GPU %d is unhealthy", g.Index)
 			}
-			out = append(out, g)
 		}
-		return out, nil
+		return gpus, nil
 	}
 	var free []int
 	for _, g := range inv.GPUs {

@@ -345,3 +345,30 @@ func TestFailedAttachKeepsWhatTheContainerHad(t *testing.T) {
 		t.Fatalf("ledger kept %v", l.Grants())
 	}
 }
+
+// Naming one GPU twice (index and UUID) is refused before anything changes:
+// counted twice it would look like the container's last GPU and take its
+// control nodes away.
+func TestDetachOneGPUNamedTwice(t *testing.T) {
+	s := newSandbox(t)
+	m, l := newManager(t, s, t.TempDir())
+	_, err := m.Attach(Target{ContainerID: "c0ffee1234567890"}, []string{"1", "2"}, 0)
+	must(t, err)
+	before, grants := s.devicesList(), l.Grants()
+	uuid1 := testInventory().GPUs[1].UUID
+	if _, err := m.Detach(Target{ContainerID: "c0ffee1234567890"}, []string{"1", uuid1}, false); err == nil || !strings.Contains(err.Error(), "named twice") {
+		t.Fatalf("err = %v, want named twice", err)
+	}
+	if _, err := m.Attach(Target{ContainerID: "c0ffee1234567890"}, []string{"3", "3"}, 0); err == nil {
+		t.Fatal("attach of one GPU twice succeeded")
+	}
+	if after := s.devicesList(); after != before {
+		t.Fatalf("devices.list changed: %q -> %q", before, after)
+	}
+	if got := l.Grants(); len(got) != len(grants) || got[0] != grants[0] || got[1] != grants[1] {
+		t.Fatalf("ledger changed: %v -> %v", grants, got)
+	}
+	if got := s.open("/dev/nvidiactl"); got != "ENXIO" {
+		t.Fatalf("control node lost: %s", got)
+	}
+}

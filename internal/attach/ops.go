@@ -204,12 +204,12 @@ func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledg
 		}
 		return out, nil
 	}
+	gpus, err := inv.LookupAll(ids)
+	if err != nil {
+		return nil, err
+	}
 	var out []ledger.Grant
-	for _, id := range ids {
-		p, err := inv.Lookup(id)
-		if err != nil {
-			return nil, err
-		}
+	for _, p := range gpus {
 		i := slices.IndexFunc(held, func(g ledger.Grant) bool { return g.GPU == p.UUID })
 		if i < 0 {
 			return nil, fmt.Errorf("GPU %d is not attached to this container", p.Index)

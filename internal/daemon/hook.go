@@ -29,11 +29,11 @@ func (d *Daemon) HookReserve(req api.HookReserveRequest) (*api.HookReservation, 
 	if req.All {
 		gpus = inv.GPUs
 	} else {
-		for _, id := range req.IDs {
-			g, err := inv.Lookup(id)
-			if err != nil {
-				return nil, err
-			}
+		found, err := inv.LookupAll(req.IDs)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range found {
 			gpus = append(gpus, *g)
 		}
 	}

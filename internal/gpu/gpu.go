@@ -147,6 +147,25 @@ func (inv *Inventory) Lookup(id string) (*GPU, error) {
 	return nil, fmt.Errorf("GPU %q does not exist on this node", id)
 }
 
+// LookupAll looks up every id (see Lookup). One GPU named twice, even as
+// its index and its UUID, is an error: it would be handed out twice.
+func (inv *Inventory) LookupAll(ids []string) ([]*GPU, error) {
+	out := make([]*GPU, 0, len(ids))
+	named := map[string]string{} // UUID -> the id that named it
+	for _, id := range ids {
+		g, err := inv.Lookup(id)
+		if err != nil {
+			return nil, err
+		}
+		if first, dup := named[g.UUID]; dup {
+			return nil, fmt.Errorf("GPU %d named twice (%q and %q)", g.Index, first, strings.TrimSpace(id))
+		}
+		named[g.UUID] = strings.TrimSpace(id)
+		out = append(out, g)
+	}
+	return out, nil
+}
+
 // ByUUID returns the GPU with the given UUID.
 func (inv *Inventory) ByUUID(uuid string) (*GPU, bool) {
 	for i := range inv.GPUs {

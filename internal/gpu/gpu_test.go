@@ -41,3 +41,16 @@ func TestNodeUsesMinorNotIndex(t *testing.T) {
 		t.Fatalf("node = %+v rule %q", n, n.Rule())
 	}
 }
+
+func TestLookupAllRefusesOneGPUTwice(t *testing.T) {
+	inv := &Inventory{GPUs: []GPU{{Index: 0, UUID: "GPU-aaaa"}, {Index: 1, UUID: "GPU-bbbb"}}}
+	got, err := inv.LookupAll([]string{"1", "GPU-aaaa"})
+	if err != nil || len(got) != 2 || got[0].Index != 1 || got[1].Index != 0 {
+		t.Fatalf("LookupAll = %v, %v", got, err)
+	}
+	for _, ids := range [][]string{{"0", "GPU-aaaa"}, {"1", " 1"}, {"gpu-bbbb", "GPU-BBBB"}} {
+		if _, err := inv.LookupAll(ids); err == nil || !strings.Contains(err.Error(), "named twice") {
+			t.Errorf("LookupAll(%q) err = %v, want named twice", ids, err)
+		}
+	}
+}
