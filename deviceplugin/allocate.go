@@ -55,20 +55,20 @@ func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*p
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "failed to make an allocation token: %v", err)
 	}
-	var all, stale []string
+	var all []string
 	resp := &pluginapi.AllocateResponse{}
 	for _, creq := range req.GetContainerRequests() {
-		uuids, reclaim, err := p.check(inv, creq.GetDevicesIds())
+		uuids, err := p.check(inv, creq.GetDevicesIds())
 		if err != nil {
 			p.log.WithError(err).Warn("refused allocation")
 			return nil, err
 		}
-		all, stale = append(all, uuids...), append(stale, reclaim...)
+		all = append(all, uuids...)
 		resp.ContainerResponses = append(resp.ContainerResponses, p.containerResponse(uuids, token))
 	}
 	slices.Sort(all)
 	all = slices.Compact(all)
-	if err := p.record(all, stale, token); err != nil {
+	if err := p.record(all, token); err != nil {
 		p.log.WithError(err).Warn("refused allocation")
 		return nil, err
 	}
@@ -76,45 +76,37 @@ func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*p
 	return resp, nil
 }
 
-// check validates one container's IDs and returns them, plus the ones that
-// are still recorded as an earlier kubelet allocation no running container
-// holds (kubelet re-allocating them means that pod is gone).
-func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids, stale []string, err error) {
+// check validates one container's IDs and returns them. A GPU still
+// recorded as an earlier kubelet allocation no container claimed is fine:
+// kubelet re-allocating it means that pod is gone, and record replaces it.
+func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids []string, err error) {
 	switch {
 	case len(ids) == 0:
-		return nil, nil, status.Error(codes.InvalidArgument, "allocation request names no devices")
+		return nil, status.Error(codes.InvalidArgument, "allocation request names no devices")
 	case len(ids) > maxIDs:
-		return nil, nil, status.Errorf(codes.InvalidArgument, "allocation request names %d devices, at most %d allowed", len(ids), maxIDs)
+		return nil, status.Errorf(codes.InvalidArgument, "allocation request names %d devices, at most %d allowed", len(ids), maxIDs)
 	}
 	for _, id := range ids {
 		g, ok := inv.ByUUID(id)
 		if !ok {
-			return nil, nil, status.Errorf(codes.InvalidArgument,
+			return nil, status.Errorf(codes.InvalidArgument,
 				"device %q is not a GPU of this node (%d GPUs); kubelet's checkpoint may predate a hardware change: restart kubelet to re-sync", clip(id), len(inv.GPUs))
 		}
 		if !p.health.Healthy(g.UUID) {
-			return nil, nil, status.Errorf(codes.FailedPrecondition, "GPU %d (%s) is unhealthy; see `hotgpu health`", g.Index, g.UUID)
+			return nil, status.Errorf(codes.FailedPrecondition, "GPU %d (%s) is unhealthy; see `hotgpu health`", g.Index, g.UUID)
 		}
-		if cur, held := p.ledger.Lookup(g.UUID); held {
-			if cur.Reason != ledger.Kubelet || cur.Holder.ContainerID != "" {
-				return nil, nil, status.Errorf(codes.FailedPrecondition,
-					"GPU %d (%s) is held by %s (%s); it is not allocatable until released (hotgpu detach)", g.Index, g.UUID, cur.Holder, cur.Reason)
-			}
-			stale = append(stale, g.UUID)
+		if cur, held := p.ledger.Lookup(g.UUID); held && (cur.Reason != ledger.Kubelet || cur.Holder.ContainerID != "") {
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"GPU %d (%s) is held by %s (%s); it is not allocatable until released (hotgpu detach)", g.Index, g.UUID, cur.Holder, cur.Reason)
 		}
 		uuids = append(uuids, g.UUID)
 	}
-	return uuids, stale, nil
+	return uuids, nil
 }
 
-// record makes uuids an unclaimed kubelet allocation, replacing stale
-// unclaimed ones kubelet has just re-allocated.
-func (p *Plugin) record(uuids, stale []string, token string) error {
-	if len(stale) > 0 {
-		if err := p.ledger.ReleaseGPUs(stale...); err != nil {
-			return status.Errorf(codes.Internal, "failed to release stale kubelet allocation: %v", err)
-		}
-	}
+// record makes uuids an unclaimed kubelet allocation in one durable
+// change, replacing unclaimed ones kubelet has just re-allocated.
+func (p *Plugin) record(uuids []string, token string) error {
 	err := p.ledger.Acquire(ledger.Holder{Token: token}, ledger.Kubelet, ledger.Active, uuids...)
 	switch {
 	case errors.Is(err, ledger.ErrHeld):

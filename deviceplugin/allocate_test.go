@@ -192,3 +192,37 @@ func mustDo(err error) {
 		panic(err)
 	}
 }
+
+// saveFails is a ledger store that cannot persist any more: every change
+// is refused, so the ledger must stay as it was.
+type saveFails struct{ ledger.Store }
+
+func (saveFails) Save([]ledger.Grant) error { return errors.New("disk full") }
+
+// A failed Allocate that replaces an old unclaimed allocation leaves the old
+// one in place: the replacement is one durable change, or none.
+func TestAllocateFailureKeepsTheLedger(t *testing.T) {
+	f := newFixture(t, "dgxa100")
+	store, err := ledger.NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := ledger.Grant{GPU: f.uuid(1), Reason: ledger.Kubelet, State: ledger.Active, Holder: ledger.Holder{Token: "old"}}
+	if err := store.Save([]ledger.Grant{old}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.New(saveFails{store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.p.ledger = l
+	_, err = f.p.Allocate(context.Background(), &pluginapi.AllocateRequest{
+		ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{f.uuid(1), f.uuid(2)}}},
+	})
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("err = %v, want Internal", err)
+	}
+	if got := l.Grants(); len(got) != 1 || got[0].Holder.Token != "old" {
+		t.Fatalf("ledger after a failed Allocate = %+v, want the old allocation only", got)
+	}
+}

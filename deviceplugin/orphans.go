@@ -24,11 +24,14 @@ const orphanGrace = 2 * time.Minute
 // and live attach until kubelet happened to allocate them again. It returns
 // the GPUs released; a kubelet without the socket means nothing is released.
 func (p *Plugin) SweepOrphans(ctx context.Context, socket string) ([]string, error) {
-	var candidates []string
-	for _, g := range p.ledger.Grants() {
+	unclaimed := func(g ledger.Grant) bool {
 		h := g.Holder
-		if g.Reason == ledger.Kubelet && h.ContainerID == "" && h.PodUID == "" && time.Since(g.Since) > orphanGrace {
-			candidates = append(candidates, g.GPU)
+		return g.Reason == ledger.Kubelet && h.ContainerID == "" && h.PodUID == "" && time.Since(g.Since) > orphanGrace
+	}
+	candidates := map[string]ledger.Grant{}
+	for _, g := range p.ledger.Grants() {
+		if unclaimed(g) {
+			candidates[g.GPU] = g
 		}
 	}
 	if len(candidates) == 0 {
@@ -38,17 +41,18 @@ func (p *Plugin) SweepOrphans(ctx context.Context, socket string) ([]string, err
 	if err != nil {
 		return nil, err
 	}
-	var orphans []string
-	for _, u := range candidates {
-		if !assigned[u] {
-			orphans = append(orphans, u)
-		}
-	}
-	if len(orphans) == 0 {
-		return nil, nil
-	}
-	if err := p.ledger.ReleaseGPUs(orphans...); err != nil {
+	// Kubelet may have allocated a GPU again while we asked: release only
+	// grants that are still exactly the ones kubelet no longer lists.
+	released, err := p.ledger.ReleaseWhere(func(g ledger.Grant) bool {
+		c, ok := candidates[g.GPU]
+		return ok && !assigned[g.GPU] && g == c
+	})
+	if err != nil || len(released) == 0 {
 		return nil, err
+	}
+	orphans := make([]string, len(released))
+	for i, g := range released {
+		orphans[i] = g.GPU
 	}
 	p.log.WithField("gpus", orphans).Info("released kubelet allocations whose pod is gone before its container started")
 	return orphans, nil

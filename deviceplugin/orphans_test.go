@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 	podresources "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/policy"
 )
 
 // fakePodResources is kubelet's PodResources endpoint listing one pod that
@@ -20,9 +22,14 @@ type fakePodResources struct {
 	podresources.UnimplementedPodResourcesListerServer
 	resource string
 	devices  []string
+	// during, when set, runs while kubelet "answers" (a racing Allocate).
+	during func()
 }
 
 func (f *fakePodResources) List(context.Context, *podresources.ListPodResourcesRequest) (*podresources.ListPodResourcesResponse, error) {
+	if f.during != nil {
+		f.during()
+	}
 	return &podresources.ListPodResourcesResponse{PodResources: []*podresources.PodResources{{
 		Name: "running", Namespace: "default",
 		Containers: []*podresources.ContainerResources{{
@@ -108,5 +115,30 @@ func TestSweepOrphansGraceAndNoKubelet(t *testing.T) {
 	}
 	if len(f.p.ledger.Grants()) != 1 {
 		t.Fatal("grant lost without kubelet's answer")
+	}
+}
+
+// Kubelet allocating an orphan's GPU again while the sweep asks about it:
+// the new allocation must survive (the sweep re-checks under the lock).
+func TestSweepOrphansSparesAReallocation(t *testing.T) {
+	f := newFixture(t, "dgxa100")
+	f.p.ledger = seed(t, t.TempDir(), time.Now().Add(-time.Hour), ledger.Grant{GPU: f.uuid(1), Reason: ledger.Kubelet})
+	var token string
+	sock := servePodResources(t, &fakePodResources{resource: f.p.ResourceName(), during: func() {
+		resp, err := f.p.Allocate(context.Background(), &pluginapi.AllocateRequest{
+			ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{f.uuid(1)}}},
+		})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		token = resp.ContainerResponses[0].Annotations[policy.AllocationAnnotation]
+	}})
+	released, err := f.p.SweepOrphans(context.Background(), sock)
+	if err != nil || len(released) != 0 {
+		t.Fatalf("released %v, %v: the fresh allocation went with the orphan", released, err)
+	}
+	if g, ok := f.p.ledger.Lookup(f.uuid(1)); !ok || g.Holder.Token != token {
+		t.Fatalf("GPU 1 = %+v, want kubelet's new allocation", g)
 	}
 }

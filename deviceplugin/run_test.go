@@ -26,7 +26,9 @@ func TestRegistersAndAdvertisesEveryGPU(t *testing.T) {
 func TestListAndWatchWithdrawsGPUsHeldElsewhere(t *testing.T) {
 	dir := shortDir(t)
 	k := startFakeKubelet(t, dir)
-	f := newFixture(t, "dgxa100", WithKubeletDir(dir), WithRetry(50*time.Millisecond))
+	// No resync during the test: changes must reach kubelet through the
+	// ledger's and health's notifications, not a periodic re-read.
+	f := newFixture(t, "dgxa100", WithKubeletDir(dir), WithRetry(50*time.Millisecond), WithResync(time.Hour))
 	runPlugin(t, f)
 	k.waitRegistered(t)
 	healthy := func(i int, want string) func(map[string]string) bool {

@@ -144,6 +144,7 @@ func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) 
 	defer l.mu.Unlock()
 	next := maps.Clone(l.grants)
 	now := l.now().UTC()
+	changed := false
 	for _, u := range uuids {
 		cur, held := next[u]
 		switch {
@@ -154,10 +155,17 @@ func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) 
 			}
 		case claimable(cur, h, reason):
 			// kubelet's allocation claimed by the container it was made for
+		case reallocated(cur, h, reason):
+			// kubelet allocates a GPU again only when the pod an unclaimed
+			// allocation was for is gone: the new allocation replaces it
 		default:
 			return &HeldError{GPU: u, By: cur}
 		}
 		next[u] = Grant{GPU: u, Holder: h, Reason: reason, State: state, Since: now}
+		changed = true
+	}
+	if !changed {
+		return nil // nothing to persist, nobody to wake
 	}
 	return l.commit(next)
 }
@@ -167,13 +175,18 @@ func (l *Ledger) SetState(containerID string, state State, uuids ...string) erro
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	next := maps.Clone(l.grants)
+	changed := false
 	for _, u := range uuids {
 		g, ok := next[u]
 		if !ok || g.Holder.ContainerID != containerID {
 			return fmt.Errorf("GPU %s is not held by container %s", u, shortID(containerID))
 		}
+		changed = changed || g.State != state
 		g.State = state
 		next[u] = g
+	}
+	if !changed {
+		return nil
 	}
 	return l.commit(next)
 }
@@ -209,17 +222,6 @@ func (l *Ledger) Release(containerID string, uuids ...string) ([]Grant, error) {
 	return freed, l.commit(next)
 }
 
-// ReleaseGPUs frees the listed GPUs whoever holds them (used for kubelet
-// allocations that never reached a container).
-func (l *Ledger) ReleaseGPUs(uuids ...string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	next := maps.Clone(l.grants)
-	for _, u := range uuids {
-		delete(next, u)
-	}
-	return l.commit(next)
-}
 
 // ContainerGone is called when a container stops or is removed. Its
 // kubelet GPUs go back to its pod as unclaimed allocations (kubelet gives
@@ -258,7 +260,7 @@ func (l *Ledger) PodGone(podUID string) ([]Grant, error) {
 	if podUID == "" {
 		return nil, nil
 	}
-	return l.releaseWhere(func(g Grant) bool { return g.Holder.PodUID == podUID })
+	return l.ReleaseWhere(func(g Grant) bool { return g.Holder.PodUID == podUID })
 }
 
 // Reconcile releases every grant whose container (or, for an unclaimed
@@ -267,7 +269,7 @@ func (l *Ledger) PodGone(podUID string) ([]Grant, error) {
 // allocates before the container exists. External holders are not judged
 // here (see Holder.External).
 func (l *Ledger) Reconcile(liveContainer, livePod func(string) bool) ([]Grant, error) {
-	return l.releaseWhere(func(g Grant) bool {
+	return l.ReleaseWhere(func(g Grant) bool {
 		switch {
 		case g.Holder.External():
 			return false
@@ -281,7 +283,10 @@ func (l *Ledger) Reconcile(liveContainer, livePod func(string) bool) ([]Grant, e
 	})
 }
 
-func (l *Ledger) releaseWhere(gone func(Grant) bool) ([]Grant, error) {
+// ReleaseWhere releases, in one durable change, every grant for which gone
+// is true, and returns them. gone sees the grants under the ledger's lock,
+// so a decision made on an older snapshot can be re-checked here.
+func (l *Ledger) ReleaseWhere(gone func(Grant) bool) ([]Grant, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	next := maps.Clone(l.grants)
@@ -373,6 +378,13 @@ func claimable(cur Grant, h Holder, reason Reason) bool {
 	return cur.Reason == Kubelet && reason == Kubelet && cur.Holder.ContainerID == "" &&
 		h.ContainerID != "" && (cur.Holder.PodUID == "" || cur.Holder.PodUID == h.PodUID) &&
 		(cur.Holder.Token == "" || cur.Holder.Token == h.Token)
+}
+
+// reallocated reports whether h, a new unclaimed kubelet allocation, may
+// replace cur, an allocation no container claimed.
+func reallocated(cur Grant, h Holder, reason Reason) bool {
+	return cur.Reason == Kubelet && reason == Kubelet && cur.Holder.ContainerID == "" &&
+		h.ContainerID == "" && h.PodUID == ""
 }
 
 func sameHolder(a, b Holder) bool {

@@ -21,6 +21,8 @@ func TestSubscribeNotifiesOnEveryCommittedChange(t *testing.T) {
 			return nil
 		}, false},
 		{"release of nothing", func(l *Ledger) error { _, err := l.Release("nobody"); return err }, false},
+		{"acquire of what it holds", func(l *Ledger) error { return l.Acquire(podA, Annotation, Active, "GPU-0") }, false},
+		{"set state it has", func(l *Ledger) error { return l.SetState(podA.ContainerID, Active, "GPU-0") }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +64,7 @@ func TestSubscribeCoalescesAndNeverBlocksWriters(t *testing.T) {
 	default:
 	}
 	cancel()
-	if err := l.ReleaseGPUs("GPU-0"); err != nil {
+	if _, err := l.ReleaseWhere(func(g Grant) bool { return g.GPU == "GPU-0" }); err != nil {
 		t.Fatal(err)
 	}
 	select {
