@@ -222,7 +222,6 @@ func (l *Ledger) Release(containerID string, uuids ...string) ([]Grant, error) {
 	return freed, l.commit(next)
 }
 
-
 // ContainerGone is called when a container stops or is removed. Its
 // kubelet GPUs go back to its pod as unclaimed allocations (kubelet gives
 // the same devices to the restarted container without asking again); every
