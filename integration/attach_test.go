@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,42 +20,6 @@ import (
 // Live attach and detach through the real hotgpu CLI and hotgpud, on real
 // containers of a real containerd: CRI pods (found through NRI) and a
 // `ctr run` container (found by --pid).
-
-var built struct {
-	mu   sync.Mutex
-	dir  string
-	bins map[string]string
-}
-
-// buildBin builds a main package of this module (e.g. "./cmd/hotgpu") with
-// build tags, once per test binary.
-func buildBin(t testing.TB, pkg string, tags ...string) string {
-	t.Helper()
-	key := pkg + " " + strings.Join(tags, ",")
-	built.mu.Lock()
-	defer built.mu.Unlock()
-	if p, ok := built.bins[key]; ok {
-		return p
-	}
-	if built.dir == "" {
-		dir, err := os.MkdirTemp("", "hotgpu-it-bin-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		built.dir, built.bins = dir, map[string]string{}
-	}
-	out := filepath.Join(built.dir, fmt.Sprintf("%s-%d", filepath.Base(pkg), len(built.bins)))
-	args := []string{"build", "-o", out}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
-	}
-	cmd := exec.Command("go", append(args, "github.com/hotgpu/hotgpu/"+strings.TrimPrefix(pkg, "./"))...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("failed to build %s: %v\n%s", pkg, err, b)
-	}
-	built.bins[key] = out
-	return out
-}
 
 // cli runs the real hotgpu binary against d's socket.
 func cli(t testing.TB, d *hotgpud, args ...string) (stdout, stderr string, code int) {
@@ -529,11 +492,9 @@ func TestAttachCrash(t *testing.T) {
 			if _, stderr, code := cli(t, d, args...); code == 0 || !strings.Contains(stderr, "hotgpud") {
 				t.Fatalf("%s with hotgpud dying at %s: exit %d, %q", op, step, code, stderr)
 			}
-			if err := d.cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+			if err := d.waitExit(15 * time.Second); err == nil || !strings.Contains(err.Error(), "killed") {
 				t.Fatalf("hotgpud did not die at %s: %v", step, err)
 			}
-			d.cmd = nil
-			d.log.Close()
 			if s := readFile(t, ledgerFile); !strings.Contains(s, `"pending"`) {
 				t.Fatalf("crash at %s left no pending grant to recover; ledger:\n%s", step, s)
 			}

@@ -34,11 +34,9 @@ func TestCreateContainerCrash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	ctr, cerr := c.CRI().RunContainer(ctx, pod, "app", harness.ContainerOptions{})
 	cancel()
-	if err := d.cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+	if err := d.waitExit(15 * time.Second); err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Fatalf("hotgpud did not die in CreateContainer: %v", err)
 	}
-	d.cmd = nil
-	d.log.Close()
 	if s := readFile(t, ledgerFile); !strings.Contains(s, `"annotation"`) {
 		t.Fatalf("the failpoint fired before the grant was recorded; ledger:\n%s", s)
 	}
@@ -88,7 +86,7 @@ func TestLedgerTornWrite(t *testing.T) {
 	}
 	stateDir := filepath.Join(d.dir, "state")
 	ledgerFile := filepath.Join(stateDir, "ledger.json")
-	for i, tc := range []struct {
+	for _, tc := range []struct {
 		name    string
 		corrupt func(good []byte) []byte
 	}{
@@ -101,14 +99,14 @@ func TestLedgerTornWrite(t *testing.T) {
 			good, err := os.ReadFile(ledgerFile)
 			must(t, err)
 			must(t, os.WriteFile(ledgerFile, tc.corrupt(good), 0o600))
-			time.Sleep(1100 * time.Millisecond) // the moved-aside name has a one-second timestamp
+			asideBefore, _ := filepath.Glob(ledgerFile + ".corrupt-*")
 			d.start()
 			if h := waitHolders(t, d, want); !equalHolders(h, want) {
 				t.Fatalf("after a %s state file and a restart, ledger = %v, want %v re-recorded from the running pod", tc.name, h, want)
 			}
 			aside, _ := filepath.Glob(ledgerFile + ".corrupt-*")
-			if len(aside) != i+1 {
-				t.Errorf("want %d corrupt state files kept aside, found %v", i+1, aside)
+			if len(aside) != len(asideBefore)+1 {
+				t.Errorf("want the corrupt state file kept aside: before %v, after %v", asideBefore, aside)
 			}
 			if log := readFile(t, filepath.Join(d.dir, "hotgpud.log")); !strings.Contains(log, "corrupt") {
 				t.Errorf("hotgpud did not log the corrupt state file")

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,33 +23,6 @@ import (
 // look at the container from inside: the GPU node exists and opens with
 // ENXIO (the cgroup lets it through and no driver answers), while a node
 // the container makes itself for another GPU is refused with EPERM.
-
-var hookBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func buildHook(t testing.TB) string {
-	t.Helper()
-	hookBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "hotgpu-hook-bin-")
-		if err != nil {
-			hookBin.err = err
-			return
-		}
-		hookBin.path = filepath.Join(dir, "hotgpu-hook")
-		cmd := exec.Command("go", "build", "-o", hookBin.path, "github.com/hotgpu/hotgpu/cmd/hotgpu-hook")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			hookBin.err = &buildError{string(out)}
-		}
-	})
-	if hookBin.err != nil {
-		t.Fatalf("failed to build hotgpu-hook: %v", hookBin.err)
-	}
-	return hookBin.path
-}
 
 // runcEnv is one runc state root and cgroup parent for a test.
 type runcEnv struct {
@@ -69,7 +41,7 @@ func newRuncEnv(t *testing.T) *runcEnv {
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Skip("needs a static /bin/busybox (apt-get install busybox-static)")
 	}
-	e := &runcEnv{t: t, runc: bins.Runc, root: t.TempDir(), cgroup: fmt.Sprintf("/hotgpu-it-hook-%d", time.Now().UnixNano()), hook: buildHook(t)}
+	e := &runcEnv{t: t, runc: bins.Runc, root: t.TempDir(), cgroup: fmt.Sprintf("/hotgpu-it-hook-%d", time.Now().UnixNano()), hook: buildBin(t, "./cmd/hotgpu-hook")}
 	e.proc, e.devs = fakeDriverProc(t)
 	t.Cleanup(func() {
 		for _, sub := range []string{"devices", "unified", "memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer", "systemd"} {
@@ -299,36 +271,21 @@ func waitStopped(t *testing.T, e *runcEnv, id string) {
 }
 
 // startHotgpudNoNRI starts hotgpud on simulated GPUs without NRI: only its
-// API and CDI spec matter here.
+// API and CDI spec matter here. Its CDI spec goes to a private dir unless
+// the test passes --cdi-dir (never the host's /var/run/cdi).
 func startHotgpudNoNRI(t *testing.T, extra ...string) *hotgpud {
 	t.Helper()
 	dir := t.TempDir()
-	h := &hotgpud{t: t, dir: dir, socket: filepath.Join(dir, "api.sock")}
+	h := &hotgpud{t: t, dir: dir, socket: filepath.Join(dir, "api.sock"), noNRI: true}
 	h.args = append([]string{"--simulate", "dgxa100", "--no-nri", "--state-dir", filepath.Join(dir, "state"),
-		"--api-socket", h.socket, "--log-level", "debug", "--no-device-plugin"}, extra...)
+		"--cdi-dir", filepath.Join(dir, "cdi"), "--api-socket", h.socket, "--log-level", "debug", "--no-device-plugin"}, extra...)
 	h.api = api.NewClient(h.socket)
-	var err error
-	h.log, err = os.OpenFile(filepath.Join(dir, "hotgpud.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	must(t, err)
-	h.cmd = exec.Command(buildHotgpud(t), h.args...)
-	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
-	must(t, h.cmd.Start())
+	h.start()
 	t.Cleanup(func() {
 		h.stop()
 		if t.Failed() {
 			t.Logf("hotgpud log:\n%s", tail(readFile(t, filepath.Join(dir, "hotgpud.log")), 40))
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err = h.api.Status(ctx)
-		cancel()
-		if err == nil {
-			return h
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("hotgpud API did not answer within 30s: %v", err)
-	return nil
+	return h
 }

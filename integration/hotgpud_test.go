@@ -2,11 +2,11 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,43 +15,13 @@ import (
 	"github.com/hotgpu/hotgpu/internal/api"
 )
 
-var hotgpudBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// buildHotgpud builds cmd/hotgpud once per test binary.
-func buildHotgpud(t testing.TB) string {
-	t.Helper()
-	hotgpudBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "hotgpud-bin-")
-		if err != nil {
-			hotgpudBin.err = err
-			return
-		}
-		hotgpudBin.path = filepath.Join(dir, "hotgpud")
-		out, err := exec.Command("go", "build", "-o", hotgpudBin.path, "github.com/hotgpu/hotgpu/cmd/hotgpud").CombinedOutput()
-		if err != nil {
-			hotgpudBin.err = &buildError{string(out)}
-		}
-	})
-	if hotgpudBin.err != nil {
-		t.Fatalf("failed to build hotgpud: %v", hotgpudBin.err)
-	}
-	return hotgpudBin.path
-}
-
-type buildError struct{ out string }
-
-func (e *buildError) Error() string { return e.out }
-
 // hotgpud is a hotgpud process on simulated GPUs, connected to a private
 // containerd.
 type hotgpud struct {
 	t      testing.TB
 	args   []string
 	bin    string   // hotgpud binary; "" builds cmd/hotgpud
+	noNRI  bool     // started with --no-nri: ready once the API answers
 	env    []string // added to hotgpud's environment at each start
 	dir    string
 	socket string
@@ -119,18 +89,21 @@ func (h *hotgpud) start() {
 	}
 	bin := h.bin
 	if bin == "" {
-		bin = buildHotgpud(h.t)
+		bin = buildBin(h.t, "./cmd/hotgpud")
 	}
 	h.cmd = exec.Command(bin, h.args...)
 	h.cmd.Env = append(os.Environ(), h.env...)
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
+	// It dies with the test binary, even one killed by -timeout.
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := h.cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}
 	h.waitConnected()
 }
 
-// waitConnected waits until the API answers and NRI is connected.
+// waitConnected waits until the API answers and, unless started without
+// NRI, NRI is connected.
 func (h *hotgpud) waitConnected() {
 	h.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -138,7 +111,7 @@ func (h *hotgpud) waitConnected() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		st, err := h.api.Status(ctx)
 		cancel()
-		if err == nil && st.NRIConnected {
+		if err == nil && (st.NRIConnected || h.noNRI) {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -153,26 +126,37 @@ func (h *hotgpud) kill9() {
 		return
 	}
 	_ = h.cmd.Process.Signal(syscall.SIGKILL)
-	_ = h.cmd.Wait()
-	h.cmd = nil
-	h.log.Close()
+	_ = h.waitExit(10 * time.Second)
 }
 
+// stop shuts hotgpud down with SIGTERM; a hotgpud that does not exit
+// cleanly within 10 s fails the test.
 func (h *hotgpud) stop() {
 	if h.cmd == nil {
 		return
 	}
 	_ = h.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = h.cmd.Wait(); close(done) }()
+	if err := h.waitExit(10 * time.Second); err != nil {
+		h.t.Errorf("hotgpud did not shut down cleanly: %v", err)
+	}
+}
+
+// waitExit waits for hotgpud to exit, killing it after timeout, and
+// returns how it ended (nil: exit status 0).
+func (h *hotgpud) waitExit(timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- h.cmd.Wait() }()
+	var err error
 	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
+	case err = <-done:
+	case <-time.After(timeout):
 		_ = h.cmd.Process.Kill()
 		<-done
+		err = fmt.Errorf("still running after %s", timeout)
 	}
 	h.cmd = nil
 	h.log.Close()
+	return err
 }
 
 // holders returns GPU index -> "reason:containerID" from hotgpud's ledger.

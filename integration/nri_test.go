@@ -142,6 +142,12 @@ func TestNRIInjection(t *testing.T) {
 		if nodes := gpuNodes(t, c, ctr); len(nodes) != 0 {
 			t.Fatalf("container without a request has %v", nodes)
 		}
+		if list := devicesList(t, c, ctr); strings.Contains(list, "c 195:") {
+			t.Fatalf("container without a request may open GPUs:\n%s", list)
+		}
+		if h := d.holders(t); len(h) != 0 {
+			t.Fatalf("ledger gives a container without a request %v", h)
+		}
 	})
 }
 
@@ -159,7 +165,8 @@ func TestNRIRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CRI().RunContainer(ctx, gone, "app", harness.ContainerOptions{}); err != nil {
+	goneCtr, err := c.CRI().RunContainer(ctx, gone, "app", harness.ContainerOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if h := d.holders(t); len(h) != 2 {
@@ -167,6 +174,14 @@ func TestNRIRestarts(t *testing.T) {
 	}
 
 	d.kill9()
+	// Both assignments are on disk, not only in the dead process (the
+	// restart's Synchronize could rebuild them from the specs alone).
+	persisted := readFile(t, filepath.Join(d.dir, "state", "ledger.json"))
+	for _, id := range []string{keepCtr, goneCtr} {
+		if !strings.Contains(persisted, id) {
+			t.Fatalf("ledger file does not record container %s:\n%s", id, persisted)
+		}
+	}
 	// While hotgpud is down one pod goes away; NRI cannot tell it.
 	must(t, c.CRI().StopPod(ctx, gone))
 	must(t, c.CRI().RemovePod(ctx, gone))

@@ -81,7 +81,7 @@ func TestKubeletGPUStaysWithItsPod(t *testing.T) {
 		{"env by index", harness.ContainerOptions{Env: map[string]string{"HOTGPU_VISIBLE_DEVICES": "5"}}, "did not allocate to this pod"},
 		{"env by UUID", harness.ContainerOptions{Env: map[string]string{"HOTGPU_VISIBLE_DEVICES": uuid5}}, "did not allocate to this pod"},
 		{"env path trick", harness.ContainerOptions{Env: map[string]string{"HOTGPU_VISIBLE_DEVICES": "../../../dev/nvidia5"}}, "is not a GPU index or UUID"},
-		{"CDI path trick", harness.ContainerOptions{CDIDevices: []string{"nvidia.com/gpu=../../dev/nvidia5"}}, ""},
+		{"CDI path trick", harness.ContainerOptions{CDIDevices: []string{"nvidia.com/gpu=../../dev/nvidia5"}}, "unresolvable CDI devices"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.o

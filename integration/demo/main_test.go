@@ -33,9 +33,12 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
+	// hotgpu ls shows GPU 0 held by the pod's container for its annotation.
+	if !regexp.MustCompile(`(?m)^\s+0\s+GPU-\S+.*\sdemo/trainer/app\s+annotation\s`).Match(out) {
+		t.Errorf("hotgpu ls in the demo does not show GPU 0 held by annotation:\n%s", out)
+	}
 	for _, want := range []string{
 		"/dev/nvidia0",   // the annotation's GPU
-		"annotation",     // hotgpu ls
 		"attached GPU 1", // hotgpu attach picked the next free GPU
 		"/dev/nvidia1': No such device or address", // allowed, no driver
 		"detached GPU 1",

@@ -128,7 +128,7 @@ func openLedger(dir string, log *logrus.Entry) (l *ledger.Ledger, rebuilt bool, 
 	}
 	l, err = ledger.New(store)
 	if errors.Is(err, ledger.ErrCorrupt) {
-		moved, merr := store.MoveAside(time.Now().UTC().Format("20060102T150405Z"))
+		moved, merr := store.MoveAside(time.Now().UTC().Format("20060102T150405.000000000Z"))
 		if merr != nil {
 			return nil, false, errors.Join(err, merr)
 		}
