@@ -9,6 +9,8 @@ import (
 	specs "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
+
+	"github.com/hotgpu/hotgpu/internal/hookenv"
 )
 
 // ErrNoGPUs means the inventory has no GPU to describe; a CDI spec needs at
@@ -115,5 +117,7 @@ func (o *options) ldcacheHook(dirs []string) *specs.Hook {
 	for _, d := range dirs {
 		args = append(args, "--folder", d)
 	}
-	return &specs.Hook{HookName: "createContainer", Path: o.hookPath, Args: args}
+	// The hook's own environment: without it runtimes pass theirs, and the
+	// hook re-executes itself to get this one at every container start.
+	return &specs.Hook{HookName: "createContainer", Path: o.hookPath, Args: args, Env: hookenv.Env}
 }

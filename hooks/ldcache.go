@@ -11,6 +11,8 @@ import (
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
+
+	"github.com/hotgpu/hotgpu/internal/hookenv"
 )
 
 // LDConfPath is the file update-ldcache writes inside the container. The
@@ -23,7 +25,7 @@ var DefaultLDConfigs = []string{"/sbin/ldconfig", "/usr/sbin/ldconfig"}
 
 // ldconfigEnv is the whole environment ldconfig gets: the hook's own
 // environment comes from the runtime and is not ours to pass on.
-var ldconfigEnv = Env
+var ldconfigEnv = hookenv.Env
 
 // LDCache is one update-ldcache run.
 type LDCache struct {

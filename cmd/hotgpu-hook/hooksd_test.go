@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hotgpu/hotgpu/hooks"
+	"github.com/hotgpu/hotgpu/internal/hookenv"
 )
 
 // hooksD is the podman / CRI-O hooks.d format, version 1.0.0.
@@ -48,8 +48,8 @@ func TestHooksDJSON(t *testing.T) {
 	if !slices.Equal(h.Stages, []string{"prestart", "poststop"}) {
 		t.Errorf("stages = %v, want prestart (grant) and poststop (release)", h.Stages)
 	}
-	if !slices.Equal(h.Hook.Env, hooks.Env) {
-		t.Errorf("env = %q, want exactly %q (else the hook re-executes itself to get it)", h.Hook.Env, hooks.Env)
+	if !slices.Equal(h.Hook.Env, hookenv.Env) {
+		t.Errorf("env = %q, want exactly %q (else the hook re-executes itself to get it)", h.Hook.Env, hookenv.Env)
 	}
 	if h.Hook.Timeout == nil || *h.Hook.Timeout <= 0 {
 		t.Error("want a timeout: a hung hook blocks container creation")

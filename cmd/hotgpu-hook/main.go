@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/hotgpu/hotgpu/hooks"
+
+	"github.com/hotgpu/hotgpu/internal/hookenv"
 )
 
 const usage = `hotgpu-hook runs inside a container runtime as an OCI hook, reading the
@@ -54,9 +56,9 @@ Flags:
 `
 
 func main() {
-	if hooks.NeedsCleanEnv(os.Environ()) {
+	if hookenv.NeedsClean(os.Environ()) {
 		// Never run with an environment the container may have chosen.
-		err := syscall.Exec("/proc/self/exe", os.Args, hooks.Env)
+		err := syscall.Exec("/proc/self/exe", os.Args, hookenv.Env)
 		fmt.Fprintf(os.Stderr, "hotgpu-hook: failed to re-execute with a clean environment: %v\n", err)
 		os.Exit(1)
 	}

@@ -1,4 +1,8 @@
-package hooks
+// Package hookenv is the one environment hotgpu-hook runs with, shared by
+// the hook (which re-executes itself into it) and the CDI spec generator
+// (which names it in the hooks it writes, so runtimes start the hook with it
+// and the hook need not re-execute). Standard library only.
+package hookenv
 
 import "slices"
 
@@ -10,5 +14,5 @@ import "slices"
 // environment.
 var Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 
-// NeedsCleanEnv reports whether env is anything but Env.
-func NeedsCleanEnv(env []string) bool { return !slices.Equal(env, Env) }
+// NeedsClean reports whether env is anything but Env.
+func NeedsClean(env []string) bool { return !slices.Equal(env, Env) }
