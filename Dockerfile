@@ -34,7 +34,6 @@ LABEL org.opencontainers.image.source="https://github.com/hotgpu/hotgpu" \
       org.opencontainers.image.description="hotgpu: NVIDIA GPUs for containers at creation and while they run"
 COPY --from=build /out/hotgpud /out/hotgpu /out/hotgpu-hook /usr/local/bin/
 COPY etc/hotgpud.yaml /etc/hotgpu/hotgpud.yaml
-COPY etc/hooks.d/hotgpu.json /usr/share/hotgpu/hooks.d/hotgpu.json
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/hotgpud"]
 CMD ["--config", "/etc/hotgpu/hotgpud.yaml"]

@@ -9,17 +9,20 @@ FUZZTIME ?= 10s
 FUZZSHORT ?= 3000x
 export HOTGPU_CACHE ?= $(HOME)/.cache/hotgpu
 
-.PHONY: help build test integration check lint bench bench-go fuzz demo image install deps deps-kubelet clean fuzz-short vulncheck depcheck
+.PHONY: help host-deps build test integration check lint bench bench-go fuzz demo image install deps deps-kubelet clean fuzz-short vulncheck depcheck
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build hotgpud, hotgpu and hotgpu-hook into bin/
+host-deps: ## install the Debian packages builds and tests need (gcc for cgo, make, ...)
+	@hack/host-deps.sh
+
+build: host-deps ## build hotgpud, hotgpu and hotgpu-hook into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/... # cgo: go-nvml dlopens libnvidia-ml
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpud ./cmd/hotgpu # cgo: go-nvml dlopens libnvidia-ml
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpu-hook # static: runtimes run it on any host
 
-test: ## unit tests with the race detector (root runs the cgroup tests too)
+test: host-deps ## unit tests with the race detector (root runs the cgroup tests too)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
 
 integration: deps deps-kubelet ## real containerd + runc tests (root; builds them on first run)
@@ -27,17 +30,15 @@ integration: deps deps-kubelet ## real containerd + runc tests (root; builds the
 
 check: lint depcheck vulncheck test fuzz-short integration ## everything CI runs: lint, deps, vulns (when reachable), unit, fuzz (short), integration
 
-lint: ## gofmt, go vet, go mod tidy check
+lint: host-deps ## gofmt, go vet, go mod tidy check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	@cp go.mod /tmp/hotgpu-go.mod.bak; cp go.sum /tmp/hotgpu-go.sum.bak; $(GO) mod tidy; \
-	 if ! git diff --quiet -- go.mod go.sum; then echo "go.mod/go.sum not tidy: run go mod tidy"; git diff --stat -- go.mod go.sum; \
-	   cp /tmp/hotgpu-go.mod.bak go.mod; cp /tmp/hotgpu-go.sum.bak go.sum; exit 1; fi
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum not tidy: run go mod tidy"; exit 1; }
 
 bench: ## hotgpu vs the alternatives, side by side (root; ~3 min) -> bench/RESULTS.md
 	$(GO) run ./bench/cmd/hotgpu-bench $(BENCHFLAGS)
 
-bench-go: ## plain Go benchmarks (go test -bench), medians of several runs
+bench-go: ## plain Go benchmarks (go test -bench, 5 runs each: compare them with benchstat)
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./... | grep -v /integration)
 
 fuzz: ## run every fuzz target for FUZZTIME (default 10s); crashers land in testdata/fuzz

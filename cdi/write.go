@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 	specs "tags.cncf.io/container-device-interface/specs-go"
@@ -16,10 +15,11 @@ const (
 	FormatJSON = "json"
 )
 
-// SpecName is the conventional file name of a spec ("nvidia.com-gpu.yaml").
-func SpecName(spec *specs.Spec, format string) string {
-	return strings.ReplaceAll(spec.Kind, "/", "-") + "." + format
-}
+// SpecFile is the name of hotgpu's spec in a spec directory, "hotgpu.yaml"
+// for FormatYAML: the same for hotgpud and `hotgpu cdi generate`, because
+// two files in one directory that define the same device names make the
+// CDI library refuse both.
+func SpecFile(format string) string { return "hotgpu." + format }
 
 // Write validates spec with the CDI library and publishes it as dir/name
 // atomically: the library writes it into a private staging directory inside

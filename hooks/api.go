@@ -8,8 +8,8 @@ import (
 )
 
 // Recorder records the hook's grants in hotgpud's ledger. *api.Client is
-// the real one; it reports ErrNotRunning-style errors (see daemonDown) when
-// no hotgpud listens, and the hook then works standalone.
+// the real one; when no hotgpud listens its errors say so (see daemonDown),
+// and the hook then works standalone.
 type Recorder interface {
 	HookReserve(ctx context.Context, req api.HookReserveRequest) (*api.HookReservation, error)
 	HookRelease(ctx context.Context, containerID string) error

@@ -1,6 +1,7 @@
-// Package hooks holds the logic of the OCI hooks hotgpu asks runtimes to run,
-// starting with update-ldcache, the createContainer hook of the CDI spec that
-// makes the mounted driver libraries visible to the container's linker.
+// Package hooks holds the logic of the OCI hooks hotgpu asks runtimes to run:
+// update-ldcache, the createContainer hook of the CDI spec that makes the
+// mounted driver libraries visible to the container's linker, and prestart,
+// which gives GPUs to containers of runtimes without NRI.
 //
 // Hooks run as root on the host against a root filesystem the container
 // controls, so every path inside it is resolved within the root (a symlink

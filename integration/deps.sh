@@ -6,9 +6,8 @@
 #
 #   integration/deps.sh [CACHE_DIR]     (default: $HOTGPU_CACHE or ~/.cache/hotgpu)
 #
-# It prints the bin directory on its last line. Needs go, gcc, libseccomp-dev,
-# pkg-config and busybox-static; as root on Debian/Ubuntu it installs the
-# missing packages with apt-get, elsewhere it says what to install.
+# It prints the bin directory on its last line. The Debian packages it needs
+# come from hack/host-deps.sh.
 set -euo pipefail
 
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.9}"
@@ -19,22 +18,6 @@ IMAGES="$CACHE/images"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
 log() { echo "deps: $*" >&2; }
-
-ensure_packages() {
-	local want=(gcc libc6-dev pkg-config libseccomp-dev busybox-static) missing=()
-	command -v dpkg-query >/dev/null || return 0
-	for p in "${want[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-	done
-	[ ${#missing[@]} -eq 0 ] && return 0
-	if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
-		log "missing packages: ${missing[*]} (install them, e.g. sudo apt-get install ${missing[*]})"
-		exit 1
-	fi
-	log "installing ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
 
 build_containerd() {
 	local mod="$CACHE/src/containerd-$CONTAINERD_VERSION"
@@ -89,7 +72,7 @@ build_images() {
 	echo "$stamp" >"$IMAGES/stamp"
 }
 
-ensure_packages
+"$HERE/../hack/host-deps.sh"
 [ -x "$BIN/containerd" ] && [ -x "$BIN/ctr" ] && [ -x "$BIN/containerd-shim-runc-v2" ] || build_containerd
 [ -x "$BIN/runc" ] || build_runc
 build_images

@@ -47,7 +47,7 @@ func prestart(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	allowAll := fs.Bool("allow-all", false, `let containers ask for every GPU with "all"`)
 	driverProc := fs.String("driver-proc", hooks.DefaultDriverProc, "the NVIDIA driver's procfs directory, read when hotgpud is not running")
 	procDevices := fs.String("proc-devices", hooks.DefaultProcDevices, "the kernel's device major list")
-	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	timeout := fs.Duration("timeout", 8*time.Second, "give up after this long (below the runtime's hook timeout, 10 s in etc/hooks.d, so the hook can still roll back)")
 	if code, ok := parseCommand(fs, prestartUsage, args, stdout, stderr); !ok {
 		return code
 	}

@@ -89,8 +89,9 @@ Examples:
   # print the spec of a simulated DGX A100 (no GPU needed)
   hotgpu cdi generate --simulate dgxa100
 
-  # install the spec where containerd looks (written atomically)
-  hotgpu cdi generate --output /var/run/cdi/nvidia.com-gpu.yaml
+  # install the spec where containerd looks (written atomically; hotgpud, when
+  # it runs, keeps the same file, /var/run/cdi/hotgpu.yaml, up to date itself)
+  hotgpu cdi generate --output /var/run/cdi/hotgpu.yaml
 
   # the same with a driver container and the host's /dev mounted at /host
   hotgpu cdi generate --driver-root /run/nvidia/driver --dev-root /host --output /var/run/cdi
@@ -100,7 +101,7 @@ func runCDIGenerate(_ context.Context, s stdio, args []string) error {
 	var f specFlags
 	fs := newFlagSet("hotgpu cdi generate", generateUsage)
 	f.register(fs)
-	output := fs.String("output", "-", "where to write the spec: - for stdout, a file, or a spec directory (file <vendor>-<class>.<format>)")
+	output := fs.String("output", "-", "where to write the spec: - for stdout, a file, or a spec directory (file hotgpu.<format>, hotgpud's)")
 	formatFlag := fs.String("format", "", "yaml or json (default: from the --output file name, else yaml)")
 	if err := parseFlags(fs, args, s); err != nil {
 		return err
@@ -122,7 +123,7 @@ func runCDIGenerate(_ context.Context, s stdio, args []string) error {
 		return err
 	}
 	if name == "" {
-		name = cdi.SpecName(spec, format)
+		name = cdi.SpecFile(format)
 	}
 	path, err := cdi.Write(spec, dir, name)
 	if err != nil {

@@ -92,10 +92,10 @@ func TestCDIGenerateOutput(t *testing.T) {
 		path   string
 		prefix string
 	}{
-		{"into a spec dir", []string{"--output", dir}, "nvidia.com-gpu.yaml", "---"},
+		{"into a spec dir", []string{"--output", dir}, "hotgpu.yaml", "---"},
 		{"json file", []string{"--output", filepath.Join(dir, "a.json")}, "a.json", "{"},
 		{"no extension", []string{"--output", filepath.Join(dir, "b"), "--format", "json"}, "b.json", "{"},
-		{"custom names", []string{"--output", dir, "--vendor", "example.com", "--class", "accel"}, "example.com-accel.yaml", "---"},
+		{"custom names", []string{"--output", dir, "--vendor", "example.com", "--class", "accel"}, "hotgpu.yaml", "---"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

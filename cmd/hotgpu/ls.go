@@ -68,11 +68,11 @@ func runStatus(ctx context.Context, s stdio, args []string) error {
 	if err := parseFlags(fs, args, s); err != nil {
 		return err
 	}
-	st, err := api.NewClient(*socket).Status(ctx)
-	if err != nil {
+	if err := checkFormat(*output, "text", "json"); err != nil {
 		return err
 	}
-	if err := checkFormat(*output, "text", "json"); err != nil {
+	st, err := api.NewClient(*socket).Status(ctx)
+	if err != nil {
 		return err
 	}
 	if *output == "json" {

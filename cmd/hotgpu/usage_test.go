@@ -29,6 +29,7 @@ func TestAPICommandsUsage(t *testing.T) {
 		{[]string{"attach", "--container-name", "x", "--pid", "3", "--count", "1"}, "--container-name goes with --pod"},
 		{[]string{"detach", "--pod", "ns/p"}, "either --gpu or --all"},
 		{[]string{"ls", "-o", "xml"}, "-o must be table or json"},
+		{[]string{"status", "-o", "xml"}, "-o must be text or json"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, _, stderr := runCLI(append(tc.args, "--socket", "/nonexistent/hotgpu.sock")...)

@@ -7,9 +7,6 @@ import (
 	"github.com/hotgpu/hotgpu/internal/gpu"
 )
 
-// specName is the file hotgpud owns in the CDI spec dir.
-const specName = "hotgpu.yaml"
-
 // writeCDI regenerates the CDI spec from inv and replaces the file
 // atomically, so runtimes never read a half-written spec.
 func (d *Daemon) writeCDI(inv *gpu.Inventory) error {
@@ -29,7 +26,7 @@ func (d *Daemon) writeCDI(inv *gpu.Inventory) error {
 	if err != nil {
 		return fmt.Errorf("failed to generate CDI spec: %w", err)
 	}
-	path, err := cdi.Write(spec, d.cfg.CDI.Dir, specName)
+	path, err := cdi.Write(spec, d.cfg.CDI.Dir, cdi.SpecFile(cdi.FormatYAML))
 	if err != nil {
 		return err
 	}

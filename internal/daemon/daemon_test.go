@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
+	"github.com/hotgpu/hotgpu/cdi"
 	"github.com/hotgpu/hotgpu/internal/api"
 )
 
@@ -71,7 +72,7 @@ func TestDaemonServesAndWritesCDI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.GPUs != 8 || st.Simulated != "dgxa100" || st.CDISpec != filepath.Join(cfg.CDI.Dir, specName) ||
+	if st.GPUs != 8 || st.Simulated != "dgxa100" || st.CDISpec != filepath.Join(cfg.CDI.Dir, cdi.SpecFile(cdi.FormatYAML)) ||
 		!strings.HasPrefix(st.DevicePlugin, "waiting for kubelet") {
 		t.Fatalf("status = %+v", st)
 	}
