@@ -29,7 +29,7 @@ func Pick(inv *gpu.Inventory, available, mustInclude []int, n int) ([]int, error
 		}
 	}
 	if n > len(available) {
-		return nil, fmt.Errorf("%d requested, %d free", n, len(available))
+		return nil, &notEnough{n, len(available)}
 	}
 	avail := slices.Clone(available)
 	slices.Sort(avail)

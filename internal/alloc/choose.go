@@ -1,11 +1,36 @@
 package alloc
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
 )
+
+// Why a request cannot be satisfied, for errors.Is (API status codes,
+// metrics); the errors themselves name the GPU.
+var (
+	ErrHeld      = errors.New("GPU is held")
+	ErrUnhealthy = errors.New("GPU is unhealthy")
+	ErrNotEnough = errors.New("not enough free GPUs")
+)
+
+// unavailable is "GPU <index> is <why>", classified by kind.
+type unavailable struct {
+	index int
+	why   string
+	kind  error
+}
+
+func (e *unavailable) Error() string { return fmt.Sprintf("GPU %d is %s", e.index, e.why) }
+func (e *unavailable) Unwrap() error { return e.kind }
+
+// notEnough is "<n> requested, <free> free".
+type notEnough struct{ n, free int }
+
+func (e *notEnough) Error() string { return fmt.Sprintf("%d requested, %d free", e.n, e.free) }
+func (e *notEnough) Unwrap() error { return ErrNotEnough }
 
 // Availability says which GPUs may be handed out now.
 type Availability interface {
@@ -25,10 +50,10 @@ func Choose(inv *gpu.Inventory, av Availability, ids []string, count int) ([]*gp
 		}
 		for _, g := range gpus {
 			if by := av.HeldBy(g.UUID); by != "" {
-				return nil, fmt.Errorf("GPU %d is held by %s", g.Index, by)
+				return nil, &unavailable{g.Index, "held by " + by, ErrHeld}
 			}
 			if !av.Healthy(g.UUID) {
-				return nil, fmt.Errorf("GPU %d is unhealthy", g.Index)
+				return nil, &unavailable{g.Index, "unhealthy", ErrUnhealthy}
 			}
 		}
 		return gpus, nil

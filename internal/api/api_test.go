@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/hotgpu/hotgpu/internal/alloc"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -97,14 +98,15 @@ func TestRequests(t *testing.T) {
 	if len(b.attached) != 1 {
 		t.Fatalf("backend saw %d attach calls, want only the valid one", len(b.attached))
 	}
-	if _, err := c.Detach(ctx, DetachRequest{Target: attach.Target{PID: 5}, All: true}); err == nil || !strings.Contains(err.Error(), "is open") {
-		t.Fatalf("detach err = %v", err)
+	var se *StatusError
+	if _, err := c.Detach(ctx, DetachRequest{Target: attach.Target{PID: 5}, All: true}); !errors.As(err, &se) || se.Code != 409 || !strings.Contains(err.Error(), "is open") {
+		t.Fatalf("detach err = %v, want a 409 saying the GPU is open", err)
 	}
 	if st, err := c.Status(ctx); err != nil || st.GPUs != 8 {
 		t.Fatalf("status %+v %v", st, err)
 	}
 	b.err = errors.New("boom")
-	if _, err := c.Attach(ctx, tests[0].req); err == nil || err.Error() != "boom" {
+	if _, err := c.Attach(ctx, tests[0].req); !errors.As(err, &se) || se.Code != 422 || err.Error() != "boom" {
 		t.Fatalf("backend error not passed on: %v", err)
 	}
 }
@@ -152,3 +154,30 @@ func TestNonRootRefused(t *testing.T) {
 		t.Fatalf("non-root caller got %q, want permission denied", out)
 	}
 }
+
+// Refusals are classified by what they are, not by their wording.
+func TestStatusCodes(t *testing.T) {
+	inv := &gpu.Inventory{GPUs: []gpu.GPU{{Index: 0, UUID: "GPU-a"}}}
+	_, heldErr := alloc.Choose(inv, held{}, []string{"0"}, 0)
+	_, fullErr := alloc.Choose(inv, held{}, nil, 1)
+	_, missingErr := inv.Lookup("7")
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{heldErr, 409}, {fullErr, 409}, {fmt.Errorf("%w: x", attach.ErrNotFound), 404}, {missingErr, 422},
+	} {
+		b := &fakeBackend{err: tc.err}
+		_, c := serve(t, b)
+		var se *StatusError
+		if _, err := c.Attach(context.Background(), AttachRequest{Target: attach.Target{PID: 9}, Count: 1}); !errors.As(err, &se) || se.Code != tc.code || se.Msg != tc.err.Error() {
+			t.Errorf("%v: got %v, want %d with the same message", tc.err, err, tc.code)
+		}
+	}
+}
+
+// held is an alloc.Availability where every GPU is held.
+type held struct{}
+
+func (held) HeldBy(string) string { return "someone (attach)" }
+func (held) Healthy(string) bool  { return true }

@@ -74,10 +74,11 @@ func (c *Client) do(ctx context.Context, method, op string, in, out any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		var e Error
+		msg := fmt.Sprintf("hotgpud answered %s", resp.Status)
 		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+			msg = e.Error
 		}
-		return fmt.Errorf("hotgpud answered %s", resp.Status)
+		return &StatusError{Code: resp.StatusCode, Msg: msg}
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
@@ -98,3 +99,13 @@ func (c *Client) HookRelease(ctx context.Context, containerID string) error {
 	var freed []json.RawMessage
 	return c.do(ctx, http.MethodPost, "hook/release", HookReleaseRequest{ContainerID: containerID}, &freed)
 }
+
+// StatusError is hotgpud's refusal: its message, and the HTTP status that
+// classifies it (400 bad request, 403 not allowed, 404 no such container,
+// 409 held, busy or not enough GPUs, 422 anything else).
+type StatusError struct {
+	Code int
+	Msg  string
+}
+
+func (e *StatusError) Error() string { return e.Msg }

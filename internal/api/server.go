@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/hotgpu/hotgpu/internal/alloc"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/policy"
@@ -185,7 +186,7 @@ func (s *Server) answer(w http.ResponseWriter, op string, res *attach.Result, er
 		writeJSON(w, http.StatusOK, res)
 	case errors.Is(err, attach.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, Error{err.Error()})
-	case errors.Is(err, ledger.ErrHeld), errors.Is(err, attach.ErrBusy):
+	case errors.Is(err, ledger.ErrHeld), errors.Is(err, alloc.ErrHeld), errors.Is(err, alloc.ErrNotEnough), errors.Is(err, attach.ErrBusy):
 		writeJSON(w, http.StatusConflict, Error{err.Error()})
 	default:
 		s.log.WithError(err).WithField("op", op).Warn("request failed")

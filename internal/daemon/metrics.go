@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
+	"github.com/hotgpu/hotgpu/internal/alloc"
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/metrics"
 )
@@ -75,16 +76,16 @@ func (i instrumented) observe(op string, start time.Time, err error) {
 
 // errorReason sorts a failed request into a few stable label values.
 func errorReason(err error) string {
-	switch msg := err.Error(); {
-	case errors.Is(err, ledger.ErrHeld):
+	switch {
+	case errors.Is(err, ledger.ErrHeld), errors.Is(err, alloc.ErrHeld):
 		return "held"
 	case errors.Is(err, attach.ErrBusy):
 		return "busy"
-	case errors.Is(err, attach.ErrNotFound), strings.Contains(msg, "does not exist"):
+	case errors.Is(err, attach.ErrNotFound), errors.Is(err, gpu.ErrNoSuchGPU):
 		return "not_found"
-	case strings.Contains(msg, "unhealthy"):
+	case errors.Is(err, alloc.ErrUnhealthy):
 		return "unhealthy"
-	case strings.Contains(msg, "not enough"), strings.Contains(msg, "free"):
+	case errors.Is(err, alloc.ErrNotEnough):
 		return "no_free_gpu"
 	}
 	return "other"

@@ -6,6 +6,7 @@
 package gpu
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -124,6 +125,15 @@ func (g GPU) Peer(other int) (Peer, bool) {
 	return Peer{}, false
 }
 
+// ErrNoSuchGPU is what Lookup's errors wrap (errors.Is).
+var ErrNoSuchGPU = errors.New("no such GPU")
+
+// noSuchGPU keeps Lookup's message and classifies it as ErrNoSuchGPU.
+type noSuchGPU struct{ msg string }
+
+func (e *noSuchGPU) Error() string { return e.msg }
+func (e *noSuchGPU) Unwrap() error { return ErrNoSuchGPU }
+
 // Lookup finds a GPU by index ("3") or UUID ("GPU-…"), as users and kubelet
 // name them. The error says which GPUs exist.
 func (inv *Inventory) Lookup(id string) (*GPU, error) {
@@ -137,14 +147,14 @@ func (inv *Inventory) Lookup(id string) (*GPU, error) {
 				return &inv.GPUs[i], nil
 			}
 		}
-		return nil, fmt.Errorf("GPU %d does not exist (this node has %d GPUs, 0-%d)", n, len(inv.GPUs), len(inv.GPUs)-1)
+		return nil, &noSuchGPU{fmt.Sprintf("GPU %d does not exist (this node has %d GPUs, 0-%d)", n, len(inv.GPUs), len(inv.GPUs)-1)}
 	}
 	for i := range inv.GPUs {
 		if strings.EqualFold(inv.GPUs[i].UUID, id) {
 			return &inv.GPUs[i], nil
 		}
 	}
-	return nil, fmt.Errorf("GPU %q does not exist on this node", id)
+	return nil, &noSuchGPU{fmt.Sprintf("GPU %q does not exist on this node", id)}
 }
 
 // LookupAll looks up every id (see Lookup). One GPU named twice, even as
