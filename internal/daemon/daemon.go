@@ -56,6 +56,11 @@ type Daemon struct {
 	// first NRI Synchronize has been handled.
 	Ready     chan struct{}
 	readyOnce sync.Once
+	// synced and updated carry NRI's Synchronize and container updates to
+	// loop: NRI callbacks only queue work, so a slow cgroup scan never
+	// holds up the runtime's request (and its timeout).
+	synced  chan struct{}
+	updated chan string
 	// rebuilding is set when the ledger was rebuilt from a corrupt file.
 	rebuilding bool
 }
@@ -65,7 +70,8 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d = &Daemon{cfg: cfg, log: log, health: newHealth(healthOptions(cfg)...), registry: registry.New(), started: time.Now(), Ready: make(chan struct{})}
+	d = &Daemon{cfg: cfg, log: log, health: newHealth(healthOptions(cfg)...), registry: registry.New(), started: time.Now(), Ready: make(chan struct{}),
+		synced: make(chan struct{}, 1), updated: make(chan string, 64)}
 	opts := []nvml.Option{nvml.WithDriverRoot(cfg.DriverRoot)}
 	if cfg.Simulate != "" {
 		opts = append(opts, nvml.WithSimulate(cfg.Simulate))
@@ -107,7 +113,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 			plugin.WithPolicy(policy.Policy{Namespaces: cfg.Annotations.Namespaces, MaxPerContainer: cfg.Annotations.MaxPerContainer}),
 			plugin.WithHealth(d.health),
 			plugin.WithLogger(log),
-			plugin.WithAfterUpdate(func(id string) { d.reconcile(id) }),
+			plugin.WithAfterUpdate(d.onUpdate),
 			plugin.WithOnSync(d.onSync),
 			plugin.WithFailpoint(failpoint),
 		)
@@ -202,11 +208,32 @@ func (d *Daemon) Run(ctx context.Context) error {
 // the daemon is ready once the first one is done.
 func (d *Daemon) onSync() {
 	d.metrics.NRIConnected()
-	if d.rebuilding {
-		d.readyOnce.Do(d.adoptLiveGrants)
+	select {
+	case d.synced <- struct{}{}:
+	default: // one queued pass covers both
 	}
+}
+
+// onUpdate queues a re-check of a container the runtime updated.
+func (d *Daemon) onUpdate(id string) {
+	select {
+	case d.updated <- id:
+	default:
+		d.log.WithField("container", id).Debug("update queue full; the periodic reconcile re-checks it")
+	}
+}
+
+// afterSync completes a Synchronize: the first one (after a rebuild, with
+// the live grants adopted from the cgroups) makes the daemon Ready; each
+// re-checks the live grants.
+func (d *Daemon) afterSync() {
+	d.readyOnce.Do(func() {
+		if d.rebuilding {
+			d.adoptLiveGrants()
+		}
+		close(d.Ready)
+	})
 	d.reconcile("")
-	d.readyOnce.Do(func() { close(d.Ready) })
 }
 
 // adoptLiveGrants completes a rebuild from a corrupt ledger: NRI Synchronize
@@ -216,7 +243,6 @@ func (d *Daemon) adoptLiveGrants() {
 	adopted, conflicts, unreadable := d.attach.Adopt(d.registry.List())
 	d.log.WithFields(map[string]any{"adopted": len(adopted), "conflicts": conflicts, "cgroup_v2_unreadable": unreadable}).
 		Warn("ledger rebuild: live-attached GPUs recovered from the containers' device cgroups")
-	close(d.Ready)
 }
 
 // loop runs the periodic reconcile and inventory refresh. It sleeps between
@@ -228,6 +254,10 @@ func (d *Daemon) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-d.synced:
+			d.afterSync()
+		case id := <-d.updated:
+			d.reconcile(id)
 		case <-tick.C:
 			d.sweepOrphans(ctx)
 			d.refreshInventory()
