@@ -32,11 +32,12 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/policy"
 )
 
 // EnvVisibleDevices carries the allocation into the container for runtimes
 // without CDI; the NRI plugin reads it (policy.EnvHotGPU).
-const EnvVisibleDevices = "HOTGPU_VISIBLE_DEVICES"
+const EnvVisibleDevices = policy.EnvHotGPU
 
 // Plugin is the device plugin. Create it with New, start it with Run.
 type Plugin struct {

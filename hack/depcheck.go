@@ -69,8 +69,9 @@ func directModules() ([]module, error) {
 		return nil, err
 	}
 	imports := map[string]bool{}
+	self := modulePath() + "/"
 	for _, p := range strings.Fields(out) {
-		if strings.Contains(strings.Split(p, "/")[0], ".") && !strings.HasPrefix(p, modulePath()+"/") {
+		if strings.Contains(strings.Split(p, "/")[0], ".") && !strings.HasPrefix(p, self) {
 			imports[p] = true
 		}
 	}

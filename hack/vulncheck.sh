@@ -10,12 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 db=${GOVULNDB:-https://vuln.go.dev}
+errfile=$(mktemp)
+trap 'rm -f "$errfile"' EXIT
 version=${GOVULNCHECK_VERSION:-v1.9.0}
 
 reachable() {
 	case "$db" in
 	file://*) [ -e "${db#file://}/index/db.json" ] || [ -e "${db#file://}/index/db.json.gz" ] ;;
-	*) curl -fsS --max-time 5 -o /dev/null "$db/index/db.json.gz" 2>/tmp/hotgpu-vulncheck.err ;;
+	*) curl -fsS --max-time 5 -o /dev/null "$db/index/db.json.gz" 2>"$errfile" ;;
 	esac
 }
 
@@ -24,10 +26,11 @@ if ! command -v curl >/dev/null && [[ "$db" != file://* ]]; then
 	exit 0
 fi
 if ! reachable; then
-	why=$(tr -d '\n' </tmp/hotgpu-vulncheck.err 2>/dev/null || true)
+	why=$(tr -d '\n' <"$errfile" 2>/dev/null || true)
 	echo "vulncheck: SKIPPED: the Go vulnerability database $db is not reachable from here (${why:-no answer})."
 	echo "vulncheck: run it where it is (GOVULNDB=file:///path/to/mirror works offline); make depcheck still checks patch levels."
 	exit 0
 fi
+rm -f "$errfile"
 echo "vulncheck: govulncheck $version against $db"
 exec go run "golang.org/x/vuln/cmd/govulncheck@$version" -db "$db" ./...

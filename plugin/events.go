@@ -8,6 +8,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/policy"
 	"github.com/hotgpu/hotgpu/internal/registry"
 )
 
@@ -129,7 +130,7 @@ func (p *Plugin) rerecord(podByID map[string]*api.PodSandbox, containers []*api.
 		}
 		pod := podByID[c.GetPodSandboxId()]
 		reason := ledger.Kubelet
-		if _, ok := pod.GetAnnotations()["gpus.hotgpu.dev/container."+c.GetName()]; ok {
+		if _, ok := pod.GetAnnotations()[policy.AnnotationKey(c.GetName())]; ok {
 			reason = ledger.Annotation
 		}
 		if err := p.ledger.Acquire(holderOf(pod, c), reason, ledger.Active, missing...); err != nil {

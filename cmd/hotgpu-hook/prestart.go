@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hotgpu/hotgpu/hooks"
+	"github.com/hotgpu/hotgpu/internal/api"
 )
 
 const prestartUsage = `prestart gives GPUs to a container that a runtime without NRI creates (runc
@@ -43,7 +44,7 @@ Flags:
 
 func prestart(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hotgpu-hook prestart", flag.ContinueOnError)
-	socket := fs.String("api-socket", "/run/hotgpu/hotgpu.sock", `hotgpud's API socket, to record grants in its ledger ("" = never)`)
+	socket := fs.String("api-socket", api.DefaultSocket, `hotgpud's API socket, to record grants in its ledger ("" = never)`)
 	allowAll := fs.Bool("allow-all", false, `let containers ask for every GPU with "all"`)
 	driverProc := fs.String("driver-proc", hooks.DefaultDriverProc, "the NVIDIA driver's procfs directory, read when hotgpud is not running")
 	procDevices := fs.String("proc-devices", hooks.DefaultProcDevices, "the kernel's device major list")

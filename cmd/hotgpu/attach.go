@@ -11,7 +11,7 @@ import (
 )
 
 // defaultSocket is hotgpud's API socket unless --socket says otherwise.
-const defaultSocket = "/run/hotgpu/hotgpu.sock"
+const defaultSocket = api.DefaultSocket
 
 func init() {
 	register(&command{Name: "attach", Summary: "give a running container GPUs (no restart)", Run: runAttach})

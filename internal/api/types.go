@@ -11,6 +11,9 @@ import (
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
+// DefaultSocket is hotgpud's API socket unless configured otherwise.
+const DefaultSocket = "/run/hotgpu/hotgpu.sock"
+
 // Version prefixes every path: /v1/attach, /v1/detach, /v1/gpus, /v1/status.
 const Version = "v1"
 

@@ -111,11 +111,11 @@ func (m *Manager) resolve(t Target) (*resolved, error) {
 		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
 	}
 	if c.PID == 0 {
-		return nil, fmt.Errorf("container %s has not started yet (no process to attach to)", short(c.ID))
+		return nil, fmt.Errorf("container %s has not started yet (no process to attach to)", ledger.ShortID(c.ID))
 	}
 	tgt, err := hotplug.TargetFromCgroupsPath(c.PID, c.CgroupsPath)
 	if err != nil {
-		return nil, fmt.Errorf("failed to find container %s's cgroup: %w", short(c.ID), err)
+		return nil, fmt.Errorf("failed to find container %s's cgroup: %w", ledger.ShortID(c.ID), err)
 	}
 	rules, err := baseRules(c.Rules)
 	if err != nil {
@@ -207,11 +207,4 @@ func (m *Manager) pick(inv *gpu.Inventory, ids []string, count int) ([]*gpu.GPU,
 type available struct {
 	*ledger.Ledger
 	Health
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

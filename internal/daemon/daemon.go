@@ -44,7 +44,6 @@ type Daemon struct {
 	registry *registry.Registry
 	attach   *attach.Manager
 	plugin   *plugin.Plugin
-	api      *api.Server
 	metrics  *metrics.Metrics
 	started  time.Time
 	cdiPath  atomic.Value // string
@@ -148,12 +147,6 @@ func openLedger(dir string, log *logrus.Entry) (l *ledger.Ledger, rebuilt bool, 
 // Inventory returns the current GPU inventory.
 func (d *Daemon) Inventory() *gpu.Inventory { return d.inv.Load() }
 
-// Ledger exposes the ledger (tests, the device plugin).
-func (d *Daemon) Ledger() *ledger.Ledger { return d.ledger }
-
-// Attacher exposes live attach (tests use its failpoints).
-func (d *Daemon) Attacher() *attach.Manager { return d.attach }
-
 // Run serves until ctx ends, then shuts down cleanly.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.provider.Close()
@@ -174,7 +167,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.api = srv
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Add(1)

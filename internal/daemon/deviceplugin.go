@@ -50,9 +50,6 @@ func (d *Daemon) sweepOrphans(ctx context.Context) {
 	}
 }
 
-// DevicePlugin exposes the kubelet device plugin (nil when disabled).
-func (d *Daemon) DevicePlugin() *deviceplugin.Plugin { return d.devicePlugin }
-
 // runHealthAndDevicePlugin starts health recovery, the NVML event watcher
 // and the device plugin; they stop when ctx ends.
 func (d *Daemon) runHealthAndDevicePlugin(ctx context.Context, wg *sync.WaitGroup) {

@@ -69,7 +69,7 @@ func (h Holder) String() string {
 	case h.PodName != "" && h.Container != "":
 		return fmt.Sprintf("%s/%s/%s", h.PodNamespace, h.PodName, h.Container)
 	case h.ContainerID != "":
-		return "container " + shortID(h.ContainerID)
+		return "container " + ShortID(h.ContainerID)
 	case h.PodUID != "":
 		return "pod " + h.PodUID
 	default:
@@ -179,7 +179,7 @@ func (l *Ledger) SetState(containerID string, state State, uuids ...string) erro
 	for _, u := range uuids {
 		g, ok := next[u]
 		if !ok || g.Holder.ContainerID != containerID {
-			return fmt.Errorf("GPU %s is not held by container %s", u, shortID(containerID))
+			return fmt.Errorf("GPU %s is not held by container %s", u, ShortID(containerID))
 		}
 		changed = changed || g.State != state
 		g.State = state
@@ -210,7 +210,7 @@ func (l *Ledger) Release(containerID string, uuids ...string) ([]Grant, error) {
 	for _, u := range uuids {
 		g, ok := next[u]
 		if !ok || g.Holder.ContainerID != containerID {
-			return nil, fmt.Errorf("GPU %s is not held by container %s", u, shortID(containerID))
+			return nil, fmt.Errorf("GPU %s is not held by container %s", u, ShortID(containerID))
 		}
 		freed = append(freed, g)
 		delete(next, u)
@@ -344,19 +344,6 @@ func (l *Ledger) Container(containerID string) []Grant {
 	return out
 }
 
-// Free returns which of uuids no one holds, in the given order.
-func (l *Ledger) Free(uuids []string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, u := range uuids {
-		if _, held := l.grants[u]; !held {
-			out = append(out, u)
-		}
-	}
-	return out
-}
-
 // commit persists next and only then makes it the ledger's state, so a
 // failed write changes nothing.
 func (l *Ledger) commit(next map[string]Grant) error {
@@ -397,7 +384,8 @@ func sortGrants(g []Grant) {
 	sort.Slice(g, func(i, j int) bool { return g[i].GPU < g[j].GPU })
 }
 
-func shortID(id string) string {
+// ShortID shortens a container id for messages, as the runtimes print it.
+func ShortID(id string) string {
 	if len(id) > 12 && !strings.Contains(id, "/") {
 		return id[:12]
 	}

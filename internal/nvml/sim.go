@@ -43,9 +43,6 @@ func newSim(name string, mu *sync.Mutex) *Sim {
 	return s
 }
 
-// Preset names the simulated node.
-func (s *Sim) Preset() string { return s.name }
-
 // RemoveGPU makes a GPU disappear, as when it falls off the bus. The GPUs
 // after it move down one NVML index, as NVML enumerates contiguously; their
 // minors and UUIDs stay.

@@ -143,7 +143,7 @@ func Default() *Config {
 		HookPath:   "/usr/local/bin/hotgpu-hook",
 		NRI:        NRI{Socket: "/var/run/nri/nri.sock", PluginIndex: "10"},
 		CDI:        CDI{Dir: "/var/run/cdi", Vendor: "nvidia.com", Class: "gpu"},
-		API:        API{Socket: "/run/hotgpu/hotgpu.sock"},
+		API:        API{Socket: "/run/hotgpu/hotgpu.sock"}, // api.DefaultSocket; config imports no daemon package
 		Annotations: Annotations{
 			MaxPerContainer: 1,
 		},
