@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -102,11 +103,14 @@ func (e *HeldError) Error() string {
 // Is makes errors.Is(err, ErrHeld) true.
 func (e *HeldError) Is(target error) bool { return target == ErrHeld }
 
-// Ledger is safe for concurrent use.
+// Ledger is safe for concurrent use. Writers serialise on mu and persist
+// before they publish; readers never wait for a writer's fsync: every
+// change builds a new map and publishes it whole in view.
 type Ledger struct {
 	mu     sync.Mutex
 	store  Store
-	grants map[string]Grant // by GPU UUID
+	grants map[string]Grant // by GPU UUID; writers' copy, under mu
+	view   atomic.Pointer[map[string]Grant]
 	now    func() time.Time
 	subs   map[chan struct{}]struct{}
 }
@@ -132,6 +136,8 @@ func New(store Store) (*Ledger, error) {
 		}
 		l.grants[g.GPU] = g
 	}
+	view := l.grants // the field itself is the writers' and changes
+	l.view.Store(&view)
 	return l, nil
 }
 
@@ -305,18 +311,14 @@ func (l *Ledger) ReleaseWhere(gone func(Grant) bool) ([]Grant, error) {
 
 // Grants returns every grant, ordered by GPU UUID.
 func (l *Ledger) Grants() []Grant {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := slices.Collect(maps.Values(l.grants))
+	out := slices.Collect(maps.Values(*l.view.Load()))
 	sortGrants(out)
 	return out
 }
 
 // Lookup returns the grant of one GPU.
 func (l *Ledger) Lookup(uuid string) (Grant, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	g, ok := l.grants[uuid]
+	g, ok := (*l.view.Load())[uuid]
 	return g, ok
 }
 
@@ -332,10 +334,8 @@ func (l *Ledger) HeldBy(uuid string) string {
 
 // Container returns the grants held by one container.
 func (l *Ledger) Container(containerID string) []Grant {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []Grant
-	for _, g := range l.grants {
+	for _, g := range *l.view.Load() {
 		if g.Holder.ContainerID == containerID {
 			out = append(out, g)
 		}
@@ -353,6 +353,7 @@ func (l *Ledger) commit(next map[string]Grant) error {
 		return fmt.Errorf("failed to persist ledger: %w", err)
 	}
 	l.grants = next
+	l.view.Store(&next)
 	l.notify()
 	return nil
 }
