@@ -186,7 +186,9 @@ func TestNRIRestarts(t *testing.T) {
 	must(t, c.CRI().StopPod(ctx, gone))
 	must(t, c.CRI().RemovePod(ctx, gone))
 	d.start()
-	if h := d.holders(t); len(h) != 1 || h[0] != "annotation:"+keepCtr {
+	// NRI reports connected before its first Synchronize has run: wait for it.
+	want := map[int]string{0: "annotation:" + keepCtr}
+	if h := waitHolders(t, d, want); !equalHolders(h, want) {
 		t.Fatalf("after kill -9 and restart, ledger = %v, want only GPU 0 for %s", h, keepCtr)
 	}
 	if nodes := gpuNodes(t, c, keepCtr); !slices.Equal(nodes, []string{"nvidia0"}) {
