@@ -1,6 +1,8 @@
 package hooks
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"context"
 	"encoding/json"
 	"io/fs"
@@ -153,7 +155,7 @@ func must(t *testing.T, err error) {
 func TestUpdateLDCacheRealLDConfig(t *testing.T) {
 	ldconfig := findLDConfig()
 	if ldconfig == "" || os.Geteuid() != 0 {
-		t.Skip("needs root and a host ldconfig")
+		testenv.Skip(t, "needs root and a host ldconfig")
 	}
 	_, root, state := bundle(t)
 	if err := (LDCache{Folders: []string{"/usr/lib64"}}).Run(context.Background(), strings.NewReader(state)); err != nil {

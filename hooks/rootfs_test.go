@@ -1,6 +1,8 @@
 package hooks
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,7 +18,7 @@ import (
 // not get a node; a real /dev must.
 func TestContainerRootNeverLeavesRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates device nodes")
+		testenv.Skip(t, "needs root: creates device nodes")
 	}
 	node := gpu.DeviceNode{Path: "/dev/nvidia0", Major: gpu.NvidiaMajor, Minor: 0}
 	tests := []struct {

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -39,7 +41,7 @@ func newRuncEnv(t *testing.T) *runcEnv {
 	t.Helper()
 	bins := harness.Deps(t)
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("needs a static /bin/busybox (apt-get install busybox-static)")
+		testenv.Skip(t, "needs a static /bin/busybox (apt-get install busybox-static)")
 	}
 	e := &runcEnv{t: t, runc: bins.Runc, root: t.TempDir(), cgroup: fmt.Sprintf("/hotgpu-it-hook-%d", time.Now().UnixNano()), hook: buildBin(t, "./cmd/hotgpu-hook")}
 	e.proc, e.devs = fakeDriverProc(t)

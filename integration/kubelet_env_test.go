@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"bytes"
 	"context"
 	"errors"
@@ -72,7 +74,7 @@ type kubelet struct {
 func startKubelet(t *testing.T, c *harness.Containerd) *kubelet {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("the kubelet test needs root: kubelet, containerd and " + kubeletPluginDir)
+		testenv.Skip(t, "the kubelet test needs root: kubelet, containerd and "+kubeletPluginDir)
 	}
 	claimPluginDir(t)
 	bin := buildKubelet(t)
@@ -145,7 +147,7 @@ func claimPluginDir(t *testing.T) {
 	sock := filepath.Join(kubeletPluginDir, "kubelet.sock")
 	if conn, err := net.DialTimeout("unix", sock, time.Second); err == nil {
 		conn.Close()
-		t.Skipf("a kubelet already serves %s on this host; the test needs the device-plugins dir to itself", sock)
+		testenv.Skipf(t, "a kubelet already serves %s on this host; the test needs the device-plugins dir to itself", sock)
 	}
 	_, statErr := os.Stat("/var/lib/kubelet")
 	created := errors.Is(statErr, os.ErrNotExist)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"context"
 	"os"
 	"os/exec"
@@ -15,7 +17,7 @@ import (
 // demo` would, checking that each act happened and that it left nothing.
 func TestDemo(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("the demo runs containerd: needs root")
+		testenv.Skip(t, "the demo runs containerd: needs root")
 	}
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", bin+"/", "github.com/hotgpu/hotgpu/cmd/hotgpud",

@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"context"
 	"errors"
 	"fmt"
@@ -73,7 +75,7 @@ type Containerd struct {
 func StartContainerd(t testing.TB, opts Options) *Containerd {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip(ErrNotRoot.Error())
+		testenv.Skip(t, ErrNotRoot.Error())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

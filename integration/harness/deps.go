@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"bytes"
 	"context"
 	"errors"
@@ -59,7 +61,7 @@ func Deps(t testing.TB) *Bins {
 	t.Helper()
 	bins, _, err := BuildDeps(context.Background())
 	if errors.Is(err, ErrNotRoot) {
-		t.Skip(err.Error())
+		testenv.Skip(t, err.Error())
 	}
 	if err != nil {
 		t.Fatal(err)

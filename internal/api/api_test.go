@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"context"
 	"errors"
 	"fmt"
@@ -120,7 +122,7 @@ func TestNonRootRefused(t *testing.T) {
 		os.Exit(0)
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a client as another user")
+		testenv.Skip(t, "needs root to run a client as another user")
 	}
 	path, _ := serve(t, &fakeBackend{})
 	if err := os.Chmod(path, 0o666); err != nil {
@@ -148,7 +150,7 @@ func TestNonRootRefused(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Skipf("cannot run the test binary as nobody here: %v %s", err, out)
+		testenv.Skipf(t, "cannot run the test binary as nobody here: %v %s", err, out)
 	}
 	if !strings.Contains(string(out), "the hotgpu API is for root") {
 		t.Fatalf("non-root caller got %q, want permission denied", out)

@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"context"
 	"errors"
 	"fmt"
@@ -269,14 +271,14 @@ type loadBox struct {
 func newLoadBox(t *testing.T, i int) *loadBox {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates cgroups and chroots")
+		testenv.Skip(t, "needs root: creates cgroups and chroots")
 	}
 	if _, err := os.Stat(filepath.Join(devicesRoot, "devices.allow")); err != nil {
-		t.Skipf("needs a cgroup v1 devices hierarchy at %s", devicesRoot)
+		testenv.Skipf(t, "needs a cgroup v1 devices hierarchy at %s", devicesRoot)
 	}
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skip("needs busybox (apt-get install busybox-static)")
+		testenv.Skip(t, "needs busybox (apt-get install busybox-static)")
 	}
 	b := &loadBox{id: fmt.Sprintf("load%02d-%d", i, time.Now().UnixNano()), root: filepath.Join(t.TempDir(), "root")}
 	b.cgroup = "/hotgpu-load-" + b.id

@@ -1,6 +1,8 @@
 package attach
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"errors"
 	"fmt"
 	"io"
@@ -52,14 +54,14 @@ type sandbox struct {
 func newSandbox(t *testing.T) *sandbox {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates cgroups and chroots")
+		testenv.Skip(t, "needs root: creates cgroups and chroots")
 	}
 	if _, err := os.Stat(filepath.Join(devicesRoot, "devices.allow")); err != nil {
-		t.Skipf("needs a cgroup v1 devices hierarchy at %s", devicesRoot)
+		testenv.Skipf(t, "needs a cgroup v1 devices hierarchy at %s", devicesRoot)
 	}
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skip("needs busybox (apt-get install busybox-static)")
+		testenv.Skip(t, "needs busybox (apt-get install busybox-static)")
 	}
 	s := &sandbox{t: t, root: filepath.Join(t.TempDir(), "root"), cgroup: fmt.Sprintf("/hotgpu-attach-test-%d", time.Now().UnixNano())}
 	must(t, os.MkdirAll(filepath.Join(s.root, "dev"), 0o755))

@@ -1,6 +1,8 @@
 package attach
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"io"
 	"os"
 	"os/exec"
@@ -19,7 +21,7 @@ import (
 // Refused before anything is reserved or touched.
 func TestAttachRefusesHostProcess(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: reads /proc/1/root")
+		testenv.Skip(t, "needs root: reads /proc/1/root")
 	}
 	host := exec.Command("sleep", "60")
 	must(t, host.Start())

@@ -1,6 +1,8 @@
 package attach
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"bufio"
 	"fmt"
 	"io"
@@ -109,17 +111,17 @@ func TestAttachDetachCgroupV2(t *testing.T) {
 // cgroup v1 devices hierarchy is unmounted, and fails if it does not pass.
 func reexecV2Only(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates cgroups, mount namespaces and chroots")
+		testenv.Skip(t, "needs root: creates cgroups, mount namespaces and chroots")
 	}
 	v1, unified := cgroupMountPoints(t)
 	if unified == "" {
-		t.Skip("needs a cgroup2 hierarchy (e.g. /sys/fs/cgroup/unified)")
+		testenv.Skip(t, "needs a cgroup2 hierarchy (e.g. /sys/fs/cgroup/unified)")
 	}
 	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("needs unshare (util-linux)")
+		testenv.Skip(t, "needs unshare (util-linux)")
 	}
 	if _, err := exec.LookPath("busybox"); err != nil {
-		t.Skip("needs busybox (apt-get install busybox-static)")
+		testenv.Skip(t, "needs busybox (apt-get install busybox-static)")
 	}
 	script := `for m in $MOUNTS; do umount -l "$m" || exit 1; done; exec "$@"`
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
@@ -181,7 +183,7 @@ func newV2Sandbox(t *testing.T) *v2Sandbox {
 	must(t, os.Mkdir(s.dir, 0o755))
 	t.Cleanup(func() { _ = os.Remove(s.dir) })
 	if err := cgroups.DevicesSetV2(s.dir, &cgroups.Resources{Devices: hotplug.DefaultRules()}); err != nil {
-		t.Skipf("cannot attach a BPF_CGROUP_DEVICE program here: %v", err)
+		testenv.Skipf(t, "cannot attach a BPF_CGROUP_DEVICE program here: %v", err)
 	}
 	s.proc = s.command("sleep", "600")
 	must(t, s.proc.Start())

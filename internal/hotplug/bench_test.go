@@ -1,6 +1,8 @@
 package hotplug
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"os"
 	"path/filepath"
 	"testing"
@@ -35,7 +37,7 @@ func BenchmarkAttachDetachV2(b *testing.B) {
 	}
 	dir := newCgroup(b, self.UnifiedDir)
 	if err := cgroups.DevicesSetV2(dir, &cgroups.Resources{Devices: DefaultRules()}); err != nil {
-		b.Skipf("cannot attach a device program: %v", err)
+		testenv.Skipf(b, "cannot attach a device program: %v", err)
 	}
 	acc, err := NewV2(dir, DefaultRules(), nil)
 	if err != nil {

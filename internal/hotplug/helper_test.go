@@ -1,6 +1,8 @@
 package hotplug
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"bufio"
 	"errors"
 	"fmt"
@@ -134,7 +136,7 @@ func (c *child) expectOpen(t testing.TB, path, want string) {
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates cgroups, device nodes and bpf programs")
+		testenv.Skip(t, "needs root: creates cgroups, device nodes and bpf programs")
 	}
 }
 
@@ -143,7 +145,7 @@ func ownTarget(t testing.TB) *Target {
 	t.Helper()
 	self, err := TargetFromPID(os.Getpid())
 	if err != nil {
-		t.Skipf("no cgroup hierarchy to test with: %v", err)
+		testenv.Skipf(t, "no cgroup hierarchy to test with: %v", err)
 	}
 	return self
 }

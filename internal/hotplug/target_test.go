@@ -1,6 +1,8 @@
 package hotplug
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"os"
 	"strconv"
 	"testing"
@@ -58,7 +60,7 @@ func TestHierarchyDir(t *testing.T) {
 func TestTargetFromPID(t *testing.T) {
 	self, err := TargetFromPID(os.Getpid())
 	if err != nil {
-		t.Skipf("no cgroup hierarchy: %v", err)
+		testenv.Skipf(t, "no cgroup hierarchy: %v", err)
 	}
 	if self.Root != "/proc/"+strconv.Itoa(os.Getpid())+"/root" {
 		t.Errorf("Root = %s", self.Root)

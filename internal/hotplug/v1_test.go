@@ -1,6 +1,8 @@
 package hotplug
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +20,7 @@ func v1Cgroup(t *testing.T) string {
 	requireRoot(t)
 	self := ownTarget(t)
 	if self.DevicesDir == "" {
-		t.Skip("no cgroup v1 devices hierarchy on this host")
+		testenv.Skip(t, "no cgroup v1 devices hierarchy on this host")
 	}
 	dir := newCgroup(t, self.DevicesDir)
 	writeCgroup(t, dir, "devices.deny", "a")
@@ -94,7 +96,7 @@ func TestV1Unconfined(t *testing.T) {
 	requireRoot(t)
 	self := ownTarget(t)
 	if self.DevicesDir == "" {
-		t.Skip("no cgroup v1 devices hierarchy on this host")
+		testenv.Skip(t, "no cgroup v1 devices hierarchy on this host")
 	}
 	dir := newCgroup(t, self.DevicesDir)
 	node := gpu.DeviceNode{Path: "/dev/nvidia0", Major: gpu.NvidiaMajor, Minor: 0}

@@ -1,6 +1,8 @@
 package hotplug
 
 import (
+	"github.com/hotgpu/hotgpu/internal/testenv"
+
 	"slices"
 	"strconv"
 	"testing"
@@ -17,11 +19,11 @@ func v2Cgroup(t *testing.T) (string, *child) {
 	requireRoot(t)
 	self := ownTarget(t)
 	if self.UnifiedDir == "" {
-		t.Skip("no cgroup2 hierarchy on this host")
+		testenv.Skip(t, "no cgroup2 hierarchy on this host")
 	}
 	dir := newCgroup(t, self.UnifiedDir)
 	if err := cgroups.DevicesSetV2(dir, &cgroups.Resources{Devices: DefaultRules()}); err != nil {
-		t.Skipf("cannot attach a BPF_CGROUP_DEVICE program here: %v", err)
+		testenv.Skipf(t, "cannot attach a BPF_CGROUP_DEVICE program here: %v", err)
 	}
 	c := startChild(t)
 	writeCgroup(t, dir, "cgroup.procs", strconv.Itoa(c.pid))
@@ -147,7 +149,7 @@ func TestV2Unconfined(t *testing.T) {
 	requireRoot(t)
 	self := ownTarget(t)
 	if self.UnifiedDir == "" {
-		t.Skip("no cgroup2 hierarchy on this host")
+		testenv.Skip(t, "no cgroup2 hierarchy on this host")
 	}
 	dir := newCgroup(t, self.UnifiedDir)
 	node := gpu.DeviceNode{Path: "/dev/nvidia0", Major: gpu.NvidiaMajor, Minor: 0}
