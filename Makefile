@@ -8,8 +8,16 @@ PREFIX ?= /usr/local
 FUZZTIME ?= 10s
 FUZZSHORT ?= 3000x
 export HOTGPU_CACHE ?= $(HOME)/.cache/hotgpu
+# Checks that could not run (vulncheck with no database, depcheck with no
+# module proxy) say so here; `make check` lists them at the end.
+export HOTGPU_SKIP_LOG ?= $(CURDIR)/$(BIN)/skipped-checks.txt
+# go-nvml's header marks many NVML calls deprecated; its bindings wrap them
+# all, so every cgo build printed ~30 warnings. go-nvml is the only cgo
+# package here besides the standard library (TestCgoPackages), so this flag
+# silences that warning class for go-nvml only.
+export CGO_CFLAGS ?= -g -O2 -Wno-deprecated-declarations
 
-.PHONY: help host-deps build test integration check lint bench bench-go fuzz demo image install deps deps-kubelet clean fuzz-short vulncheck depcheck
+.PHONY: help host-deps build test integration check lint bench bench-go fuzz demo image install deps deps-kubelet clean fuzz-short vulncheck depcheck depcheck-report
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,7 +36,10 @@ test: host-deps ## unit tests with the race detector (root runs the cgroup tests
 integration: deps deps-kubelet ## real containerd + runc tests (root; builds them on first run)
 	$(GO) test -race -count=1 -timeout 20m -v ./integration/... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
-check: lint depcheck vulncheck test fuzz-short integration ## everything CI runs: lint, deps, vulns (when reachable), unit, fuzz (short), integration
+check: ## everything CI runs: lint, deps (report), vulns (when reachable), unit, fuzz (short), integration
+	@mkdir -p $(BIN) && rm -f $(HOTGPU_SKIP_LOG)
+	@$(MAKE) --no-print-directory lint depcheck-report vulncheck test fuzz-short integration
+	@hack/skipped-checks.sh
 
 lint: host-deps ## gofmt, go vet, go mod tidy check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -52,6 +63,9 @@ vulncheck: ## govulncheck when its database is reachable; says why it skipped ot
 
 depcheck: ## fail if a direct dependency has an untaken patch release (docs/security.md lists held-back ones)
 	$(GO) run hack/depcheck.go -allow docs/security.md
+
+depcheck-report: ## the same, as a warning only (part of check: the test command must not depend on the day)
+	@$(GO) run hack/depcheck.go -allow docs/security.md -report
 
 demo: deps build ## run the demo: real containerd, simulated GPUs, annotation + live attach/detach
 	$(GO) run ./integration/demo

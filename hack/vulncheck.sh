@@ -14,6 +14,13 @@ errfile=$(mktemp)
 trap 'rm -f "$errfile"' EXIT
 version=${GOVULNCHECK_VERSION:-v1.9.0}
 
+# skipped NOTE: say why nothing was checked, here and in $HOTGPU_SKIP_LOG,
+# which `make check` lists at the end of its run.
+skipped() {
+	echo "vulncheck: SKIPPED: $1"
+	if [ -n "${HOTGPU_SKIP_LOG:-}" ]; then echo "vulncheck: SKIPPED: $1" >>"$HOTGPU_SKIP_LOG"; fi
+}
+
 reachable() {
 	case "$db" in
 	file://*) [ -e "${db#file://}/index/db.json" ] || [ -e "${db#file://}/index/db.json.gz" ] ;;
@@ -22,12 +29,12 @@ reachable() {
 }
 
 if ! command -v curl >/dev/null && [[ "$db" != file://* ]]; then
-	echo "vulncheck: SKIPPED: curl is not installed, cannot probe $db"
+	skipped "curl is not installed, cannot probe $db"
 	exit 0
 fi
 if ! reachable; then
 	why=$(tr -d '\n' <"$errfile" 2>/dev/null || true)
-	echo "vulncheck: SKIPPED: the Go vulnerability database $db is not reachable from here (${why:-no answer})."
+	skipped "database unreachable: the Go vulnerability database $db is not reachable from here (${why:-no answer})."
 	echo "vulncheck: run it where it is (GOVULNDB=file:///path/to/mirror works offline); make depcheck still checks patch levels."
 	exit 0
 fi
