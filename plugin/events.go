@@ -59,8 +59,10 @@ func (p *Plugin) gone(pod *api.PodSandbox, c *api.Container) {
 	}
 }
 
-// UpdateContainer is where runc rewrites the container's cgroup; live
-// grants are re-checked once it has (PostUpdateContainer).
+// PostUpdateContainer re-checks live grants after the runtime updated the
+// container's resources. runc 1.5 leaves device rules alone on update; a
+// runtime that re-applies the spec's rules would drop live grants, and this
+// puts them back at once instead of at the next periodic reconcile.
 func (p *Plugin) PostUpdateContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) error {
 	p.registry.Put(toRegistry(pod, c))
 	if p.afterUpdate != nil {

@@ -49,7 +49,9 @@ type Plugin struct {
 	log         *logrus.Entry
 
 	// afterUpdate is told about containers whose resources the runtime
-	// updated, so live grants can be re-checked (runc rewrites cgroups).
+	// updated, so live grants are re-checked: runc 1.5 skips device rules on
+	// update, but a runtime or cgroup manager that re-applies the spec's
+	// rules (systemd on daemon-reload) would drop them.
 	afterUpdate func(containerID string)
 	// onSync is called after every Synchronize, connected or reconnected.
 	onSync func()

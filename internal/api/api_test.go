@@ -82,6 +82,8 @@ func TestRequests(t *testing.T) {
 		{"ids and count", AttachRequest{Target: attach.Target{PID: 9}, Count: 1, IDs: []string{"0"}}, "either GPU ids or a count"},
 		{"path as id", AttachRequest{Target: attach.Target{PID: 9}, IDs: []string{"../../dev/sda"}}, "not a GPU index or UUID"},
 		{"huge count", AttachRequest{Target: attach.Target{PID: 9}, Count: 1000}, "count must be between"},
+		{"path as container id", AttachRequest{Target: attach.Target{ContainerID: "../../etc"}, Count: 1}, "invalid container id"},
+		{"container id with a newline", AttachRequest{Target: attach.Target{ContainerID: "a\nlevel=error"}, Count: 1}, "invalid container id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -227,6 +227,9 @@ func validateTarget(t attach.Target) error {
 	case len(t.ContainerID) > 128 || len(t.PodName) > 253 || len(t.PodNamespace) > 63 || len(t.ContainerName) > 253:
 		return errors.New("target name too long")
 	}
+	if t.ContainerID != "" {
+		return validContainerID(t.ContainerID)
+	}
 	return nil
 }
 

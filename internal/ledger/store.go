@@ -58,9 +58,9 @@ func (s *FileStore) Load() ([]Grant, error) {
 	return f.Grants, nil
 }
 
-// Save writes grants to a temp file, fsyncs it, renames it over the state
-// file and fsyncs the directory, so a crash leaves either the old or the new
-// ledger, never a torn one.
+// Save writes grants with WriteFileAtomic (temp file, fsync, rename; the
+// directory is not fsynced, see there), so a crash of hotgpud leaves either
+// the old or the new ledger, never a torn one.
 func (s *FileStore) Save(grants []Grant) error {
 	if grants == nil {
 		grants = []Grant{}
