@@ -1,8 +1,6 @@
 package hooks
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"context"
 	"encoding/json"
 	"io/fs"
@@ -12,6 +10,8 @@ import (
 	"testing"
 
 	oci "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // bundle makes a bundle whose config.json has a relative root "rootfs" and

@@ -1,8 +1,6 @@
 package hooks
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,6 +8,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/hotplug"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // TestContainerRootNeverLeavesRoot plays a hook at prestart, before

@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/integration/harness"
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // These tests run runc directly, the way Docker and podman do, with

@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"bytes"
 	"context"
 	"errors"
@@ -23,6 +21,7 @@ import (
 	podresources "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/hotgpu/hotgpu/integration/harness"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // kubeletPluginDir is where kubelet looks for device plugins, whatever its

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"context"
 	"os"
 	"os/exec"
@@ -11,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // TestDemo builds hotgpud, hotgpu and the demo and runs the demo as `make

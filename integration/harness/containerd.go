@@ -1,8 +1,6 @@
 package harness
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // Options configure a private containerd. Only Bins is required.

@@ -1,8 +1,6 @@
 package harness
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"bytes"
 	"context"
 	"errors"
@@ -15,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // Image references of the two images deps.sh builds with integration/imagetool.

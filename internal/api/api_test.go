@@ -1,8 +1,6 @@
 package api
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 type fakeBackend struct {

@@ -1,8 +1,6 @@
 package api_test
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +22,7 @@ import (
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/registry"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 const (

@@ -1,8 +1,6 @@
 package attach
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/registry"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 const devicesRoot = "/sys/fs/cgroup/devices"

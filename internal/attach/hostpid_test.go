@@ -1,8 +1,6 @@
 package attach
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"io"
 	"os"
 	"os/exec"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/registry"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // TestAttachRefusesHostProcess: a pid target must be a process inside a

@@ -1,8 +1,6 @@
 package attach
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"bufio"
 	"fmt"
 	"io"
@@ -23,6 +21,7 @@ import (
 	"github.com/hotgpu/hotgpu/internal/hotplug"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/registry"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // v2OnlyEnv marks the re-executed test binary that runs where the cgroup v1

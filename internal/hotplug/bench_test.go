@@ -1,8 +1,6 @@
 package hotplug
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // BenchmarkAttachDetachV1 is one live attach and detach of a GPU on cgroup

@@ -1,8 +1,6 @@
 package hotplug
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"bufio"
 	"errors"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // helperEnv makes the test binary act as a stand-in container process that

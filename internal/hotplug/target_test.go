@@ -1,14 +1,14 @@
 package hotplug
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"os"
 	"strconv"
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 func TestCgroupRelPath(t *testing.T) {

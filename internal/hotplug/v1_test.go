@@ -1,8 +1,6 @@
 package hotplug
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // v1Cgroup makes a confined v1 devices cgroup like runc does: deny all, then

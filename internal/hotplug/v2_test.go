@@ -1,8 +1,6 @@
 package hotplug
 
 import (
-	"github.com/hotgpu/hotgpu/internal/testenv"
-
 	"slices"
 	"strconv"
 	"testing"
@@ -10,6 +8,7 @@ import (
 	"github.com/opencontainers/cgroups"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // v2Cgroup makes a cgroup2 directory with runc's default program attached,
