@@ -25,8 +25,9 @@ type hostView struct {
 }
 
 // newHostView looks at the container whose root is root and at the host's
-// mounts: those of hotgpu's own mount namespace and of pid 1's (hotgpud runs
-// in the host's PID namespace, maybe not in its mount namespace).
+// mounts: those of hotgpu's own mount namespace and, when it is another, of
+// pid 1's (hotgpud runs in the host's PID namespace, maybe not in its mount
+// namespace).
 func newHostView(root string) (*hostView, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(root, &st); err != nil {
@@ -41,12 +42,16 @@ func newHostView(root string) (*hostView, error) {
 	if err := v.addMounts("/proc/self/mountinfo"); err != nil {
 		return nil, err
 	}
-	if err := v.addMounts("/proc/1/mountinfo"); err != nil && !errors.Is(err, os.ErrPermission) {
-		return nil, err
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	if host, err := os.Readlink("/proc/1/ns/mnt"); err == nil && host != self {
+		if err := v.addMounts("/proc/1/mountinfo"); err != nil {
+			return nil, err
+		}
 	}
 	return v, nil
 }
 
+// addMounts adds the filesystems of the mounts a mountinfo file lists.
 func (v *hostView) addMounts(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
