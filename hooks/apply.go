@@ -40,7 +40,10 @@ func apply(c *container, target *hotplug.Target, gpus []gpu.GPU, control []gpu.D
 		return errors.Join(err, revoke(access, granted))
 	}
 	defer root.Close()
-	if _, err := hotplug.CreateNodes(fdPath(root), nodes, gpu.NodeMode); err != nil {
+	// In a /dev shared with the host (a bind mount of the host's /dev) the
+	// host's own nodes serve the container: the grant is enough, and hotgpu
+	// makes nothing there.
+	if _, err := hotplug.CreateNodes(fdPath(root), nodes, gpu.NodeMode); err != nil && !errors.Is(err, hotplug.ErrSharedDir) {
 		return errors.Join(err, revoke(access, granted))
 	}
 	return nil

@@ -23,7 +23,9 @@ const attachHelp = `Usage: hotgpu attach TARGET (--count N | --gpu ID[,ID...]) [
 Give a running container GPUs without restarting it. hotgpud grants each GPU
 in the container's device cgroup (cgroup v1 or v2) and creates /dev/nvidiaN
 inside it (plus /dev/nvidiactl and /dev/nvidia-uvm with its first GPU); no
-mknod is needed in the image. If any step fails, every step is undone.
+mknod is needed in the image. If any step fails, every step is undone. In a
+container whose /dev is shared with the host (-v /dev:/dev, a hostPath /dev)
+it only grants the devices: the host's nodes are used, none is made there.
 
 TARGET is one of:
   --container ID                 CRI/NRI container id (or a unique prefix)
@@ -39,7 +41,9 @@ Examples:
 const detachHelp = `Usage: hotgpu detach TARGET (--gpu ID[,ID...] | --all) [--force] [--socket PATH]
 
 Take GPUs away from a running container: the cgroup rule is revoked and the
-node removed; detaching the last GPU also removes the control nodes. A GPU
+node removed; detaching the last GPU also removes the control nodes. Only
+nodes that hotgpu made (the very same inode) are removed; any other file at
+their paths, such as the host's own nodes, is left in place. A GPU
 that a process of the container has open is refused unless --force. GPUs that
 kubelet allocated stay with their pod. TARGET is as for 'hotgpu attach'.
 
@@ -169,6 +173,9 @@ func printResult(s stdio, output, verb string, res *attach.Result) error {
 	}
 	for _, g := range res.GPUs {
 		fmt.Fprintf(s.out, "%s GPU %d (%s, /dev/nvidia%d) %s %s\n", verb, g.Index, g.UUID, g.Minor, prep, res.Holder)
+	}
+	if res.Nodes != "" {
+		fmt.Fprintf(s.out, "nodes: %s\n", res.Nodes)
 	}
 	return nil
 }

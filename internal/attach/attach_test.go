@@ -279,6 +279,12 @@ func TestReconcileReappliesResetGrant(t *testing.T) {
 	if got := s.open("/dev/nvidia0"); got != "ENXIO" {
 		t.Fatalf("after reconcile: %s", got)
 	}
+	// The node reconcile made is recorded as hotgpu's: detach removes it.
+	_, err = m.Detach(Target{ContainerID: "c0ffee1234567890"}, nil, false)
+	must(t, err)
+	if got := s.open("/dev/nvidia0"); got != "ENOENT" {
+		t.Fatalf("after detach: %s", got)
+	}
 }
 
 func TestAttachErrors(t *testing.T) {

@@ -3,8 +3,8 @@ package attach
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
+	"strings"
 
 	devices "github.com/opencontainers/cgroups/devices/config"
 
@@ -17,6 +17,11 @@ import (
 type Result struct {
 	Holder ledger.Holder `json:"holder"`
 	GPUs   []gpu.GPU     `json:"gpus"`
+	// Nodes says what happened to device nodes when it was not simply
+	// "made on attach, removed on detach": nodes that were there already
+	// (hotgpu never removes them), or a /dev shared with the host, where it
+	// neither creates nor removes any.
+	Nodes string `json:"nodes,omitempty"`
 }
 
 // ErrBusy is returned when a process still has a GPU open.
@@ -47,7 +52,8 @@ func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
 	if err := m.ledger.Acquire(r.holder, ledger.Attach, ledger.Pending, uuids...); err != nil {
 		return nil, err
 	}
-	if err := m.apply(r, inv, prior, nodes); err != nil {
+	made, note, err := m.apply(r, inv, prior, gpus, nodes)
+	if err != nil {
 		if _, rerr := m.ledger.Release(r.holder.ContainerID, uuids...); rerr != nil {
 			log.WithError(rerr).Error("failed to roll back reservation; it is rolled back at the next start")
 		}
@@ -55,32 +61,35 @@ func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
 		return nil, err
 	}
 	if err := m.ledger.SetState(r.holder.ContainerID, ledger.Active, uuids...); err != nil {
-		m.undo(r, inv, prior, nodes)
+		m.undo(r, inv, prior, nodes, made)
 		_, _ = m.ledger.Release(r.holder.ContainerID, uuids...)
 		return nil, err
 	}
 	log.Info("attached")
-	return &Result{Holder: r.holder, GPUs: deref(gpus)}, nil
+	return &Result{Holder: r.holder, GPUs: deref(gpus), Nodes: note}, nil
 }
 
-// apply grants nodes in the cgroup and creates them in the container,
-// undoing its own steps on failure. Only what it added is undone: access
-// and nodes the container had before stay.
-func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, nodes []gpu.DeviceNode) error {
+// apply grants nodes in the cgroup, creates them in the container and
+// records the ones it made with the (pending) grants of gpus before anything
+// else can happen, so that even a crash is undone exactly. It undoes its own
+// steps on failure and returns the nodes it made and a note for the answer.
+// Only what it added is undone: access and nodes the container had before
+// stay. In a /dev shared with the host it grants the devices and makes no
+// node: the host's own are there.
+func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, gpus []*gpu.GPU, nodes []gpu.DeviceNode) (made []hotplug.Made, note string, err error) {
 	if err := m.step("reserved"); err != nil {
-		return err
+		return nil, "", err
 	}
 	access, err := m.access(r, inv, prior)
 	if err != nil {
-		return fmt.Errorf("failed to open the container's device cgroup: %w", err)
+		return nil, "", fmt.Errorf("failed to open the container's device cgroup: %w", err)
 	}
 	granted, err := hotplug.GrantMissing(access, nodes)
 	if err != nil {
-		return fmt.Errorf("failed to grant devices: %w", err)
+		return nil, "", fmt.Errorf("failed to grant devices: %w", err)
 	}
-	var created []gpu.DeviceNode
 	rollback := func(cause error) error {
-		hotplug.RemoveNodes(r.target.Root, created)
+		hotplug.RemoveNodes(r.target.Root, made)
 		if len(granted) == 0 {
 			return cause
 		}
@@ -90,22 +99,46 @@ func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, n
 		return cause
 	}
 	if err := m.step("granted"); err != nil {
-		return rollback(err)
+		return nil, "", rollback(err)
 	}
-	if created, err = hotplug.CreateNodes(r.target.Root, nodes, gpu.NodeMode); err != nil {
-		return rollback(err)
+	if made, note, err = m.makeNodes(r, nodes); err != nil {
+		return nil, "", rollback(err)
+	}
+	if recs := recordsFor(inv, gpus, made, prior); len(recs) > 0 {
+		if err := m.ledger.SetNodes(r.holder.ContainerID, recs); err != nil {
+			return nil, "", rollback(err)
+		}
 	}
 	if err := m.step("nodes"); err != nil {
-		return rollback(err)
+		return nil, "", rollback(err)
 	}
-	return nil
+	return made, note, nil
 }
 
-// undo removes nodes and revokes them, best effort.
-func (m *Manager) undo(r *resolved, inv *gpu.Inventory, granted []ledger.Grant, nodes []gpu.DeviceNode) {
-	for _, n := range nodes {
-		if err := hotplug.RemoveNode(r.target.Root, n); err != nil && !errors.Is(err, os.ErrNotExist) {
-			m.log.WithError(err).WithField("node", n.Path).Warn("failed to remove node")
+// makeNodes creates nodes in the container and returns the ones it made
+// and, when it did not make them all, a note saying why.
+func (m *Manager) makeNodes(r *resolved, nodes []gpu.DeviceNode) ([]hotplug.Made, string, error) {
+	made, err := hotplug.CreateNodes(r.target.Root, nodes, gpu.NodeMode)
+	switch {
+	case errors.Is(err, hotplug.ErrSharedDir):
+		m.log.WithError(err).WithField("container", r.holder.String()).
+			Warn("the container's /dev is shared with the host: granted the devices, made no node")
+		return nil, "existing (host /dev mount): not created, will not be removed; the container's /dev " +
+			"is shared with the host, so hotgpu only granted the devices in its cgroup", nil
+	case err != nil:
+		return nil, "", err
+	}
+	if found := notMade(nodes, made); len(found) > 0 {
+		return made, "already there, not created by hotgpu, will not be removed: " + strings.Join(found, ", "), nil
+	}
+	return made, "", nil
+}
+
+// undo removes the nodes hotgpu made and revokes nodes, best effort.
+func (m *Manager) undo(r *resolved, inv *gpu.Inventory, granted []ledger.Grant, nodes []gpu.DeviceNode, made []hotplug.Made) {
+	for _, n := range made {
+		if err := hotplug.RemoveMade(r.target.Root, n); err != nil {
+			m.log.WithError(err).WithField("node", n.Path).Warn("left a node in the container")
 		}
 	}
 	access, err := m.access(r, inv, granted)
@@ -148,10 +181,12 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 		nodes = append(nodes, inv.Control...)
 	}
 	uuids := uuidsOf(gpus)
+	made := removable(inv, sel, len(sel) == len(held))
 	if err := m.ledger.SetState(r.holder.ContainerID, ledger.Pending, uuids...); err != nil {
 		return nil, err
 	}
-	if err := m.remove(r, inv, held, nodes); err != nil {
+	kept, err := m.remove(r, inv, held, nodes, made)
+	if err != nil {
 		_ = m.ledger.SetState(r.holder.ContainerID, ledger.Active, uuids...)
 		return nil, err
 	}
@@ -159,36 +194,44 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 		return nil, err
 	}
 	m.log.WithFields(map[string]any{"container": r.holder.String(), "gpus": uuids, "force": force}).Info("detached")
-	return &Result{Holder: r.holder, GPUs: deref(gpus)}, nil
+	res := &Result{Holder: r.holder, GPUs: deref(gpus)}
+	if left := append(notMade(nodes, made), kept...); len(left) > 0 {
+		res.Nodes = "left in place, not created by hotgpu: " + strings.Join(left, ", ")
+	}
+	return res, nil
 }
 
-func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, nodes []gpu.DeviceNode) error {
+// remove revokes nodes and removes the ones hotgpu made (made), and returns
+// the paths of those it found replaced and left.
+func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, nodes []gpu.DeviceNode, made []hotplug.Made) (kept []string, err error) {
 	access, err := m.access(r, inv, held)
 	if err != nil {
-		return fmt.Errorf("failed to open the container's device cgroup: %w", err)
+		return nil, fmt.Errorf("failed to open the container's device cgroup: %w", err)
 	}
 	if err := access.Revoke(nodes); err != nil {
-		return fmt.Errorf("failed to revoke devices: %w", err)
+		return nil, fmt.Errorf("failed to revoke devices: %w", err)
 	}
 	if err := m.step("revoked"); err != nil {
 		_ = access.Grant(nodes)
-		return err
+		return nil, err
 	}
-	for _, n := range nodes {
-		err := hotplug.RemoveNode(r.target.Root, n)
-		if errors.Is(err, hotplug.ErrUnsafePath) {
-			// The container put something else (a symlink) at the node's
-			// path. It is not ours to remove, and access is already revoked:
-			// refusing here would let a container keep a GPU by planting it.
-			m.log.WithError(err).WithField("node", n.Path).Warn("left a file the container put at a GPU node's path")
+	for _, n := range made {
+		err := hotplug.RemoveMade(r.target.Root, n)
+		if errors.Is(err, hotplug.ErrUnsafePath) || errors.Is(err, hotplug.ErrNotMade) {
+			// Something else is at the node's path now (the container's
+			// own file, a symlink, a mount from the host). It is not ours
+			// to remove, and access is already revoked: refusing here
+			// would let a container keep a GPU by planting it.
+			m.log.WithError(err).WithField("node", n.Path).Warn("left a file at a GPU node's path that hotgpu did not create")
+			kept = append(kept, n.Path)
 			continue
 		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err != nil {
 			_ = access.Grant(nodes)
-			return fmt.Errorf("failed to remove %s from the container: %w", n.Path, err)
+			return nil, fmt.Errorf("failed to remove %s from the container: %w", n.Path, err)
 		}
 	}
-	return m.step("removed")
+	return kept, m.step("removed")
 }
 
 func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledger.Grant, error) {

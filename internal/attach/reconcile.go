@@ -2,7 +2,6 @@ package attach
 
 import (
 	"errors"
-
 	"syscall"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
@@ -12,8 +11,11 @@ import (
 
 // Recover finishes what a crash interrupted. A grant still Pending was in
 // the middle of an attach or a detach: either way the safe end state is
-// "not attached", so its cgroup rule and node are removed and it is
-// released. Call it once at start, before serving requests.
+// "not attached", so its cgroup rule is revoked, the nodes recorded with it
+// (only those hotgpu made) are removed, and it is released. (A crash in the
+// instant between making a node and recording it leaves that node in the
+// container, where without its rule it opens nothing.) Call it once at
+// start, before serving requests.
 func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -31,10 +33,11 @@ func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 		held := m.ledger.Container(id)
 		if r, err := m.resolveHolder(pending[0].Holder); err == nil {
 			nodes := nodesOfGrants(inv, pending)
-			if len(pending) == len(held) {
+			last := len(pending) == len(held)
+			if last {
 				nodes = append(nodes, inv.Control...)
 			}
-			m.undo(r, inv, held, nodes)
+			m.undo(r, inv, held, nodes, removable(inv, pending, last))
 		}
 		uuids := make([]string, len(pending))
 		for i, g := range pending {
@@ -114,8 +117,16 @@ func (m *Manager) reapply(inv *gpu.Inventory, cid string, grants []ledger.Grant)
 			return 0, err
 		}
 	}
-	for _, n := range nodes {
-		if _, err := hotplug.CreateNode(r.target.Root, n, gpu.NodeMode); err != nil {
+	made, err := hotplug.CreateNodes(r.target.Root, nodes, gpu.NodeMode)
+	if errors.Is(err, hotplug.ErrSharedDir) {
+		return len(missing), nil // the host's nodes serve it; see apply
+	}
+	if err != nil {
+		return len(missing), err
+	}
+	if recs := merge(inv, grants, made); len(recs) > 0 {
+		if err := m.ledger.SetNodes(cid, recs); err != nil {
+			hotplug.RemoveNodes(r.target.Root, made)
 			return len(missing), err
 		}
 	}

@@ -32,26 +32,33 @@ func TestCreateRemoveNode(t *testing.T) {
 	}
 	old := unix.Umask(0o077) // the mode must not depend on hotgpud's umask
 	defer unix.Umask(old)
+	var made *Made
 	for i := range 2 { // idempotent; only the first call makes the node
-		created, err := CreateNode(root, nvidia1, 0o666)
+		m, err := CreateNode(root, nvidia1, 0o666)
 		if err != nil {
 			t.Fatalf("CreateNode: %v", err)
 		}
-		if created != (i == 0) {
-			t.Fatalf("call %d: created = %v", i, created)
+		if (m != nil) != (i == 0) {
+			t.Fatalf("call %d: made = %+v", i, m)
+		}
+		if i == 0 {
+			made = m
 		}
 	}
 	st := statNode(t, filepath.Join(root, "dev/nvidia1"))
 	if st.Mode != unix.S_IFCHR|0o666 || st.Rdev != unix.Mkdev(195, 1) {
 		t.Errorf("node mode %o rdev %x, want char 0666 195:1", st.Mode, st.Rdev)
 	}
+	if *made != (Made{Path: nvidia1.Path, Ino: st.Ino, Dev: st.Dev, Rdev: st.Rdev}) {
+		t.Errorf("made = %+v, want the node's inode %d on device %d", *made, st.Ino, st.Dev)
+	}
 	for range 2 {
-		if err := RemoveNode(root, nvidia1); err != nil {
-			t.Fatalf("RemoveNode: %v", err)
+		if err := RemoveMade(root, *made); err != nil {
+			t.Fatalf("RemoveMade: %v", err)
 		}
 	}
 	if _, err := os.Lstat(filepath.Join(root, "dev/nvidia1")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("node still there after RemoveNode: %v", err)
+		t.Errorf("node still there after RemoveMade: %v", err)
 	}
 }
 
@@ -73,7 +80,11 @@ func TestOpenDirUndo(t *testing.T) {
 	requireRoot(t)
 	root := t.TempDir()
 	mustMkdir(t, filepath.Join(root, "dev"))
-	h, err := openDir(root, "/dev/a/b/", true)
+	own, err := newHostView(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := openDir(root, "/dev/a/b/", own)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,8 +150,11 @@ func TestNodeSymlinkAttacks(t *testing.T) {
 			if _, err := CreateNode(root, tc.node, 0o666); !errors.Is(err, ErrUnsafePath) {
 				t.Errorf("CreateNode: %v, want ErrUnsafePath", err)
 			}
-			if err := RemoveNode(root, tc.node); !errors.Is(err, ErrUnsafePath) {
-				t.Errorf("RemoveNode: %v, want ErrUnsafePath", err)
+			// Even a record naming the host's own node removes nothing.
+			host := statNode(t, hostNode)
+			err := RemoveMade(root, Made{Path: tc.node.Path, Ino: host.Ino, Dev: host.Dev, Rdev: host.Rdev})
+			if !errors.Is(err, ErrUnsafePath) && !errors.Is(err, ErrNotMade) {
+				t.Errorf("RemoveMade: %v, want ErrUnsafePath or ErrNotMade", err)
 			}
 			if after := snapshot(t, victim); !equalSnapshots(before, after) {
 				t.Errorf("host dir changed:\nbefore %v\nafter  %v", before, after)
@@ -176,8 +190,8 @@ func TestNodeNotADevice(t *testing.T) {
 			if _, err := CreateNode(root, nvidia1, 0o666); !errors.Is(err, ErrUnsafePath) {
 				t.Errorf("CreateNode: %v, want ErrUnsafePath", err)
 			}
-			if err := RemoveNode(root, nvidia1); !errors.Is(err, ErrUnsafePath) {
-				t.Errorf("RemoveNode: %v, want ErrUnsafePath", err)
+			if err := RemoveMade(root, Made{Path: nvidia1.Path, Ino: before.Ino, Dev: before.Dev, Rdev: unix.Mkdev(195, 1)}); !errors.Is(err, ErrNotMade) {
+				t.Errorf("RemoveMade: %v, want ErrNotMade", err)
 			}
 			if after := statNode(t, p); after.Mode != before.Mode || after.Rdev != before.Rdev || after.Ino != before.Ino {
 				t.Errorf("file changed: mode %o -> %o", before.Mode, after.Mode)

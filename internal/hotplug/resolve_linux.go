@@ -26,9 +26,11 @@ type madeDir struct {
 	name   string
 }
 
-// openDir opens dir (absolute, clean) below root one component at a time,
-// creating missing ones (0755) when create is set.
-func openDir(root, dir string, create bool) (*dirHandle, error) {
+// openDir opens dir (absolute, clean) below root one component at a time.
+// With own set, it creates missing ones (0755), each only in a directory
+// that own says is the container's, and checks the last one too: nothing is
+// made in a directory shared with the host (ErrSharedDir).
+func openDir(root, dir string, own *hostView) (*dirHandle, error) {
 	cur, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open container root %s (has the container exited?): %w", root, err)
@@ -39,18 +41,18 @@ func openDir(root, dir string, create bool) (*dirHandle, error) {
 		if name == "" {
 			continue
 		}
+		parent := at
 		at += name + "/"
 		next, err := openat2Dir(cur, name)
-		if errors.Is(err, unix.ENOENT) && create {
-			if err = unix.Mkdirat(cur, name, 0o755); err == nil {
-				h.created = append(h.created, madeDir{parent: cur, name: name})
-			}
-			if err == nil || errors.Is(err, unix.EEXIST) {
-				next, err = openat2Dir(cur, name)
-			}
+		if errors.Is(err, unix.ENOENT) && own != nil {
+			next, err = h.mkdir(own, cur, parent, name)
 		}
 		if n := len(h.created); n == 0 || h.created[n-1].parent != cur {
 			unix.Close(cur) // not kept for undo
+		}
+		if errors.Is(err, ErrSharedDir) {
+			h.undo()
+			return nil, err
 		}
 		if err != nil {
 			h.undo()
@@ -59,7 +61,28 @@ func openDir(root, dir string, create bool) (*dirHandle, error) {
 		cur = next
 	}
 	h.fd = cur
+	if own != nil {
+		if err := own.check(cur, dir); err != nil {
+			h.undo()
+			return nil, err
+		}
+	}
 	return h, nil
+}
+
+// mkdir makes name in parent, a directory own must accept, and opens it.
+func (h *dirHandle) mkdir(own *hostView, parent int, at, name string) (int, error) {
+	if err := own.check(parent, at); err != nil {
+		return -1, err
+	}
+	err := unix.Mkdirat(parent, name, 0o755)
+	if err == nil {
+		h.created = append(h.created, madeDir{parent: parent, name: name})
+	}
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, err
+	}
+	return openat2Dir(parent, name)
 }
 
 // undo removes the directories openDir made and closes every handle.

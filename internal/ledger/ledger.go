@@ -9,6 +9,7 @@
 package ledger
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -85,6 +86,65 @@ type Grant struct {
 	Reason Reason    `json:"reason"`
 	State  State     `json:"state"`
 	Since  time.Time `json:"since"`
+	// Nodes are the device nodes hotgpu created in the container for this
+	// grant (a GPU's own node; control nodes are recorded with every grant
+	// of the container). Only these are ever removed again.
+	Nodes CreatedNodes `json:"nodes,omitempty"`
+}
+
+// CreatedNode is a device node hotgpu made inside a container: its path
+// there, its inode and the filesystem (st_dev) it lives on, and its device
+// number. A file found at Path later is removed only if it is still this
+// inode on this filesystem.
+type CreatedNode struct {
+	Path string `json:"path"`
+	Ino  uint64 `json:"ino"`
+	Dev  uint64 `json:"dev"`
+	Rdev uint64 `json:"rdev"`
+}
+
+// CreatedNodes is a list of CreatedNode held as its canonical JSON text, so
+// that a Grant stays a comparable value (grants are compared with ==). It
+// is written and read as a JSON array. Make one with RecordNodes, read it
+// with List.
+type CreatedNodes string
+
+// RecordNodes returns nodes as CreatedNodes ("" for none).
+func RecordNodes(nodes []CreatedNode) CreatedNodes {
+	if len(nodes) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(nodes) // a slice of plain structs always encodes
+	return CreatedNodes(b)
+}
+
+// List returns the nodes. The text is only ever made by RecordNodes or
+// UnmarshalJSON, so it always decodes.
+func (c CreatedNodes) List() []CreatedNode {
+	if c == "" {
+		return nil
+	}
+	var out []CreatedNode
+	_ = json.Unmarshal([]byte(c), &out)
+	return out
+}
+
+// MarshalJSON writes the list as a JSON array.
+func (c CreatedNodes) MarshalJSON() ([]byte, error) {
+	if c == "" {
+		return []byte("null"), nil
+	}
+	return []byte(c), nil
+}
+
+// UnmarshalJSON reads a JSON array of CreatedNode.
+func (c *CreatedNodes) UnmarshalJSON(b []byte) error {
+	var nodes []CreatedNode
+	if err := json.Unmarshal(b, &nodes); err != nil {
+		return fmt.Errorf("invalid created nodes: %w", err)
+	}
+	*c = RecordNodes(nodes)
+	return nil
 }
 
 // ErrHeld is returned when a GPU is held by another holder.
@@ -193,6 +253,24 @@ func (l *Ledger) SetState(containerID string, state State, uuids ...string) erro
 	}
 	if !changed {
 		return nil
+	}
+	return l.commit(next)
+}
+
+// SetNodes records with the container's grants named in nodes (by GPU
+// UUID) the device nodes hotgpu created for them, replacing what they
+// recorded, in one durable change.
+func (l *Ledger) SetNodes(containerID string, nodes map[string][]CreatedNode) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := maps.Clone(l.grants)
+	for u, made := range nodes {
+		g, ok := next[u]
+		if !ok || g.Holder.ContainerID != containerID {
+			return fmt.Errorf("GPU %s is not held by container %s", u, ShortID(containerID))
+		}
+		g.Nodes = RecordNodes(made)
+		next[u] = g
 	}
 	return l.commit(next)
 }

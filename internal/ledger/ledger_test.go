@@ -254,3 +254,34 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestSetNodesRecordsCreatedNodesDurably(t *testing.T) {
+	l, s := newLedger(t)
+	must(t, l.Acquire(podA, Attach, Pending, "GPU-0", "GPU-1"))
+	must(t, l.Acquire(podB, Attach, Active, "GPU-2"))
+	ctl := CreatedNode{Path: "/dev/nvidiactl", Ino: 9, Dev: 44, Rdev: 50175}
+	nodes := map[string][]CreatedNode{
+		"GPU-0": {{Path: "/dev/nvidia0", Ino: 7, Dev: 44, Rdev: 49920}, ctl},
+		"GPU-1": {ctl},
+	}
+	if err := l.SetNodes(podA.ContainerID, map[string][]CreatedNode{"GPU-0": {ctl}, "GPU-2": {ctl}}); err == nil {
+		t.Fatal("recorded nodes with another container's grant")
+	}
+	if g, _ := l.Lookup("GPU-0"); g.Nodes != "" {
+		t.Fatalf("a refused SetNodes changed the ledger: %+v", g)
+	}
+	must(t, l.SetNodes(podA.ContainerID, nodes))
+	before := l.Grants()
+	reloaded, err := New(s)
+	must(t, err)
+	for i, g := range reloaded.Grants() {
+		if g != before[i] {
+			t.Errorf("after reload: %+v, want %+v", g, before[i])
+		}
+	}
+	for u, want := range nodes {
+		if g, _ := reloaded.Lookup(u); g.State != Pending || fmt.Sprint(g.Nodes.List()) != fmt.Sprint(want) {
+			t.Errorf("%s after reload: %+v, want pending with nodes %v", u, g, want)
+		}
+	}
+}
