@@ -1,12 +1,111 @@
 package daemon
 
-import hhealth "github.com/hotgpu/hotgpu/internal/health"
+import (
+	"slices"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/hotgpu/hotgpu/internal/gpu"
+	hhealth "github.com/hotgpu/hotgpu/internal/health"
+	"github.com/hotgpu/hotgpu/internal/nvml"
+)
 
 // health tracks which GPUs may be handed out (internal/health): NVML error
-// events and `hotgpu health set` change it, everything that hands out GPUs
-// reads it.
+// events, lost GPUs in the inventory and `hotgpu health set` change it,
+// everything that hands out GPUs reads it.
 type health struct{ *hhealth.Tracker }
 
 func newHealth(opts ...hhealth.Option) *health { return &health{hhealth.New(opts...)} }
 
 func (h *health) count() int { return h.Count() }
+
+// lostReason is the health reason of a GPU NVML counts but cannot read.
+func lostReason(g gpu.GPU) string { return "GPU lost: " + g.Lost }
+
+// trackLost keeps every lost GPU of inv unhealthy (fatal: it needs a reset)
+// and clears the mark of a GPU that was lost in old and that NVML reads
+// again: it was reset or re-seated. Call it before inv is published, so no
+// path ever sees a lost GPU as healthy.
+func (d *Daemon) trackLost(old, inv *gpu.Inventory) {
+	for _, g := range inv.GPUs {
+		if g.Lost != "" && d.health.ReportFatal(g.UUID, lostReason(g)) {
+			d.log.WithFields(logrus.Fields{"gpu": g.Index, "uuid": g.UUID, "pci": g.PCIBusID, "error": g.Lost}).
+				Error("GPU lost: NVML counts it but cannot read it; it is unhealthy until it is reset (nvidia-smi -r) or the node reboots")
+		}
+	}
+	if old == nil {
+		return
+	}
+	for _, g := range old.GPUs {
+		if g.Lost == "" {
+			continue
+		}
+		if now, ok := inv.ByUUID(g.UUID); ok && now.Lost != "" {
+			continue
+		}
+		if d.health.Clear(g.UUID) {
+			d.log.WithFields(logrus.Fields{"gpu": g.Index, "uuid": g.UUID}).Warn("a lost GPU answers NVML again: marked healthy")
+		}
+	}
+}
+
+// markUnwatched makes unhealthy the GPUs whose errors NVML cannot deliver:
+// their health cannot be known, and a GPU is never healthy by default.
+func (d *Daemon) markUnwatched(unwatched []nvml.Unwatched) {
+	inv := d.Inventory()
+	for _, u := range unwatched {
+		uuid := u.UUID
+		if uuid == "" && u.Index < len(inv.GPUs) {
+			uuid = inv.GPUs[u.Index].UUID
+		}
+		if uuid == "" {
+			continue
+		}
+		d.health.ReportFatal(uuid, "health not watched: "+u.Reason)
+		d.log.WithFields(logrus.Fields{"gpu": u.Index, "uuid": uuid, "reason": u.Reason}).
+			Warn("GPU marked unhealthy: its NVML error events cannot be watched; `hotgpu health set` to accept it unwatched")
+	}
+}
+
+// fatal reports whether an NVML event needs a GPU reset (or a reboot)
+// before the GPU may be trusted again.
+func fatal(e nvml.Event) bool {
+	switch e.Kind {
+	case nvml.GPULost, nvml.DoubleBitECC:
+		return true
+	case nvml.XidError:
+		return slices.Contains(hhealth.FatalXids, e.Xid)
+	}
+	return false
+}
+
+// onHealthEvent marks the GPU (or, when NVML could not say which, every
+// GPU) unhealthy: until a reset for a fatal error, until its recovery
+// window passes for the others.
+func (d *Daemon) onHealthEvent(e nvml.Event) {
+	uuids := []string{e.UUID}
+	if e.UUID == "" {
+		uuids = uuids[:0]
+		for _, g := range d.Inventory().GPUs {
+			uuids = append(uuids, g.UUID)
+		}
+	}
+	isFatal := fatal(e)
+	changed := false
+	for _, u := range uuids {
+		if isFatal {
+			changed = d.health.ReportFatal(u, e.Reason()) || changed
+		} else {
+			d.health.Report(u, e.Reason())
+			changed = true
+		}
+	}
+	if !changed {
+		return // a repeated fatal report (a lost GPU fails every Wait)
+	}
+	msg := "GPU error: marked unhealthy until a quiet recovery window passes"
+	if isFatal {
+		msg = "GPU error that needs a GPU reset or a reboot: marked unhealthy until it is reset (then `hotgpu health set ID healthy`)"
+	}
+	d.log.WithFields(logrus.Fields{"gpus": uuids, "reason": e.Reason()}).Warn(msg)
+}

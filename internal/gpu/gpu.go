@@ -48,8 +48,25 @@ type GPU struct {
 	// MIGEnabled reports the current MIG mode; MIG lists its instances.
 	MIGEnabled bool        `json:"migEnabled"`
 	MIG        []MIGDevice `json:"mig,omitempty"`
-	// Peers describes the link from this GPU to every other GPU.
+	// Peers describes the link from this GPU to every other readable GPU.
 	Peers []Peer `json:"peers,omitempty"`
+	// Lost is set when NVML still counts the GPU but cannot read it (it
+	// fell off the bus: GPU_IS_LOST, or answers Unknown Error): it holds
+	// NVML's error. The record keeps what was known of the GPU; fields
+	// NVML could not give are zero, Minor is -1 and UUID is a stand-in
+	// (LostID) unless known. A lost GPU is always unhealthy, has no CDI
+	// device and is never handed out.
+	Lost string `json:"lost,omitempty"`
+}
+
+// LostID is the stand-in UUID of a lost GPU whose UUID NVML cannot read:
+// by PCI bus id when that is readable, else by NVML index. It is never a
+// real UUID (no "GPU-" prefix), so it cannot name a working GPU.
+func LostID(busID string, index int) string {
+	if busID != "" {
+		return "lost-pci-" + busID
+	}
+	return "lost-index-" + strconv.Itoa(index)
 }
 
 // MIGDevice is one MIG compute instance (GPU instance GI, compute instance CI).

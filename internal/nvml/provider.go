@@ -17,6 +17,7 @@ type Provider struct {
 	opts   options
 	lib    nvml.Interface
 	sim    *Sim
+	last   *gpu.Inventory // the last inventory read (see reader.known)
 	closed bool
 }
 
@@ -53,7 +54,9 @@ func (p *Provider) init() error {
 	case ret == nvml.ERROR_LIBRARY_NOT_FOUND:
 		return missingError(p.opts.driverRoot, nil)
 	case ret == nvml.ERROR_DRIVER_NOT_LOADED:
-		return fmt.Errorf("failed to initialise NVML: %w: load it (modprobe nvidia) or, to run without a GPU, use --simulate dgxa100", ErrDriverNotLoaded)
+		return fmt.Errorf("failed to initialise NVML: %w: load it (modprobe nvidia; after a driver upgrade, reload all NVIDIA modules or reboot) or, to run without a GPU, use --simulate dgxa100", ErrDriverNotLoaded)
+	case ret == nvml.ERROR_LIB_RM_VERSION_MISMATCH:
+		return fmt.Errorf("failed to initialise NVML: %w: the driver was upgraded but the old kernel module is still loaded; reload the NVIDIA kernel modules (stop what uses the GPUs, then rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia and modprobe nvidia) or reboot the node", ErrVersionMismatch)
 	default:
 		return fmt.Errorf("failed to initialise NVML: %w", check(ret, "initialise NVML"))
 	}
@@ -70,11 +73,12 @@ func (p *Provider) Inventory() (*gpu.Inventory, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := reader{lib: p.lib, majors: majors, migMinors: p.migMinorTable}
+	r := reader{lib: p.lib, majors: majors, migMinors: p.migMinorTable, known: p.last}
 	inv, err := r.inventory()
 	if err != nil {
 		return nil, err
 	}
+	p.last = inv
 	inv.Simulated = p.opts.simulate
 	inv.Control = controlNodes(majors.uvm)
 	return inv, nil
