@@ -178,16 +178,16 @@ func (inv *Inventory) Lookup(id string) (*GPU, error) {
 // its index and its UUID, is an error: it would be handed out twice.
 func (inv *Inventory) LookupAll(ids []string) ([]*GPU, error) {
 	out := make([]*GPU, 0, len(ids))
-	named := map[string]string{} // UUID -> the id that named it
+	named := map[int]string{} // index -> the id that named it (a UUID may be unknown)
 	for _, id := range ids {
 		g, err := inv.Lookup(id)
 		if err != nil {
 			return nil, err
 		}
-		if first, dup := named[g.UUID]; dup {
+		if first, dup := named[g.Index]; dup {
 			return nil, fmt.Errorf("GPU %d named twice (%q and %q)", g.Index, first, strings.TrimSpace(id))
 		}
-		named[g.UUID] = strings.TrimSpace(id)
+		named[g.Index] = strings.TrimSpace(id)
 		out = append(out, g)
 	}
 	return out, nil
