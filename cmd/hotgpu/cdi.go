@@ -57,7 +57,7 @@ func (f *specFlags) register(fs *flag.FlagSet) {
 
 // spec reads the inventory and builds the spec.
 func (f *specFlags) spec() (*specs.Spec, error) {
-	var nvmlOpts []nvml.Option
+	nvmlOpts := []nvml.Option{nvml.WithDevRoot(f.devRoot)}
 	opts := []cdi.Option{cdi.WithVendor(f.vendor), cdi.WithClass(f.class), cdi.WithDevRoot(f.devRoot), cdi.WithHookPath(f.hookPath)}
 	if f.simulate != "" {
 		nvmlOpts = append(nvmlOpts, nvml.WithSimulate(f.simulate))

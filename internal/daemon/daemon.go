@@ -79,6 +79,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if cfg.Simulate != "" {
 		opts = append(opts, nvml.WithSimulate(cfg.Simulate))
 	}
+	if cfg.DevRoot != "" {
+		opts = append(opts, nvml.WithDevRoot(cfg.DevRoot))
+	}
 	if d.provider, err = newProvider(opts...); err != nil {
 		return nil, err
 	}
@@ -92,6 +95,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 		return nil, fmt.Errorf("failed to read GPU inventory: %w", err)
 	}
 	d.trackLost(nil, inv)
+	d.warnProblems(nil, inv)
 	d.inv.Store(inv)
 	var rebuilt bool
 	if d.ledger, rebuilt, err = openLedger(cfg.StateDir, log); err != nil {
@@ -284,6 +288,7 @@ func (d *Daemon) refreshInventory() {
 		return
 	}
 	d.trackLost(old, inv)
+	d.warnProblems(old, inv)
 	d.inv.Store(inv)
 	d.log.WithField("gpus", len(inv.GPUs)).Info("GPU inventory changed")
 	if err := d.writeCDI(inv); err != nil {

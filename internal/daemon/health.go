@@ -109,3 +109,13 @@ func (d *Daemon) onHealthEvent(e nvml.Event) {
 	}
 	d.log.WithFields(logrus.Fields{"gpus": uuids, "reason": e.Reason()}).Warn(msg)
 }
+
+// warnProblems logs what the node lacks for containers to use its GPUs (a
+// kernel module not loaded, ...) when it is new since old.
+func (d *Daemon) warnProblems(old, inv *gpu.Inventory) {
+	for _, p := range inv.Problems {
+		if old == nil || !slices.Contains(old.Problems, p) {
+			d.log.Warn(p)
+		}
+	}
+}

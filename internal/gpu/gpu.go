@@ -33,8 +33,12 @@ type Inventory struct {
 	Simulated string `json:"simulated,omitempty"`
 	GPUs      []GPU  `json:"gpus"`
 	// Control holds the device nodes every GPU container needs besides its
-	// GPUs: /dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidia-uvm-tools.
+	// GPUs: /dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidia-uvm-tools (when
+	// the nvidia-uvm module is loaded), /dev/nvidia-modeset (when present).
 	Control []DeviceNode `json:"control"`
+	// Problems says what the node lacks for containers to use its GPUs
+	// (a kernel module not loaded, ...), each with its fix.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // GPU is one physical GPU.

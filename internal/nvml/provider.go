@@ -13,12 +13,16 @@ import (
 // for concurrent use: calls are serialised because NVML handles (and the mock
 // server) are not meant to be walked by several goroutines at once.
 type Provider struct {
-	mu     sync.Mutex
-	opts   options
-	lib    nvml.Interface
-	sim    *Sim
-	last   *gpu.Inventory // the last inventory read (see reader.known)
-	closed bool
+	mu   sync.Mutex
+	opts options
+	lib  nvml.Interface
+	sim  *Sim
+	last *gpu.Inventory // the last inventory read (see reader.known)
+	// uvmTried is set once nvidia-modprobe was tried for a missing
+	// nvidia-uvm; uvmErr is why it did not load it.
+	uvmTried bool
+	uvmErr   error
+	closed   bool
 }
 
 // New loads NVML (or builds the simulation) and initialises it. Call Close
@@ -80,7 +84,10 @@ func (p *Provider) Inventory() (*gpu.Inventory, error) {
 	}
 	p.last = inv
 	inv.Simulated = p.opts.simulate
-	inv.Control = controlNodes(majors.uvm)
+	inv.Control = p.controlNodes(majors.uvm)
+	if problem := p.uvmProblem(majors); problem != "" {
+		inv.Problems = append(inv.Problems, problem)
+	}
 	return inv, nil
 }
 
