@@ -59,7 +59,8 @@ func (d *Daemon) runHealthAndDevicePlugin(ctx context.Context, wg *sync.WaitGrou
 	})
 	if !d.cfg.Health.Disabled {
 		if w, err := d.provider.HealthWatcher(d.cfg.Health.IgnoredXids); err != nil {
-			d.log.WithError(err).Warn("cannot watch NVML error events; GPU health changes only through `hotgpu health set`")
+			d.log.WithError(err).Error("cannot watch NVML error events: every GPU is unhealthy until set healthy by hand; set health.disabled to run unwatched")
+			d.markAllUnwatched(err)
 		} else {
 			d.markUnwatched(w.Unwatched())
 			wg.Go(func() { w.Run(ctx, d.onHealthEvent) })

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"slices"
+	"strconv"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 
@@ -13,9 +15,25 @@ import (
 // health tracks which GPUs may be handed out (internal/health): NVML error
 // events, lost GPUs in the inventory and `hotgpu health set` change it,
 // everything that hands out GPUs reads it.
-type health struct{ *hhealth.Tracker }
+type health struct {
+	*hhealth.Tracker
+	mu sync.Mutex
+	// unwatched holds, by NVML index, why the health watcher could not
+	// register a GPU. The watcher registers once, at start: a GPU that was
+	// lost then and comes back later is still not watched.
+	unwatched map[int]string
+}
 
-func newHealth(opts ...hhealth.Option) *health { return &health{hhealth.New(opts...)} }
+func newHealth(opts ...hhealth.Option) *health {
+	return &health{Tracker: hhealth.New(opts...), unwatched: map[int]string{}}
+}
+
+func (h *health) unwatchedReason(index int) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r, ok := h.unwatched[index]
+	return r, ok
+}
 
 func (h *health) count() int { return h.Count() }
 
@@ -43,20 +61,37 @@ func (d *Daemon) trackLost(old, inv *gpu.Inventory) {
 		if now, ok := inv.ByUUID(g.UUID); ok && now.Lost != "" {
 			continue
 		}
-		if d.health.Clear(g.UUID) {
+		back, _ := inv.Lookup(strconv.Itoa(g.Index))
+		cleared := d.health.Clear(g.UUID)
+		if reason, ok := d.health.unwatchedReason(g.Index); ok && back != nil {
+			d.health.ReportFatal(back.UUID, "health not watched: "+reason+"; restart hotgpud to watch it")
+			d.log.WithFields(logrus.Fields{"gpu": g.Index, "uuid": back.UUID}).
+				Warn("a lost GPU answers NVML again, but its errors are not watched (it was lost when hotgpud started): restart hotgpud")
+		} else if cleared {
 			d.log.WithFields(logrus.Fields{"gpu": g.Index, "uuid": g.UUID}).Warn("a lost GPU answers NVML again: marked healthy")
 		}
 	}
 }
 
 // markUnwatched makes unhealthy the GPUs whose errors NVML cannot deliver:
-// their health cannot be known, and a GPU is never healthy by default.
+// their health cannot be known, and a GPU is never healthy by default. A
+// lost GPU keeps its "GPU lost" mark; it is remembered for when it is back.
 func (d *Daemon) markUnwatched(unwatched []nvml.Unwatched) {
 	inv := d.Inventory()
 	for _, u := range unwatched {
+		d.health.mu.Lock()
+		d.health.unwatched[u.Index] = u.Reason
+		d.health.mu.Unlock()
+		var g *gpu.GPU
+		if u.Index < len(inv.GPUs) {
+			g = &inv.GPUs[u.Index]
+		}
+		if g != nil && g.Lost != "" {
+			continue
+		}
 		uuid := u.UUID
-		if uuid == "" && u.Index < len(inv.GPUs) {
-			uuid = inv.GPUs[u.Index].UUID
+		if uuid == "" && g != nil {
+			uuid = g.UUID
 		}
 		if uuid == "" {
 			continue
@@ -118,4 +153,13 @@ func (d *Daemon) warnProblems(old, inv *gpu.Inventory) {
 			d.log.Warn(p)
 		}
 	}
+}
+
+// markAllUnwatched marks every GPU unwatched when no event set can be made.
+func (d *Daemon) markAllUnwatched(err error) {
+	var all []nvml.Unwatched
+	for _, g := range d.Inventory().GPUs {
+		all = append(all, nvml.Unwatched{Index: g.Index, UUID: g.UUID, Reason: "its error events cannot be watched: " + err.Error()})
+	}
+	d.markUnwatched(all)
 }

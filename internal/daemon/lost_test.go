@@ -94,6 +94,22 @@ func TestLostGPUAtStartup(t *testing.T) {
 	sim := d.provider.Simulation()
 	waitFor(t, "the NVML event watcher", func() bool { return sim.InjectXid("3", 62) == nil })
 	waitFor(t, "GPU 3 unhealthy after Xid 62", func() bool { return !healthOf(t, d, 3).Healthy })
+
+	// Reset: NVML reads GPU 2 again, under its real UUID. The watcher
+	// registered at start without it, so it stays unhealthy, saying why.
+	if err := sim.RestoreGPU("2"); err != nil {
+		t.Fatal(err)
+	}
+	d.refreshInventory()
+	back := healthOf(t, d, 2)
+	if back.UUID == lost.UUID || back.Healthy || !strings.Contains(back.Reason, "restart hotgpud") {
+		t.Fatalf("GPU 2 back from lost = %+v, want its real UUID, unhealthy until hotgpud restarts", back)
+	}
+	for _, s := range d.health.Unhealthy() {
+		if s.UUID == lost.UUID {
+			t.Errorf("the stand-in %s keeps a health mark after the GPU came back", lost.UUID)
+		}
+	}
 }
 
 // TestLostGPUDuringRefresh: a GPU lost while the daemon runs keeps its
