@@ -13,7 +13,7 @@ type options struct {
 	simulate    string
 	procDevices string
 	migMinors   string
-	devRoot     string // where the host's /dev is
+	devRoot     string // where the host's /dev is; "" for "/" (none in simulation)
 	modprobe    string // nvidia-modprobe; "" to look for it
 }
 
@@ -22,7 +22,6 @@ func defaultOptions() options {
 		driverRoot:  "/",
 		procDevices: "/proc/devices",
 		migMinors:   "/proc/driver/nvidia-caps/mig-minors",
-		devRoot:     "/",
 	}
 }
 
@@ -69,7 +68,8 @@ func WithMIGMinors(path string) Option {
 	}
 }
 
-// WithDevRoot sets the root the host's /dev is found under (default "/"),
+// WithDevRoot sets the root the host's /dev is found under (default "/";
+// a simulated node has none unless given),
 // as cdi.WithDevRoot: control nodes that exist only on some hosts
 // (/dev/nvidia-modeset) are listed when DIR/dev has them.
 func WithDevRoot(dir string) Option {

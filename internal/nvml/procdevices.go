@@ -175,7 +175,13 @@ func (p *Provider) controlNodes(uvmMajor int64) []gpu.DeviceNode {
 			gpu.DeviceNode{Path: "/dev/nvidia-uvm", Major: uvmMajor, Minor: 0},
 			gpu.DeviceNode{Path: "/dev/nvidia-uvm-tools", Major: uvmMajor, Minor: 1})
 	}
-	if _, err := os.Stat(filepath.Join(p.opts.devRoot, "dev", "nvidia-modeset")); err == nil {
+	root := p.opts.devRoot
+	if root == "" && p.sim == nil {
+		root = "/"
+	}
+	// A simulated node looks at a dev root only when one is given: the
+	// host's own /dev says nothing about it.
+	if _, err := os.Stat(filepath.Join(root, "dev", "nvidia-modeset")); root != "" && err == nil {
 		nodes = append(nodes, gpu.DeviceNode{Path: "/dev/nvidia-modeset", Major: gpu.NvidiaMajor, Minor: modesetMinor})
 	}
 	return nodes
