@@ -131,12 +131,13 @@ func (d *Daemon) onHealthEvent(e nvml.Event) {
 		if isFatal {
 			changed = d.health.ReportFatal(u, e.Reason()) || changed
 		} else {
+			// A broken event set fails every Wait: log it once per GPU.
+			changed = changed || e.Kind != nvml.WaitFailed || d.health.Healthy(u)
 			d.health.Report(u, e.Reason())
-			changed = true
 		}
 	}
 	if !changed {
-		return // a repeated fatal report (a lost GPU fails every Wait)
+		return // a repeated report of the same failure
 	}
 	msg := "GPU error: marked unhealthy until a quiet recovery window passes"
 	if isFatal {

@@ -157,3 +157,30 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// TestFatalEvents: which NVML events need a GPU reset. Application Xids
+// (when not ignored) and other Xids heal after the quiet window.
+func TestFatalEvents(t *testing.T) {
+	tests := []struct {
+		e    nvml.Event
+		want bool
+	}{
+		{nvml.Event{Kind: nvml.XidError, Xid: 79}, true},
+		{nvml.Event{Kind: nvml.XidError, Xid: 48}, true},
+		{nvml.Event{Kind: nvml.XidError, Xid: 94}, true},
+		{nvml.Event{Kind: nvml.XidError, Xid: 119}, true},
+		{nvml.Event{Kind: nvml.DoubleBitECC}, true},
+		{nvml.Event{Kind: nvml.GPULost}, true},
+		{nvml.Event{Kind: nvml.XidError, Xid: 13}, false}, // application error
+		{nvml.Event{Kind: nvml.XidError, Xid: 43}, false},
+		{nvml.Event{Kind: nvml.XidError, Xid: 62}, false},
+		{nvml.Event{Kind: nvml.WaitFailed, Detail: "ERROR_UNKNOWN"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.e.Reason(), func(t *testing.T) {
+			if got := fatal(tt.e); got != tt.want {
+				t.Fatalf("fatal = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
