@@ -80,6 +80,12 @@ func TestLostGPUAtStartup(t *testing.T) {
 	if _, err := d.SetHealth(api.HealthSetRequest{ID: "2", Healthy: true}); !errors.Is(err, api.ErrRefused) {
 		t.Errorf("marking a lost GPU healthy: err = %v, want ErrRefused", err)
 	}
+	if _, err := d.HookReserve(api.HookReserveRequest{ContainerID: "c1", PID: 1, IDs: []string{"2"}}); !errors.Is(err, api.ErrRefused) {
+		t.Errorf("the hook was given the lost GPU: err = %v", err)
+	}
+	if _, err := d.HookReserve(api.HookReserveRequest{ContainerID: "c1", PID: 1, IDs: []string{"3"}}); err != nil {
+		t.Errorf("a GPU beside the lost one was refused: %v", err)
+	}
 	c := api.NewClient(cfg.API.Socket)
 	waitFor(t, "the API", func() bool { _, err := c.Status(context.Background()); return err == nil })
 	spec, err := os.ReadFile(filepath.Join(cfg.CDI.Dir, "hotgpu.yaml"))
