@@ -55,6 +55,11 @@ func (o *options) devices(inv *gpu.Inventory) []specs.Device {
 	var byIndex, byUUID, mig []specs.Device
 	var all []*specs.DeviceNode
 	for _, g := range inv.GPUs {
+		if g.Lost != "" {
+			// No device for a GPU NVML cannot read: a request for it fails
+			// at the runtime, and "all" works. The others keep their names.
+			continue
+		}
 		byIndex = append(byIndex, o.device(strconv.Itoa(g.Index), g.Node()))
 		byUUID = append(byUUID, o.device(g.UUID, g.Node()))
 		all = append(all, o.node(g.Node()))

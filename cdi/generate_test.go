@@ -166,3 +166,26 @@ func TestDriverFilesSkipAliasedDirs(t *testing.T) {
 		t.Fatalf("files = %v, want the library once", files.files)
 	}
 }
+
+// TestLostGPUHasNoDevice: a GPU NVML counts but cannot read gets no CDI
+// device and is not in "all"; the others keep their names.
+func TestLostGPUHasNoDevice(t *testing.T) {
+	inv := simInventory(t, "dgxa100", func(s *nvml.Sim) error { return s.LoseGPU("1") })
+	spec, err := Generate(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]int{}
+	for _, d := range spec.Devices {
+		names[d.Name] = len(d.ContainerEdits.DeviceNodes)
+	}
+	if _, ok := names["1"]; ok {
+		t.Error("the lost GPU 1 has a device")
+	}
+	if _, ok := names[inv.GPUs[1].UUID]; ok {
+		t.Error("the lost GPU's UUID has a device")
+	}
+	if names["0"] != 1 || names["7"] != 1 || names[inv.GPUs[2].UUID] != 1 || names[AllDevice] != 7 {
+		t.Errorf("devices = %v, want 0 and 2-7 by index and UUID, all with 7 nodes", names)
+	}
+}

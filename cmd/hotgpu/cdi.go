@@ -58,6 +58,9 @@ func (f *specFlags) register(fs *flag.FlagSet) {
 // spec reads the inventory and builds the spec.
 func (f *specFlags) spec() (*specs.Spec, error) {
 	var nvmlOpts []nvml.Option
+	if f.simulate == "" || f.devRoot != "/" { // a simulated node has no /dev of the host's
+		nvmlOpts = append(nvmlOpts, nvml.WithDevRoot(f.devRoot))
+	}
 	opts := []cdi.Option{cdi.WithVendor(f.vendor), cdi.WithClass(f.class), cdi.WithDevRoot(f.devRoot), cdi.WithHookPath(f.hookPath)}
 	if f.simulate != "" {
 		nvmlOpts = append(nvmlOpts, nvml.WithSimulate(f.simulate))

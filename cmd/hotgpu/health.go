@@ -21,8 +21,11 @@ const healthHelp = `Usage:
   hotgpu health set ID healthy|unhealthy [--reason TEXT] [--socket PATH]
 
 Without arguments, list every GPU's health: why it is unhealthy and when it
-recovers by itself (an Xid or ECC error clears after the configured recovery
-window with no new error).
+recovers by itself. A transient Xid clears after the configured recovery
+window with no new error; an error that needs a GPU reset or a reboot (Xid
+48, 64, 79, 92, 94, 95, 119, 120, a double-bit ECC error, a lost GPU) and a
+GPU whose errors NVML cannot deliver stay unhealthy until set healthy after
+the reset (a lost GPU: until NVML reads it again).
 
 'set' marks a GPU (index or UUID) by hand. An unhealthy mark stays until the
 GPU is set healthy again, which also clears an error (do it after a GPU
@@ -69,6 +72,8 @@ func printHealth(out io.Writer, list []api.HealthStatus) error {
 			switch {
 			case h.Manual:
 				recovers = "when set healthy"
+			case h.Fatal:
+				recovers = "after a GPU reset, when set healthy"
 			case !h.RecoversAt.IsZero():
 				recovers = "in " + time.Until(h.RecoversAt).Round(time.Second).String()
 			default:

@@ -29,7 +29,11 @@ type HealthStatus struct {
 	Reason  string `json:"reason,omitempty"`
 	// Manual marks stay until `hotgpu health set ID healthy`; others
 	// recover by themselves at RecoversAt unless another error comes.
-	Manual     bool      `json:"manual,omitempty"`
+	Manual bool `json:"manual,omitempty"`
+	// Fatal marks an error that needs a GPU reset or a reboot (a lost GPU,
+	// Xid 79, ...): it stays until the GPU is set healthy after the reset,
+	// or until NVML reads a lost GPU again.
+	Fatal      bool      `json:"fatal,omitempty"`
 	Since      time.Time `json:"since,omitzero"`
 	RecoversAt time.Time `json:"recoversAt,omitzero"`
 }

@@ -33,6 +33,10 @@ import (
 // suite can kill hotgpud between the steps of an attach or detach.
 var failpoint func(step string) error
 
+// newProvider opens NVML; tests replace it to change the simulated node
+// before the daemon first reads it.
+var newProvider = nvml.New
+
 // Daemon is hotgpud.
 type Daemon struct {
 	cfg      *configv1.Config
@@ -75,7 +79,10 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if cfg.Simulate != "" {
 		opts = append(opts, nvml.WithSimulate(cfg.Simulate))
 	}
-	if d.provider, err = nvml.New(opts...); err != nil {
+	if cfg.DevRoot != "" {
+		opts = append(opts, nvml.WithDevRoot(cfg.DevRoot))
+	}
+	if d.provider, err = newProvider(opts...); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -87,6 +94,8 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to read GPU inventory: %w", err)
 	}
+	d.trackLost(nil, inv)
+	d.warnProblems(nil, inv)
 	d.inv.Store(inv)
 	var rebuilt bool
 	if d.ledger, rebuilt, err = openLedger(cfg.StateDir, log); err != nil {
@@ -266,16 +275,20 @@ func (d *Daemon) reconcile(id string) {
 }
 
 // refreshInventory re-reads NVML and rewrites the CDI spec when the GPUs
-// changed (a GPU fell off the bus, MIG was reconfigured).
+// changed (a GPU fell off the bus, MIG was reconfigured). A lost GPU is
+// marked unhealthy before the new inventory is published.
 func (d *Daemon) refreshInventory() {
 	inv, err := d.provider.Inventory()
 	if err != nil {
 		d.log.WithError(err).Warn("failed to refresh GPU inventory")
 		return
 	}
-	if reflect.DeepEqual(inv, d.Inventory()) {
+	old := d.Inventory()
+	if reflect.DeepEqual(inv, old) {
 		return
 	}
+	d.trackLost(old, inv)
+	d.warnProblems(old, inv)
 	d.inv.Store(inv)
 	d.log.WithField("gpus", len(inv.GPUs)).Info("GPU inventory changed")
 	if err := d.writeCDI(inv); err != nil {

@@ -11,7 +11,6 @@ import (
 	"github.com/hotgpu/hotgpu/deviceplugin"
 	"github.com/hotgpu/hotgpu/internal/api"
 	hhealth "github.com/hotgpu/hotgpu/internal/health"
-	"github.com/hotgpu/hotgpu/internal/nvml"
 )
 
 // healthOptions turns the config into the tracker's options.
@@ -60,11 +59,10 @@ func (d *Daemon) runHealthAndDevicePlugin(ctx context.Context, wg *sync.WaitGrou
 	})
 	if !d.cfg.Health.Disabled {
 		if w, err := d.provider.HealthWatcher(d.cfg.Health.IgnoredXids); err != nil {
-			d.log.WithError(err).Warn("cannot watch NVML error events; GPU health changes only through `hotgpu health set`")
+			d.log.WithError(err).Error("cannot watch NVML error events: every GPU is unhealthy until set healthy by hand; set health.disabled to run unwatched")
+			d.markAllUnwatched(err)
 		} else {
-			if u := w.Unsupported(); len(u) > 0 {
-				d.log.WithField("gpus", u).Warn("these GPUs deliver no error events; their health is not watched")
-			}
+			d.markUnwatched(w.Unwatched())
 			wg.Go(func() { w.Run(ctx, d.onHealthEvent) })
 		}
 	}
@@ -75,22 +73,6 @@ func (d *Daemon) runHealthAndDevicePlugin(ctx context.Context, wg *sync.WaitGrou
 			}
 		})
 	}
-}
-
-// onHealthEvent marks the GPU (or, when NVML could not say which, every
-// GPU) unhealthy until its recovery window passes.
-func (d *Daemon) onHealthEvent(e nvml.Event) {
-	uuids := []string{e.UUID}
-	if e.UUID == "" {
-		uuids = uuids[:0]
-		for _, g := range d.Inventory().GPUs {
-			uuids = append(uuids, g.UUID)
-		}
-	}
-	for _, u := range uuids {
-		d.health.Report(u, e.Reason())
-	}
-	d.log.WithFields(logrus.Fields{"gpus": uuids, "reason": e.Reason()}).Warn("GPU error: marked unhealthy")
 }
 
 // Health implements api.HealthBackend.
@@ -104,7 +86,7 @@ func (d *Daemon) Health() []api.HealthStatus {
 	for _, g := range inv.GPUs {
 		s := api.HealthStatus{Index: g.Index, UUID: g.UUID, Healthy: true}
 		if b, ok := bad[g.UUID]; ok {
-			s.Healthy, s.Reason, s.Manual, s.Since, s.RecoversAt = false, b.Reason, b.Manual, b.Since, b.RecoversAt
+			s.Healthy, s.Reason, s.Manual, s.Fatal, s.Since, s.RecoversAt = false, b.Reason, b.Manual, b.Fatal, b.Since, b.RecoversAt
 		}
 		out = append(out, s)
 	}
@@ -116,6 +98,10 @@ func (d *Daemon) SetHealth(req api.HealthSetRequest) (*api.HealthStatus, error) 
 	g, err := d.Inventory().Lookup(req.ID)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", api.ErrUnknownGPU, err)
+	}
+	if req.Healthy && g.Lost != "" {
+		return nil, fmt.Errorf("%w: GPU %d is lost (%s): NVML cannot read it, so it cannot be used; reset it (nvidia-smi -r -i %s) or reboot, and hotgpud marks it healthy once NVML reads it again",
+			api.ErrRefused, g.Index, g.Lost, g.PCIBusID)
 	}
 	reason := req.Reason
 	if reason == "" && !req.Healthy {

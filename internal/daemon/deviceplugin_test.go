@@ -44,14 +44,26 @@ func TestHealthFromSimulatedXidsAndTheAPI(t *testing.T) {
 
 	sim := d.provider.Simulation()
 	waitFor("the NVML event watcher", func() bool { return sim.InjectXid("2", 13) == nil }) // 13 is ignored
-	if err := sim.InjectXid("3", 79); err != nil {
+	// A fatal Xid first, then a transient one: by the time the transient
+	// one has healed, the fatal one's quiet window has passed as well.
+	if err := sim.InjectXid("4", 79); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("GPU 3 unhealthy after Xid 79", func() bool { g := gpu(3); return !g.Healthy && g.Reason == "Xid 79" })
+	waitFor("GPU 4 unhealthy after Xid 79", func() bool { g := gpu(4); return !g.Healthy && g.Reason == "Xid 79" && g.Fatal })
+	if err := sim.InjectXid("3", 62); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("GPU 3 unhealthy after Xid 62", func() bool { g := gpu(3); return !g.Healthy && g.Reason == "Xid 62" && !g.Fatal })
 	if !gpu(2).Healthy {
 		t.Fatal("ignored Xid 13 made GPU 2 unhealthy")
 	}
 	waitFor("GPU 3 to recover after a quiet window", func() bool { return gpu(3).Healthy })
+	if gpu(4).Healthy {
+		t.Fatal("Xid 79 (fallen off the bus) healed by itself: it needs a GPU reset")
+	}
+	if st, err := c.SetHealth(context.Background(), api.HealthSetRequest{ID: "4", Healthy: true}); err != nil || !st.Healthy {
+		t.Fatalf("operator marking GPU 4 healthy after its reset = %+v, %v", st, err)
+	}
 
 	st, err := c.SetHealth(context.Background(), api.HealthSetRequest{ID: "5", Reason: "demo"})
 	if err != nil || st.Healthy || !st.Manual || st.Reason != "demo" {

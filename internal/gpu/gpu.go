@@ -33,8 +33,12 @@ type Inventory struct {
 	Simulated string `json:"simulated,omitempty"`
 	GPUs      []GPU  `json:"gpus"`
 	// Control holds the device nodes every GPU container needs besides its
-	// GPUs: /dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidia-uvm-tools.
+	// GPUs: /dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidia-uvm-tools (when
+	// the nvidia-uvm module is loaded), /dev/nvidia-modeset (when present).
 	Control []DeviceNode `json:"control"`
+	// Problems says what the node lacks for containers to use its GPUs
+	// (a kernel module not loaded, ...), each with its fix.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // GPU is one physical GPU.
@@ -48,8 +52,25 @@ type GPU struct {
 	// MIGEnabled reports the current MIG mode; MIG lists its instances.
 	MIGEnabled bool        `json:"migEnabled"`
 	MIG        []MIGDevice `json:"mig,omitempty"`
-	// Peers describes the link from this GPU to every other GPU.
+	// Peers describes the link from this GPU to every other readable GPU.
 	Peers []Peer `json:"peers,omitempty"`
+	// Lost is set when NVML still counts the GPU but cannot read it (it
+	// fell off the bus: GPU_IS_LOST, or answers Unknown Error): it holds
+	// NVML's error. The record keeps what was known of the GPU; fields
+	// NVML could not give are zero, Minor is -1 and UUID is a stand-in
+	// (LostID) unless known. A lost GPU is always unhealthy, has no CDI
+	// device and is never handed out.
+	Lost string `json:"lost,omitempty"`
+}
+
+// LostID is the stand-in UUID of a lost GPU whose UUID NVML cannot read:
+// by PCI bus id when that is readable, else by NVML index. It is never a
+// real UUID (no "GPU-" prefix), so it cannot name a working GPU.
+func LostID(busID string, index int) string {
+	if busID != "" {
+		return "lost-pci-" + busID
+	}
+	return "lost-index-" + strconv.Itoa(index)
 }
 
 // MIGDevice is one MIG compute instance (GPU instance GI, compute instance CI).
@@ -161,16 +182,16 @@ func (inv *Inventory) Lookup(id string) (*GPU, error) {
 // its index and its UUID, is an error: it would be handed out twice.
 func (inv *Inventory) LookupAll(ids []string) ([]*GPU, error) {
 	out := make([]*GPU, 0, len(ids))
-	named := map[string]string{} // UUID -> the id that named it
+	named := map[int]string{} // index -> the id that named it (a UUID may be unknown)
 	for _, id := range ids {
 		g, err := inv.Lookup(id)
 		if err != nil {
 			return nil, err
 		}
-		if first, dup := named[g.UUID]; dup {
+		if first, dup := named[g.Index]; dup {
 			return nil, fmt.Errorf("GPU %d named twice (%q and %q)", g.Index, first, strings.TrimSpace(id))
 		}
-		named[g.UUID] = strings.TrimSpace(id)
+		named[g.Index] = strings.TrimSpace(id)
 		out = append(out, g)
 	}
 	return out, nil

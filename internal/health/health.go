@@ -1,11 +1,14 @@
 // Package health tracks whether each GPU may be handed out. GPUs start
-// healthy. An error event (a critical Xid, a double-bit ECC error) makes a
-// GPU unhealthy, and it recovers by itself once a configured window passes
-// with no new error — the NVIDIA device plugin never recovers a GPU, which is
-// why a transient Xid there costs a node a GPU until the plugin restarts. An
-// operator (or a demo on a simulated node) can also mark a GPU unhealthy by
-// hand; that sticks until it is marked healthy again, which is also how a GPU
-// reset is reported.
+// healthy. A transient error (an Xid that is not fatal) makes a GPU
+// unhealthy, and it recovers by itself once a configured window passes with
+// no new error — the NVIDIA device plugin never recovers a GPU, which is why
+// a transient Xid there costs a node a GPU until the plugin restarts. A
+// fatal error (ReportFatal: an Xid that needs a GPU reset or a reboot, see
+// FatalXids, a lost GPU, a GPU whose errors cannot be watched) never heals by
+// itself: it sticks until an operator marks the GPU healthy (`hotgpu health
+// set`, after the reset) or the daemon clears it because NVML reads the GPU
+// again (Clear). An operator can also mark a GPU unhealthy by hand; that
+// sticks until it is marked healthy again.
 //
 // It knows GPUs only by UUID and does not read NVML: internal/nvml produces
 // the events, the daemon feeds them in, the device plugin, the NRI plugin and
@@ -35,6 +38,9 @@ type Status struct {
 	// Manual is set when an operator marked the GPU; it then never recovers
 	// by itself.
 	Manual bool `json:"manual,omitempty"`
+	// Fatal is set for an error that needs a GPU reset or a reboot; the GPU
+	// then never recovers by itself.
+	Fatal bool `json:"fatal,omitempty"`
 	// RecoversAt is when the GPU becomes healthy unless another error comes
 	// (zero for manual marks and when automatic recovery is off).
 	RecoversAt time.Time `json:"recoversAt,omitzero"`
@@ -76,15 +82,24 @@ func (t *Tracker) Healthy(uuid string) bool {
 	return !bad
 }
 
-// Report records an error event: the GPU is unhealthy until the recovery
-// window passes without another Report. A manual mark is kept as it is.
+// FatalXids are the Xids after which a GPU needs a reset (or the node a
+// reboot) before it can be trusted again, per NVIDIA's Xid catalogue: 48
+// (double-bit ECC error), 64 (ECC page retirement or row remapping failure),
+// 79 (fallen off the bus), 92 (high single-bit ECC rate), 94 and 95
+// (contained and uncontained ECC errors), 119 and 120 (GSP RPC timeout, GSP
+// error).
+var FatalXids = []uint64{48, 64, 79, 92, 94, 95, 119, 120}
+
+// Report records a transient error event: the GPU is unhealthy until the
+// recovery window passes without another Report. A manual or fatal mark is
+// kept as it is.
 func (t *Tracker) Report(uuid, reason string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	s, bad := t.unhealthy[uuid]
 	switch {
-	case bad && s.Manual:
+	case bad && (s.Manual || s.Fatal):
 		return
 	case !bad:
 		s = Status{UUID: uuid, Since: now}
@@ -95,6 +110,43 @@ func (t *Tracker) Report(uuid, reason string) {
 	}
 	t.unhealthy[uuid] = s
 	t.notify()
+}
+
+// ReportFatal records an error that needs a GPU reset or a reboot: the GPU
+// stays unhealthy until Set(uuid, true, ...) or Clear. A manual mark is kept
+// as it is. It reports whether anything changed (repeated reports of the
+// same error change nothing and wake no subscriber).
+func (t *Tracker) ReportFatal(uuid, reason string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, bad := t.unhealthy[uuid]
+	switch {
+	case bad && s.Manual:
+		return false
+	case bad && s.Fatal && s.Reason == reason:
+		return false
+	case !bad:
+		s = Status{UUID: uuid, Since: t.now()}
+	}
+	s.Reason, s.Last, s.Fatal, s.RecoversAt = reason, t.now(), true, time.Time{}
+	t.unhealthy[uuid] = s
+	t.notify()
+	return true
+}
+
+// Clear removes an error-driven mark, fatal or not, when a check of the GPU
+// itself says it works again (NVML reads a GPU that was lost: it was reset).
+// A manual mark stays. It reports whether the GPU became healthy.
+func (t *Tracker) Clear(uuid string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, bad := t.unhealthy[uuid]
+	if !bad || s.Manual {
+		return false
+	}
+	delete(t.unhealthy, uuid)
+	t.notify()
+	return true
 }
 
 // Set marks a GPU by hand: unhealthy with reason until Set again with
@@ -141,7 +193,7 @@ func (t *Tracker) Recover() []string {
 	now := t.now()
 	var out []string
 	for u, s := range t.unhealthy {
-		if !s.Manual && !s.RecoversAt.IsZero() && !now.Before(s.RecoversAt) {
+		if !s.Manual && !s.Fatal && !s.RecoversAt.IsZero() && !now.Before(s.RecoversAt) {
 			delete(t.unhealthy, u)
 			out = append(out, u)
 		}

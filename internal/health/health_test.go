@@ -20,17 +20,17 @@ func TestRecovery(t *testing.T) {
 		want  bool // healthy at the end
 	}{
 		{"error then quiet window recovers", func(tr *Tracker, c *clock) {
-			tr.Report("GPU-0", "Xid 79")
+			tr.Report("GPU-0", "Xid 62")
 			c.advance(window)
 		}, true},
 		{"still inside the window", func(tr *Tracker, c *clock) {
-			tr.Report("GPU-0", "Xid 79")
+			tr.Report("GPU-0", "Xid 62")
 			c.advance(window - time.Second)
 		}, false},
 		{"a new error restarts the window", func(tr *Tracker, c *clock) {
-			tr.Report("GPU-0", "Xid 79")
+			tr.Report("GPU-0", "Xid 62")
 			c.advance(window - time.Second)
-			tr.Report("GPU-0", "Xid 48")
+			tr.Report("GPU-0", "Xid 63")
 			c.advance(2 * time.Second)
 		}, false},
 		{"manual mark never recovers by itself", func(tr *Tracker, c *clock) {
@@ -39,13 +39,41 @@ func TestRecovery(t *testing.T) {
 		}, false},
 		{"an error does not lift a manual mark's stickiness", func(tr *Tracker, c *clock) {
 			tr.Set("GPU-0", false, "drain")
-			tr.Report("GPU-0", "Xid 79")
+			tr.Report("GPU-0", "Xid 62")
 			c.advance(10 * window)
 		}, false},
 		{"manual healthy clears an error (GPU reset)", func(tr *Tracker, c *clock) {
-			tr.Report("GPU-0", "Xid 79")
+			tr.Report("GPU-0", "Xid 62")
 			tr.Set("GPU-0", true, "")
 		}, true},
+		{"a fatal error stays past the quiet window", func(tr *Tracker, c *clock) {
+			tr.ReportFatal("GPU-0", "Xid 79")
+			c.advance(10 * window)
+		}, false},
+		{"a transient error does not make a fatal one heal", func(tr *Tracker, c *clock) {
+			tr.ReportFatal("GPU-0", "Xid 48")
+			tr.Report("GPU-0", "Xid 62")
+			c.advance(10 * window)
+		}, false},
+		{"a fatal error after a transient one stays", func(tr *Tracker, c *clock) {
+			tr.Report("GPU-0", "Xid 62")
+			tr.ReportFatal("GPU-0", "Xid 48")
+			c.advance(10 * window)
+		}, false},
+		{"operator set healthy clears a fatal error", func(tr *Tracker, c *clock) {
+			tr.ReportFatal("GPU-0", "Xid 79")
+			c.advance(10 * window)
+			tr.Set("GPU-0", true, "")
+		}, true},
+		{"NVML reading the GPU again clears a fatal error", func(tr *Tracker, c *clock) {
+			tr.ReportFatal("GPU-0", "GPU lost")
+			tr.Clear("GPU-0")
+		}, true},
+		{"Clear leaves a manual mark", func(tr *Tracker, c *clock) {
+			tr.Set("GPU-0", false, "drain")
+			tr.ReportFatal("GPU-0", "GPU lost")
+			tr.Clear("GPU-0")
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,5 +129,26 @@ func TestSubscribeAndRun(t *testing.T) {
 	<-ch
 	if !tr.Healthy("GPU-3") || tr.Count() != 0 {
 		t.Fatal("GPU still unhealthy after recovery")
+	}
+}
+
+func TestReportFatalIsIdempotent(t *testing.T) {
+	tr := New()
+	ch, stop := tr.Subscribe()
+	defer stop()
+	if !tr.ReportFatal("GPU-0", "GPU lost") {
+		t.Fatal("first report changed nothing")
+	}
+	<-ch
+	if tr.ReportFatal("GPU-0", "GPU lost") {
+		t.Fatal("a repeated report changed the state")
+	}
+	select {
+	case <-ch:
+		t.Fatal("a repeated report woke subscribers")
+	default:
+	}
+	if s := tr.Unhealthy(); len(s) != 1 || !s[0].Fatal || !s[0].RecoversAt.IsZero() {
+		t.Fatalf("status = %+v, want fatal with no recovery time", s)
 	}
 }

@@ -3,6 +3,7 @@ package nvml
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
@@ -23,19 +24,38 @@ var (
 	ErrNoPermission = errors.New("insufficient permissions")
 	// ErrGPULost means the GPU fell off the bus or stopped answering.
 	ErrGPULost = errors.New("GPU is lost")
+	// ErrVersionMismatch means libnvidia-ml and the loaded kernel module come
+	// from different driver versions (a driver upgraded without a reboot).
+	ErrVersionMismatch = errors.New("NVIDIA driver/library version mismatch")
 	// ErrClosed means the Provider was used after Close.
 	ErrClosed = errors.New("NVML provider is closed")
 )
 
 // sentinels maps the NVML results callers branch on to sentinel errors.
 var sentinels = map[nvml.Return]error{
-	nvml.ERROR_LIBRARY_NOT_FOUND:  ErrNVMLMissing,
-	nvml.ERROR_DRIVER_NOT_LOADED:  ErrDriverNotLoaded,
-	nvml.ERROR_NOT_FOUND:          ErrNotFound,
-	nvml.ERROR_NOT_SUPPORTED:      ErrNotSupported,
-	nvml.ERROR_FUNCTION_NOT_FOUND: ErrNotSupported,
-	nvml.ERROR_NO_PERMISSION:      ErrNoPermission,
-	nvml.ERROR_GPU_IS_LOST:        ErrGPULost,
+	nvml.ERROR_LIBRARY_NOT_FOUND:       ErrNVMLMissing,
+	nvml.ERROR_DRIVER_NOT_LOADED:       ErrDriverNotLoaded,
+	nvml.ERROR_NOT_FOUND:               ErrNotFound,
+	nvml.ERROR_NOT_SUPPORTED:           ErrNotSupported,
+	nvml.ERROR_FUNCTION_NOT_FOUND:      ErrNotSupported,
+	nvml.ERROR_NO_PERMISSION:           ErrNoPermission,
+	nvml.ERROR_GPU_IS_LOST:             ErrGPULost,
+	nvml.ERROR_LIB_RM_VERSION_MISMATCH: ErrVersionMismatch,
+}
+
+// brokenGPU are the results with which one GPU, and only that GPU, stops
+// answering: NVML still counts it and the others work. A GPU that fell off
+// the bus answers GPU_IS_LOST on most drivers and Unknown Error on some.
+var brokenGPU = []nvml.Return{
+	nvml.ERROR_GPU_IS_LOST, nvml.ERROR_UNKNOWN, nvml.ERROR_RESET_REQUIRED,
+	nvml.ERROR_IRQ_ISSUE, nvml.ERROR_INSUFFICIENT_POWER,
+}
+
+// isBroken reports whether err says that the GPU it came from is broken
+// (see brokenGPU), as opposed to a question the GPU cannot answer.
+func isBroken(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && slices.Contains(brokenGPU, e.code)
 }
 
 // Error is a failed NVML call. It keeps the operation and NVML's own result

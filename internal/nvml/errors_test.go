@@ -79,3 +79,26 @@ func TestRelativeDriverRoot(t *testing.T) {
 		t.Fatal("relative driver root accepted")
 	}
 }
+
+// TestInitErrorsSayWhatToDo: a driver/library mismatch (a driver upgraded
+// without a reboot) and a driver that is not loaded say how to fix them.
+func TestInitErrorsSayWhatToDo(t *testing.T) {
+	tests := []struct {
+		ret  nvml.Return
+		want error
+		fix  string
+	}{
+		{nvml.ERROR_LIB_RM_VERSION_MISMATCH, ErrVersionMismatch, "reboot"},
+		{nvml.ERROR_DRIVER_NOT_LOADED, ErrDriverNotLoaded, "modprobe nvidia"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ret.Error(), func(t *testing.T) {
+			p := newSimProvider(t, "dgxa100")
+			p.sim.server.InitFunc = func() nvml.Return { return tt.ret }
+			err := p.init()
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.fix) || !strings.Contains(err.Error(), "reload") {
+				t.Fatalf("err = %v, want %v saying %q and to reload the modules", err, tt.want, tt.fix)
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ const (
 	XidError     EventKind = iota + 1 // a critical Xid not in the ignore list
 	DoubleBitECC                      // an uncorrectable memory error
 	GPULost                           // NVML lost the GPU (fell off the bus)
+	WaitFailed                        // waiting for events failed; no GPU could be blamed
 )
 
 // Event is one error NVML reported.
@@ -28,6 +29,8 @@ type Event struct {
 	UUID string
 	Kind EventKind
 	Xid  uint64 // for XidError
+	// Detail is NVML's result for WaitFailed.
+	Detail string
 }
 
 // Reason says what happened, for logs, `hotgpu health` and kubelet users.
@@ -39,6 +42,8 @@ func (e Event) Reason() string {
 		return "double-bit ECC error"
 	case GPULost:
 		return "GPU lost"
+	case WaitFailed:
+		return "waiting for NVML error events failed: " + e.Detail
 	}
 	return "unknown NVML event"
 }
@@ -54,10 +59,12 @@ const watchedEvents = uint64(nvml.EventTypeXidCriticalError | nvml.EventTypeDoub
 
 // HealthWatcher delivers the Xid and double-bit ECC events of every GPU.
 type HealthWatcher struct {
-	p           *Provider
-	set         nvml.EventSet
-	ignored     []uint64
-	unsupported []string
+	p         *Provider
+	set       nvml.EventSet
+	ignored   []uint64
+	uuids     []string               // by NVML index; "" where unreadable
+	handles   map[nvml.Device]string // registered handle -> UUID
+	unwatched []Unwatched
 	// wait is one Wait call: NVML's Wait cannot be interrupted, so it bounds
 	// how late ctx is noticed, i.e. hotgpud's shutdown time. One wakeup a
 	// second costs nothing measurable.
@@ -65,9 +72,18 @@ type HealthWatcher struct {
 	backoff time.Duration // after a failed Wait, so a broken set never spins
 }
 
+// Unwatched is a GPU whose errors NVML cannot deliver, and why. Its health
+// cannot be known, so it must not be taken for healthy.
+type Unwatched struct {
+	Index  int
+	UUID   string // "" when NVML cannot read it
+	Reason string
+}
+
 // HealthWatcher registers for error events on every GPU. ignoredXids are
-// never reported (use DefaultIgnoredXids unless configured otherwise). GPUs
-// that cannot deliver events are listed by Unsupported and not watched.
+// never reported (use DefaultIgnoredXids unless configured otherwise). A GPU
+// that cannot deliver Xid events, or fails to register, does not stop the
+// others from being watched: Unwatched lists it with the reason.
 func (p *Provider) HealthWatcher(ignoredXids []uint64) (*HealthWatcher, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -78,52 +94,56 @@ func (p *Provider) HealthWatcher(ignoredXids []uint64) (*HealthWatcher, error) {
 	if err := check(ret, "create NVML event set"); err != nil {
 		return nil, err
 	}
-	w := &HealthWatcher{p: p, set: set, ignored: slices.Clone(ignoredXids), wait: time.Second, backoff: time.Second}
+	w := &HealthWatcher{p: p, set: set, ignored: slices.Clone(ignoredXids), handles: map[nvml.Device]string{},
+		wait: time.Second, backoff: time.Second}
 	n, ret := p.lib.DeviceGetCount()
 	if err := check(ret, "count GPUs"); err != nil {
 		set.Free()
 		return nil, err
 	}
 	for i := range n {
-		if err := w.register(i); err != nil {
-			set.Free()
-			return nil, err
+		uuid, reason := w.register(i)
+		w.uuids = append(w.uuids, uuid)
+		if reason != "" {
+			w.unwatched = append(w.unwatched, Unwatched{Index: i, UUID: uuid, Reason: reason})
 		}
 	}
 	return w, nil
 }
 
-// register subscribes GPU i to the watched events it supports.
-func (w *HealthWatcher) register(i int) error {
+// register subscribes GPU i to the watched events. It returns the GPU's
+// UUID and, when the GPU cannot be watched, why.
+func (w *HealthWatcher) register(i int) (uuid, reason string) {
 	d, ret := w.p.lib.DeviceGetHandleByIndex(i)
 	if err := check(ret, "get handle of GPU %d", i); err != nil {
-		return err
+		return "", err.Error()
 	}
-	uuid, ret := d.GetUUID()
+	uuid, ret = d.GetUUID()
 	if err := check(ret, "get UUID of GPU %d", i); err != nil {
-		return err
+		return "", err.Error()
 	}
 	supported, ret := d.GetSupportedEventTypes()
-	if ret == nvml.ERROR_NOT_SUPPORTED || supported&watchedEvents == 0 {
-		w.unsupported = append(w.unsupported, uuid)
-		return nil
-	}
 	if err := check(ret, "get event types of GPU %d", i); err != nil {
-		return err
+		return uuid, "its error events cannot be watched: " + err.Error()
+	}
+	if supported&nvml.EventTypeXidCriticalError == 0 {
+		return uuid, fmt.Sprintf("its error events cannot be watched: NVML delivers no Xid events for it (supported event types %#x)", supported)
 	}
 	ret = d.RegisterEvents(supported&watchedEvents, w.set)
-	if ret == nvml.ERROR_NOT_SUPPORTED {
-		w.unsupported = append(w.unsupported, uuid)
-		return nil
+	if err := check(ret, "register error events of GPU %d", i); err != nil {
+		return uuid, "its error events cannot be watched: " + err.Error()
 	}
-	return check(ret, "register events of GPU %d", i)
+	w.handles[d] = uuid
+	return uuid, ""
 }
 
-// Unsupported lists the UUIDs of GPUs whose health cannot be watched.
-func (w *HealthWatcher) Unsupported() []string { return slices.Clone(w.unsupported) }
+// Unwatched lists the GPUs whose errors cannot be watched.
+func (w *HealthWatcher) Unwatched() []Unwatched { return slices.Clone(w.unwatched) }
 
 // Run calls fn for every event that is not ignored until ctx ends, then
-// frees the event set.
+// frees the event set. A failed Wait is blamed on the GPUs that no longer
+// answer (GPULost each); when none can be blamed, fn gets one WaitFailed
+// event for every GPU: their errors are not being watched.
 func (w *HealthWatcher) Run(ctx context.Context, fn func(Event)) {
 	defer w.set.Free()
 	for ctx.Err() == nil {
@@ -134,13 +154,43 @@ func (w *HealthWatcher) Run(ctx context.Context, fn func(Event)) {
 				fn(e)
 			}
 		case nvml.ERROR_TIMEOUT:
-		case nvml.ERROR_GPU_IS_LOST:
-			fn(Event{Kind: GPULost})
-			sleep(ctx, w.backoff)
 		default:
+			for _, e := range w.waitFailed(ret) {
+				fn(e)
+			}
 			sleep(ctx, w.backoff)
 		}
 	}
+}
+
+// waitFailed finds the GPUs that no longer answer after Wait failed with ret.
+func (w *HealthWatcher) waitFailed(ret nvml.Return) []Event {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	var out []Event
+	for i, uuid := range w.uuids {
+		if uuid != "" && w.p.probe(i) != nil {
+			out = append(out, Event{UUID: uuid, Kind: GPULost})
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, Event{Kind: WaitFailed, Detail: ret.Error()})
+	}
+	return out
+}
+
+// probe asks GPU i something only a GPU on the bus can answer; it returns
+// the error when the GPU is broken (see brokenGPU). Call with p.mu held.
+func (p *Provider) probe(i int) error {
+	d, ret := p.lib.DeviceGetHandleByIndex(i)
+	if err := check(ret, "get handle of GPU %d", i); err != nil {
+		return err
+	}
+	_, ret = d.GetMemoryInfo()
+	if err := check(ret, "get memory size of GPU %d", i); isBroken(err) {
+		return err
+	}
+	return nil
 }
 
 // event turns NVML's event data into an Event, or false when it is ignored.
@@ -157,7 +207,9 @@ func (w *HealthWatcher) event(data nvml.EventData) (Event, bool) {
 	default:
 		return e, false
 	}
-	if data.Device != nil {
+	if uuid, ok := w.handles[data.Device]; ok && data.Device != nil {
+		e.UUID = uuid // known without asking a GPU that may be lost
+	} else if data.Device != nil {
 		w.p.mu.Lock()
 		uuid, ret := data.Device.GetUUID()
 		w.p.mu.Unlock()

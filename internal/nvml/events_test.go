@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,9 +55,10 @@ func TestHealthWatcherOnMock(t *testing.T) {
 			[]Event{{UUID: gpu2.UUID, Kind: DoubleBitECC}}},
 		{"event without a device affects every GPU", DefaultIgnoredXids, []waitResult{{nvml.EventData{EventType: nvml.EventTypeXidCriticalError, EventData: 79}, nvml.SUCCESS}},
 			[]Event{{Kind: XidError, Xid: 79}}},
-		{"GPU lost", DefaultIgnoredXids, []waitResult{{ret: nvml.ERROR_GPU_IS_LOST}}, []Event{{Kind: GPULost}}},
-		{"timeouts and errors report nothing", DefaultIgnoredXids, []waitResult{{ret: nvml.ERROR_TIMEOUT}, {ret: nvml.ERROR_UNKNOWN}, xid(79)},
-			[]Event{{UUID: gpu2.UUID, Kind: XidError, Xid: 79}}},
+		{"a failed wait no GPU is to blame for affects every GPU", DefaultIgnoredXids, []waitResult{{ret: nvml.ERROR_GPU_IS_LOST}},
+			[]Event{{Kind: WaitFailed, Detail: "ERROR_GPU_IS_LOST"}}},
+		{"timeouts report nothing, errors are not silent", DefaultIgnoredXids, []waitResult{{ret: nvml.ERROR_TIMEOUT}, {ret: nvml.ERROR_UNKNOWN}, xid(79)},
+			[]Event{{Kind: WaitFailed, Detail: "ERROR_UNKNOWN"}, {UUID: gpu2.UUID, Kind: XidError, Xid: 79}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,15 +79,72 @@ func TestHealthWatcherOnMock(t *testing.T) {
 	}
 }
 
-func TestHealthWatcherSkipsGPUsWithoutEvents(t *testing.T) {
-	p := newSimProvider(t, "pcie8")
-	p.sim.slots[5].GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
-	w, err := p.HealthWatcher(nil)
+// TestHealthWatcherUnwatchedGPUs: a GPU whose errors cannot be watched is
+// listed with the reason (so the daemon can mark it unhealthy) and does not
+// stop the others from being watched.
+func TestHealthWatcherUnwatchedGPUs(t *testing.T) {
+	tests := []struct {
+		name     string
+		break5   func(p *Provider)
+		wantUUID bool
+		reason   string
+	}{
+		{"event types not supported", func(p *Provider) {
+			p.sim.slots[5].GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+		}, true, "ERROR_NOT_SUPPORTED"},
+		{"no Xid events among the supported ones", func(p *Provider) {
+			p.sim.slots[5].GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return nvml.EventTypeDoubleBitEccError, nvml.SUCCESS }
+		}, true, "no Xid events"},
+		{"registration fails", func(p *Provider) {
+			p.sim.slots[5].RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return nvml.ERROR_UNKNOWN }
+		}, true, "ERROR_UNKNOWN"},
+		{"GPU lost", func(p *Provider) {
+			if err := p.Simulation().LoseGPU("5"); err != nil {
+				t.Fatal(err)
+			}
+		}, false, "ERROR_GPU_IS_LOST"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newSimProvider(t, "pcie8")
+			tt.break5(p)
+			w, err := p.HealthWatcher(nil)
+			if err != nil {
+				t.Fatalf("one GPU failed the whole watcher: %v", err)
+			}
+			got := w.Unwatched()
+			if len(got) != 1 || got[0].Index != 5 || !strings.Contains(got[0].Reason, tt.reason) {
+				t.Fatalf("Unwatched = %+v, want GPU 5 only, for %q", got, tt.reason)
+			}
+			if want := p.sim.slots[5].UUID; tt.wantUUID && got[0].UUID != want {
+				t.Errorf("UUID = %q, want %q", got[0].UUID, want)
+			}
+			if len(w.handles) != 7 {
+				t.Errorf("%d GPUs registered, want the 7 others", len(w.handles))
+			}
+		})
+	}
+}
+
+// TestHealthWatcherBlamesTheLostGPU: when Wait fails because a GPU fell off
+// the bus, only that GPU is reported, by its UUID.
+func TestHealthWatcherBlamesTheLostGPU(t *testing.T) {
+	p := newSimProvider(t, "dgxa100")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	scriptEvents(p, []waitResult{{ret: nvml.ERROR_GPU_IS_LOST}}, cancel)
+	w, err := p.HealthWatcher(DefaultIgnoredXids)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := w.Unsupported(); !slices.Equal(got, []string{p.sim.slots[5].UUID}) {
-		t.Fatalf("Unsupported = %v, want GPU 5 only", got)
+	w.backoff = time.Millisecond
+	if err := p.Simulation().LoseGPU("6"); err != nil {
+		t.Fatal(err)
+	}
+	var got []Event
+	w.Run(ctx, func(e Event) { got = append(got, e) })
+	if want := []Event{{UUID: p.sim.slots[6].UUID, Kind: GPULost}}; !slices.Equal(got, want) {
+		t.Fatalf("events = %+v, want %+v", got, want)
 	}
 }
 

@@ -17,6 +17,10 @@ type reader struct {
 	majors    majors
 	migMinors func() (migMinors, error)
 	minors    migMinors // loaded on the first MIG device
+	// known is the last inventory read, so a GPU that is lost now keeps
+	// the identity (UUID, minor) it had: live grants of it can still be
+	// revoked by its minor. Nil at start-up.
+	known *gpu.Inventory
 }
 
 func (r *reader) inventory() (*gpu.Inventory, error) {
@@ -37,17 +41,67 @@ func (r *reader) inventory() (*gpu.Inventory, error) {
 	for i := range count {
 		d, ret := r.lib.DeviceGetHandleByIndex(i)
 		if err := check(ret, "get handle of GPU %d", i); err != nil {
-			return nil, err
+			// NVML counts it but cannot open it: the others still work.
+			inv.GPUs[i] = r.lostGPU(nil, i, err)
+			continue
+		}
+		if err := r.readGPU(d, &inv.GPUs[i]); err != nil {
+			if !isBroken(err) {
+				return nil, err
+			}
+			inv.GPUs[i] = r.lostGPU(d, i, err)
+			continue
 		}
 		devs[i] = d
-		if err := r.readGPU(d, &inv.GPUs[i]); err != nil {
-			return nil, err
-		}
 	}
 	if err := readPeers(devs, inv.GPUs); err != nil {
 		return nil, err
 	}
 	return inv, nil
+}
+
+// lostGPU is the record of GPU i, which NVML counts but cannot read (err):
+// what the GPU still answers, else what the last inventory knew of the GPU
+// at the same bus id (or index), else stand-ins.
+func (r *reader) lostGPU(d nvml.Device, i int, err error) gpu.GPU {
+	g := gpu.GPU{Index: i, Minor: -1, Lost: err.Error()}
+	if d != nil {
+		g.PCIBusID, _ = busIDOf(d, i)
+		if u, ret := d.GetUUID(); ret == nvml.SUCCESS {
+			g.UUID = u
+		}
+		if m, ret := d.GetMinorNumber(); ret == nvml.SUCCESS {
+			g.Minor = m
+		}
+	}
+	if k := r.knownGPU(g.PCIBusID, i); k != nil && (g.UUID == "" || g.UUID == k.UUID) {
+		g.UUID, g.PCIBusID, g.Name, g.MemoryMiB = k.UUID, k.PCIBusID, k.Name, k.MemoryMiB
+		if g.Minor < 0 {
+			g.Minor = k.Minor
+		}
+	}
+	if g.UUID == "" {
+		g.UUID = gpu.LostID(g.PCIBusID, i)
+	}
+	return g
+}
+
+// knownGPU finds the GPU of the last inventory at busID or, when the bus id
+// is unreadable, at NVML index i (a lost GPU keeps its place in NVML's count).
+func (r *reader) knownGPU(busID string, i int) *gpu.GPU {
+	if r.known == nil {
+		return nil
+	}
+	for j := range r.known.GPUs {
+		k := &r.known.GPUs[j]
+		if k.Lost != "" && strings.HasPrefix(k.UUID, "lost-") {
+			continue // a stand-in knows nothing
+		}
+		if (busID != "" && k.PCIBusID == busID) || (busID == "" && k.Index == i) {
+			return k
+		}
+	}
+	return nil
 }
 
 func (r *reader) driverVersion() (string, error) {

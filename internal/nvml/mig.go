@@ -22,6 +22,10 @@ func (r *reader) readMIG(d nvml.Device, g *gpu.GPU) error {
 	if !g.MIGEnabled {
 		return nil
 	}
+	parentBytes := g.MemoryMiB << 20
+	if mem, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
+		parentBytes = mem.Total // exact: profile names round from it
+	}
 	slots, ret := d.GetMaxMigDeviceCount()
 	if err := check(ret, "count MIG devices of GPU %d", g.Index); err != nil {
 		return err
@@ -34,7 +38,7 @@ func (r *reader) readMIG(d nvml.Device, g *gpu.GPU) error {
 		if err := check(ret, "get MIG device %d of GPU %d", slot, g.Index); err != nil {
 			return err
 		}
-		mig, err := r.readMIGDevice(m, g, len(g.MIG))
+		mig, err := r.readMIGDevice(m, d, g, len(g.MIG), parentBytes)
 		if err != nil {
 			return err
 		}
@@ -43,7 +47,7 @@ func (r *reader) readMIG(d nvml.Device, g *gpu.GPU) error {
 	return nil
 }
 
-func (r *reader) readMIGDevice(m nvml.Device, parent *gpu.GPU, index int) (gpu.MIGDevice, error) {
+func (r *reader) readMIGDevice(m, parentDev nvml.Device, parent *gpu.GPU, index int, parentBytes uint64) (gpu.MIGDevice, error) {
 	mig := gpu.MIGDevice{Parent: parent.Index, Index: index}
 	name := fmt.Sprintf("MIG device %d of GPU %d", index, parent.Index)
 	var ret nvml.Return
@@ -60,7 +64,11 @@ func (r *reader) readMIGDevice(m nvml.Device, parent *gpu.GPU, index int) (gpu.M
 	if ret != nvml.SUCCESS {
 		return mig, check(ret, "get attributes of %s", name)
 	}
-	mig.Profile = profileName(attrs)
+	profile, err := profileOf(parentDev, mig.GI, mig.CI, attrs, parentBytes)
+	if err != nil {
+		return mig, fmt.Errorf("failed to name the profile of %s: %w", name, err)
+	}
+	mig.Profile = profile
 	mig.MemoryMiB = attrs.MemorySizeMB
 	caps, err := r.capsNodes(parent.Minor, mig.GI, mig.CI)
 	if err != nil {
@@ -70,14 +78,22 @@ func (r *reader) readMIGDevice(m nvml.Device, parent *gpu.GPU, index int) (gpu.M
 	return mig, nil
 }
 
-// profileName names a MIG device the way nvidia-smi does: "3g.20gb" when the
-// compute instance spans its GPU instance, "1c.3g.20gb" when it does not.
-func profileName(a nvml.DeviceAttributes) string {
-	gb := (a.MemorySizeMB + 1023) / 1024
-	if a.ComputeInstanceSliceCount == a.GpuInstanceSliceCount {
-		return fmt.Sprintf("%dg.%dgb", a.GpuInstanceSliceCount, gb)
+// profileOf names the MIG device's profile as go-nvlib does (see
+// migProfile). Where the driver cannot say which profiles the instances
+// use, the name is made from the device's slice counts, without attributes.
+func profileOf(parent nvml.Device, gi, ci int, attrs nvml.DeviceAttributes, parentBytes uint64) (string, error) {
+	giIndex, ciIndex, err := readProfile(parent, gi, ci)
+	if err == nil {
+		p, err := newMIGProfile(giIndex, ciIndex, attrs.MemorySizeMB, parentBytes)
+		if err == nil {
+			return p.String(), nil
+		}
 	}
-	return fmt.Sprintf("%dc.%dg.%dgb", a.ComputeInstanceSliceCount, a.GpuInstanceSliceCount, gb)
+	if isBroken(err) {
+		return "", err
+	}
+	return migProfile{c: int(attrs.ComputeInstanceSliceCount), g: int(attrs.GpuInstanceSliceCount),
+		gb: migMemoryGB(parentBytes, attrs.MemorySizeMB)}.String(), nil
 }
 
 // capsNodes returns the GPU-instance and compute-instance access nodes. Both

@@ -13,6 +13,8 @@ type options struct {
 	simulate    string
 	procDevices string
 	migMinors   string
+	devRoot     string // where the host's /dev is; "" for "/" (none in simulation)
+	modprobe    string // nvidia-modprobe; "" to look for it
 }
 
 func defaultOptions() options {
@@ -62,6 +64,29 @@ func WithProcDevices(path string) Option {
 func WithMIGMinors(path string) Option {
 	return func(o *options) error {
 		o.migMinors = path
+		return nil
+	}
+}
+
+// WithDevRoot sets the root the host's /dev is found under (default "/";
+// a simulated node has none unless given),
+// as cdi.WithDevRoot: control nodes that exist only on some hosts
+// (/dev/nvidia-modeset) are listed when DIR/dev has them.
+func WithDevRoot(dir string) Option {
+	return func(o *options) error {
+		if !filepath.IsAbs(dir) {
+			return fmt.Errorf("dev root %q must be an absolute path", dir)
+		}
+		o.devRoot = filepath.Clean(dir)
+		return nil
+	}
+}
+
+// WithModprobe sets the nvidia-modprobe binary used to load a missing
+// nvidia-uvm module (default: found under the driver root, then in PATH).
+func WithModprobe(path string) Option {
+	return func(o *options) error {
+		o.modprobe = path
 		return nil
 	}
 }

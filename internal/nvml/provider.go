@@ -13,11 +13,16 @@ import (
 // for concurrent use: calls are serialised because NVML handles (and the mock
 // server) are not meant to be walked by several goroutines at once.
 type Provider struct {
-	mu     sync.Mutex
-	opts   options
-	lib    nvml.Interface
-	sim    *Sim
-	closed bool
+	mu   sync.Mutex
+	opts options
+	lib  nvml.Interface
+	sim  *Sim
+	last *gpu.Inventory // the last inventory read (see reader.known)
+	// uvmTried is set once nvidia-modprobe was tried for a missing
+	// nvidia-uvm; uvmErr is why it did not load it.
+	uvmTried bool
+	uvmErr   error
+	closed   bool
 }
 
 // New loads NVML (or builds the simulation) and initialises it. Call Close
@@ -53,7 +58,9 @@ func (p *Provider) init() error {
 	case ret == nvml.ERROR_LIBRARY_NOT_FOUND:
 		return missingError(p.opts.driverRoot, nil)
 	case ret == nvml.ERROR_DRIVER_NOT_LOADED:
-		return fmt.Errorf("failed to initialise NVML: %w: load it (modprobe nvidia) or, to run without a GPU, use --simulate dgxa100", ErrDriverNotLoaded)
+		return fmt.Errorf("failed to initialise NVML: %w: load it (modprobe nvidia; after a driver upgrade, reload all NVIDIA modules or reboot) or, to run without a GPU, use --simulate dgxa100", ErrDriverNotLoaded)
+	case ret == nvml.ERROR_LIB_RM_VERSION_MISMATCH:
+		return fmt.Errorf("failed to initialise NVML: %w: the driver was upgraded but the old kernel module is still loaded; reload the NVIDIA kernel modules (stop what uses the GPUs, then rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia and modprobe nvidia) or reboot the node", ErrVersionMismatch)
 	default:
 		return fmt.Errorf("failed to initialise NVML: %w", check(ret, "initialise NVML"))
 	}
@@ -70,13 +77,17 @@ func (p *Provider) Inventory() (*gpu.Inventory, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := reader{lib: p.lib, majors: majors, migMinors: p.migMinorTable}
+	r := reader{lib: p.lib, majors: majors, migMinors: p.migMinorTable, known: p.last}
 	inv, err := r.inventory()
 	if err != nil {
 		return nil, err
 	}
+	p.last = inv
 	inv.Simulated = p.opts.simulate
-	inv.Control = controlNodes(majors.uvm)
+	inv.Control = p.controlNodes(majors.uvm)
+	if problem := p.uvmProblem(majors); problem != "" {
+		inv.Problems = append(inv.Problems, problem)
+	}
 	return inv, nil
 }
 

@@ -23,6 +23,7 @@ type Sim struct {
 	server  *server.Server
 	slots   []*server.Device
 	removed map[int]bool
+	lost    map[int]nvml.Device // slot -> the handle NVML gives for it now
 	events  *simEvents
 }
 
@@ -34,7 +35,7 @@ func newSim(name string, mu *sync.Mutex) *Sim {
 		server.WithNVMLVersion("12.550.54.15"),
 		server.WithCUDADriverVersion(12040),
 	)
-	s := &Sim{mu: mu, name: name, preset: p, server: srv, removed: map[int]bool{}}
+	s := &Sim{mu: mu, name: name, preset: p, server: srv, removed: map[int]bool{}, lost: map[int]nvml.Device{}}
 	for slot, d := range srv.Devices {
 		s.slots = append(s.slots, d.(*server.Device))
 		s.wire(slot)
@@ -43,9 +44,10 @@ func newSim(name string, mu *sync.Mutex) *Sim {
 	return s
 }
 
-// RemoveGPU makes a GPU disappear, as when it falls off the bus. The GPUs
-// after it move down one NVML index, as NVML enumerates contiguously; their
-// minors and UUIDs stay.
+// RemoveGPU makes a GPU disappear from NVML's count, as when it is unbound
+// from the driver or hot-removed (a GPU that falls off the bus stays counted:
+// see LoseGPU). The GPUs after it move down one NVML index, as NVML
+// enumerates contiguously; their minors and UUIDs stay.
 func (s *Sim) RemoveGPU(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -61,7 +63,7 @@ func (s *Sim) RemoveGPU(id string) error {
 	return nil
 }
 
-// RestoreGPU brings a removed GPU back, with its MIG state as it was.
+// RestoreGPU brings a removed or lost GPU back, with its MIG state as it was.
 func (s *Sim) RestoreGPU(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -69,19 +71,25 @@ func (s *Sim) RestoreGPU(id string) error {
 	if err != nil {
 		return err
 	}
-	if !s.removed[slot] {
+	if !s.removed[slot] && s.lost[slot] == nil {
 		return fmt.Errorf("failed to restore simulated GPU %s: it is present", id)
 	}
 	delete(s.removed, slot)
+	delete(s.lost, slot)
 	s.renumber()
 	return nil
 }
 
-// renumber rebuilds the mock's device list from the present slots.
+// renumber rebuilds the mock's device list from the present slots; a lost
+// GPU keeps its place with its lost handle.
 func (s *Sim) renumber() {
 	s.server.Devices = s.server.Devices[:0]
 	for slot, d := range s.slots {
-		if s.removed[slot] {
+		switch {
+		case s.removed[slot]:
+			continue
+		case s.lost[slot] != nil:
+			s.server.Devices = append(s.server.Devices, s.lost[slot])
 			continue
 		}
 		d.Index = len(s.server.Devices)

@@ -77,3 +77,18 @@ func (s *Sim) inject(id string, kind, data uint64) error {
 		return fmt.Errorf("failed to inject event on simulated GPU %s: event queue is full", id)
 	}
 }
+
+// DropEvents makes a simulated GPU one whose error events NVML cannot
+// deliver (GetSupportedEventTypes answers NOT_SUPPORTED), as on GPUs and
+// vGPUs without Xid reporting. Health watchers created afterwards list it
+// as Unwatched.
+func (s *Sim) DropEvents(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slot, err := s.resolve(id)
+	if err != nil {
+		return err
+	}
+	s.slots[slot].GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+	return nil
+}

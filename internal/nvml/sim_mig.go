@@ -24,7 +24,7 @@ func (s *Sim) EnableMIG(id string, profiles ...string) error {
 		return err
 	}
 	d := s.slots[slot]
-	infos, err := giProfiles(d, profiles)
+	infos, err := simGIProfiles(d, profiles)
 	if err != nil {
 		return fmt.Errorf("failed to enable MIG on simulated GPU %s: %w", id, err)
 	}
@@ -58,9 +58,10 @@ func (s *Sim) DisableMIG(id string) error {
 	return nil
 }
 
-// giProfiles looks the profile names up through NVML's profile API and checks
-// that they fit in the GPU beside the instances it already has.
-func giProfiles(d *server.Device, names []string) ([]nvml.GpuInstanceProfileInfo, error) {
+// simGIProfiles looks the profile names (as go-nvlib names them, see
+// migProfile) up through NVML's profile API and checks that they fit in the
+// GPU beside the instances it already has.
+func simGIProfiles(d *server.Device, names []string) ([]nvml.GpuInstanceProfileInfo, error) {
 	byName, capacity := map[string]nvml.GpuInstanceProfileInfo{}, uint32(0)
 	var known []string
 	for id := range nvml.GPU_INSTANCE_PROFILE_COUNT {
@@ -68,7 +69,12 @@ func giProfiles(d *server.Device, names []string) ([]nvml.GpuInstanceProfileInfo
 		if ret != nvml.SUCCESS {
 			continue
 		}
-		name := fmt.Sprintf("%dg.%dgb", info.SliceCount, (info.MemorySizeMB+1023)/1024)
+		p, err := newMIGProfile(id, nvml.COMPUTE_INSTANCE_PROFILE_1_SLICE, info.MemorySizeMB, d.MemoryInfo.Total)
+		if err != nil {
+			continue
+		}
+		p.c = p.g // a compute instance spanning the GPU instance
+		name := p.String()
 		if _, dup := byName[name]; !dup { // the lowest id is the plain profile
 			byName[name] = info
 			known = append(known, name)
@@ -107,6 +113,7 @@ func createInstance(d *server.Device, info nvml.GpuInstanceProfileInfo) error {
 	if err := check(ret, "create GPU instance"); err != nil {
 		return err
 	}
+	wireGPUInstance(gi.(*server.GpuInstance))
 	for id := range nvml.COMPUTE_INSTANCE_PROFILE_COUNT {
 		ci, ret := gi.GetComputeInstanceProfileInfo(id, nvml.COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
 		if ret == nvml.SUCCESS && ci.SliceCount == info.SliceCount {
@@ -120,6 +127,16 @@ func createInstance(d *server.Device, info nvml.GpuInstanceProfileInfo) error {
 // wireMIG makes the mock answer the MIG device-handle calls real NVML offers
 // (go-nvml's server only models GPU and compute instances).
 func (s *Sim) wireMIG(d *server.Device) {
+	d.GetGpuInstanceByIdFunc = func(id int) (nvml.GpuInstance, nvml.Return) {
+		d.RLock()
+		defer d.RUnlock()
+		for gi := range d.GpuInstances {
+			if int(gi.Info.Id) == id {
+				return gi, nvml.SUCCESS
+			}
+		}
+		return nil, nvml.ERROR_NOT_FOUND
+	}
 	d.GetMaxMigDeviceCountFunc = func() (int, nvml.Return) { return maxMIGDevices, nvml.SUCCESS }
 	d.GetMigDeviceHandleByIndexFunc = func(n int) (nvml.Device, nvml.Return) {
 		if n < 0 || n >= maxMIGDevices {
@@ -178,5 +195,20 @@ func migHandle(parent *server.Device, gi *server.GpuInstance, ci *server.Compute
 		GetAttributesFunc:                      func() (nvml.DeviceAttributes, nvml.Return) { return attrs, nvml.SUCCESS },
 		IsMigDeviceHandleFunc:                  func() (bool, nvml.Return) { return true, nvml.SUCCESS },
 		GetDeviceHandleFromMigDeviceHandleFunc: func() (nvml.Device, nvml.Return) { return parent, nvml.SUCCESS },
+	}
+}
+
+// wireGPUInstance adds the by-id lookup of compute instances that go-nvml's
+// server leaves out.
+func wireGPUInstance(gi *server.GpuInstance) {
+	gi.GetComputeInstanceByIdFunc = func(id int) (nvml.ComputeInstance, nvml.Return) {
+		gi.RLock()
+		defer gi.RUnlock()
+		for ci := range gi.ComputeInstances {
+			if int(ci.Info.Id) == id {
+				return ci, nvml.SUCCESS
+			}
+		}
+		return nil, nvml.ERROR_NOT_FOUND
 	}
 }

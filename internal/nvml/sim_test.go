@@ -2,10 +2,13 @@ package nvml
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
 )
@@ -171,3 +174,80 @@ func TestSimulatedMajorsWithoutDriver(t *testing.T) {
 }
 
 func slot(i int) string { return strconv.Itoa(i) }
+
+// TestLostGPUStaysCounted: a GPU that falls off the bus stays in NVML's
+// count and fails only its own calls; the inventory keeps it as a lost
+// record and reads every other GPU, at start-up and on a later refresh.
+func TestLostGPUStaysCounted(t *testing.T) {
+	p := newSimProvider(t, "pcie8")
+	before := inventory(t, p)
+	bus3 := before.GPUs[3].PCIBusID
+
+	fresh := newSimProvider(t, "pcie8") // lost before its first inventory
+	if err := fresh.Simulation().LoseGPU("3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Simulation().LoseGPU(before.GPUs[3].UUID); err != nil { // lost between two reads
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		p    *Provider
+		want gpu.GPU // the lost record, Lost aside
+	}{
+		{"at start-up", fresh, gpu.GPU{Index: 3, Minor: -1, UUID: gpu.LostID(bus3, 3), PCIBusID: bus3}},
+		{"during refresh", p, gpu.GPU{Index: 3, Minor: 3, UUID: before.GPUs[3].UUID, PCIBusID: bus3,
+			Name: before.GPUs[3].Name, MemoryMiB: before.GPUs[3].MemoryMiB}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inv := inventory(t, tt.p)
+			if len(inv.GPUs) != 8 {
+				t.Fatalf("got %d GPUs, want 8: a lost GPU stays counted", len(inv.GPUs))
+			}
+			lost := inv.GPUs[3]
+			if !strings.Contains(lost.Lost, "ERROR_GPU_IS_LOST") {
+				t.Errorf("GPU 3 Lost = %q, want NVML's GPU_IS_LOST", lost.Lost)
+			}
+			lost.Lost = ""
+			if !reflect.DeepEqual(lost, tt.want) {
+				t.Errorf("lost record = %+v, want %+v", lost, tt.want)
+			}
+			for i, g := range inv.GPUs {
+				if i == 3 {
+					continue
+				}
+				if g.Lost != "" || g.Index != i || g.Minor != i || g.UUID != before.GPUs[i].UUID || len(g.Peers) != 6 {
+					t.Errorf("GPU %d: lost=%q index=%d minor=%d uuid=%s peers=%d", i, g.Lost, g.Index, g.Minor, g.UUID, len(g.Peers))
+				}
+				if _, ok := g.Peer(3); ok {
+					t.Errorf("GPU %d keeps a peer link to the lost GPU", i)
+				}
+			}
+		})
+	}
+	if err := p.Simulation().RestoreGPU("3"); err != nil {
+		t.Fatal(err)
+	}
+	if after := inventory(t, p); !reflect.DeepEqual(after, before) {
+		t.Errorf("after a reset the inventory differs:\n%+v\n%+v", after, before)
+	}
+}
+
+// TestUnopenableGPUIsKeptByIndex: when NVML cannot even hand out a GPU's
+// handle, the record is by index.
+func TestUnopenableGPUIsKeptByIndex(t *testing.T) {
+	p := newSimProvider(t, "dgxa100")
+	byIndex := p.sim.server.DeviceGetHandleByIndexFunc
+	p.sim.server.DeviceGetHandleByIndexFunc = func(i int) (nvml.Device, nvml.Return) {
+		if i == 5 {
+			return nil, nvml.ERROR_UNKNOWN
+		}
+		return byIndex(i)
+	}
+	inv := inventory(t, p)
+	g := inv.GPUs[5]
+	if len(inv.GPUs) != 8 || g.UUID != "lost-index-5" || g.Minor != -1 || !strings.Contains(g.Lost, "ERROR_UNKNOWN") {
+		t.Fatalf("GPU 5 = %+v among %d GPUs, want a lost record by index", g, len(inv.GPUs))
+	}
+}

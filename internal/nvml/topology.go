@@ -1,6 +1,8 @@
 package nvml
 
 import (
+	"slices"
+
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
@@ -23,26 +25,34 @@ type nvlinks struct {
 	viaSwitch int
 }
 
-// readPeers fills Peers of every GPU: the PCIe level and NVLink count to each
-// other GPU. devs[i] is the handle of gpus[i].
+// readPeers fills Peers of every readable GPU: the PCIe level and NVLink
+// count to each other readable GPU. devs[i] is the handle of gpus[i], nil
+// for a lost GPU, which has no peers and is no one's peer.
 func readPeers(devs []nvml.Device, gpus []gpu.GPU) error {
 	byBus := make(map[string]int, len(gpus))
 	for i := range gpus {
-		byBus[gpus[i].PCIBusID] = gpus[i].Index
+		if devs[i] != nil {
+			byBus[gpus[i].PCIBusID] = gpus[i].Index
+		}
 	}
 	links := make([]nvlinks, len(devs))
+	var ok []int // positions of the readable GPUs
 	for i, d := range devs {
+		if d == nil {
+			continue
+		}
 		l, err := readNVLinks(d, gpus[i].Index, byBus)
 		if err != nil {
 			return err
 		}
 		links[i] = l
+		ok = append(ok, i)
 	}
-	for i := range devs {
-		gpus[i].Peers = make([]gpu.Peer, 0, len(devs)-1)
+	for _, i := range ok {
+		gpus[i].Peers = make([]gpu.Peer, 0, len(ok)-1)
 	}
-	for i := range devs {
-		for j := i + 1; j < len(devs); j++ {
+	for x, i := range ok {
+		for _, j := range ok[x+1:] {
 			level, err := pcieLevel(devs[i], devs[j], gpus[i].Index, gpus[j].Index)
 			if err != nil {
 				return err
@@ -60,8 +70,8 @@ func readPeers(devs []nvml.Device, gpus []gpu.GPU) error {
 // topology-aware allocator never counts on a link that may not exist.
 func pcieLevel(a, b nvml.Device, ia, ib int) (gpu.Link, error) {
 	level, ret := a.GetTopologyCommonAncestor(b)
-	if ret == nvml.ERROR_NOT_SUPPORTED {
-		return gpu.LinkSystem, nil
+	if ret == nvml.ERROR_NOT_SUPPORTED || slices.Contains(brokenGPU, ret) {
+		return gpu.LinkSystem, nil // a GPU lost since it was read
 	}
 	if err := check(ret, "get PCIe topology between GPU %d and GPU %d", ia, ib); err != nil {
 		return 0, err
@@ -88,11 +98,15 @@ func readNVLinks(d nvml.Device, index int, byBus map[string]int) (nvlinks, error
 	l := nvlinks{direct: map[int]int{}}
 	for link := range nvml.NVLINK_MAX_LINKS {
 		state, ret := d.GetNvLinkState(link)
-		switch ret {
-		case nvml.ERROR_NOT_SUPPORTED:
-			return l, nil // no NVLink on this GPU
-		case nvml.ERROR_INVALID_ARGUMENT:
+		switch {
+		case ret == nvml.ERROR_NOT_SUPPORTED:
+			// This link is not there (or not wired on this board); later
+			// ones may be: a GPU without NVLink answers this for all 18.
+			continue
+		case ret == nvml.ERROR_INVALID_ARGUMENT:
 			return l, nil // past the GPU's last link
+		case slices.Contains(brokenGPU, ret):
+			return l, nil // a GPU lost since it was read: no links
 		}
 		if err := check(ret, "get state of NVLink %d of GPU %d", link, index); err != nil {
 			return l, err
@@ -118,6 +132,9 @@ func (l *nvlinks) add(d nvml.Device, link, index int, byBus map[string]int) erro
 		return check(ret, "get remote device type of NVLink %d of GPU %d", link, index)
 	}
 	pci, ret := d.GetNvLinkRemotePciInfo(link)
+	if ret == nvml.ERROR_NOT_SUPPORTED {
+		return nil // the far end cannot be told: count no peer
+	}
 	if err := check(ret, "get remote end of NVLink %d of GPU %d", link, index); err != nil {
 		return err
 	}

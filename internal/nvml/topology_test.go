@@ -3,6 +3,8 @@ package nvml
 import (
 	"testing"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
 	"github.com/hotgpu/hotgpu/internal/gpu"
 )
 
@@ -62,5 +64,28 @@ func TestNormalizeBusID(t *testing.T) {
 				t.Fatalf("got %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestNVLinkProbingContinuesPastNotSupported: a link that answers
+// NOT_SUPPORTED (not wired on this board) does not hide the links after it.
+func TestNVLinkProbingContinuesPastNotSupported(t *testing.T) {
+	p := newSimProvider(t, "pcie8")
+	for _, s := range []int{0, 1} { // the NVLink bridge pair: 4 links each
+		d := p.sim.slots[s]
+		state, kind, remote := d.GetNvLinkStateFunc, d.GetNvLinkRemoteDeviceTypeFunc, d.GetNvLinkRemotePciInfoFunc
+		// Link 0 is not supported; the real links move up one.
+		d.GetNvLinkStateFunc = func(link int) (nvml.EnableState, nvml.Return) {
+			if link == 0 {
+				return 0, nvml.ERROR_NOT_SUPPORTED
+			}
+			return state(link - 1)
+		}
+		d.GetNvLinkRemoteDeviceTypeFunc = func(link int) (nvml.IntNvLinkDeviceType, nvml.Return) { return kind(link - 1) }
+		d.GetNvLinkRemotePciInfoFunc = func(link int) (nvml.PciInfo, nvml.Return) { return remote(link - 1) }
+	}
+	inv := inventory(t, p)
+	if peer, _ := inv.GPUs[0].Peer(1); peer.NVLinks != 4 {
+		t.Fatalf("GPU 0 -> 1: %d NVLinks, want 4 (probing stopped at the unsupported link 0)", peer.NVLinks)
 	}
 }
