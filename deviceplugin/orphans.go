@@ -30,7 +30,8 @@ const podGoneGrace = 5 * time.Second
 //   - an allocation no container claimed whose GPU kubelet lists for no pod:
 //     the pod was deleted before its container started;
 //   - the allocation of a pod kubelet has not listed for podGoneGrace, once
-//     none of its containers runs: the pod was deleted or has finished.
+//     none of its containers runs: the pod was deleted or has finished. Its
+//     absence is timed while its containers are still stopping.
 //     kubelet frees its devices at once, while containerd's RemovePodSandbox
 //     (which also releases them) waits for kubelet's container GC, up to a
 //     minute later.
@@ -38,20 +39,26 @@ const podGoneGrace = 5 * time.Second
 // Without the socket nothing is released. It is called from one goroutine.
 func (p *Plugin) SweepOrphans(ctx context.Context, socket string) ([]string, error) {
 	candidates := map[string]ledger.Grant{}
+	var pods []ledger.Holder // of every pod's allocation: a pod's absence is timed while its containers stop
 	for _, g := range p.ledger.Grants() {
-		if p.unclaimedOrphan(g) || p.stoppedPodGrant(g) {
+		if p.podGrant(g) {
+			pods = append(pods, g.Holder)
+		}
+		if p.unclaimedOrphan(g) || p.podGrant(g) && (g.Holder.ContainerID == "" || !p.running(g.Holder.ContainerID)) {
 			candidates[g.GPU] = g
 		}
 	}
-	if len(candidates) == 0 {
+	if len(pods) == 0 {
 		p.podsAbsent = nil
+	}
+	if len(candidates) == 0 && len(pods) == 0 {
 		return nil, nil
 	}
 	listed, err := p.kubeletAssigned(ctx, socket)
 	if err != nil {
 		return nil, err
 	}
-	gone := p.podsGone(candidates, listed.pods)
+	gone := p.podsGone(pods, listed.pods)
 	// Kubelet may have allocated a GPU again while we asked: release only
 	// grants that are still exactly the ones judged.
 	released, err := p.ledger.ReleaseWhere(func(g ledger.Grant) bool {
@@ -82,23 +89,20 @@ func (p *Plugin) unclaimedOrphan(g ledger.Grant) bool {
 	return g.Reason == ledger.Kubelet && h.ContainerID == "" && h.PodUID == "" && time.Since(g.Since) > orphanGrace
 }
 
-// stoppedPodGrant: an allocation of a pod (known by name) whose container
-// holding it, if any, no longer runs. Judged only while kubelet talks to us.
-func (p *Plugin) stoppedPodGrant(g ledger.Grant) bool {
-	h := g.Holder
-	return g.Reason == ledger.Kubelet && h.PodUID != "" && h.PodName != "" && p.Registered() &&
-		(h.ContainerID == "" || !p.running(h.ContainerID))
+// podGrant: an allocation of a pod known by name, judged only while kubelet
+// talks to us.
+func (p *Plugin) podGrant(g ledger.Grant) bool {
+	return g.Reason == ledger.Kubelet && g.Holder.PodUID != "" && g.Holder.PodName != "" && p.Registered()
 }
 
-// podsGone returns the pods of candidates kubelet has not listed for
-// podGoneGrace, and remembers since when the others are missing.
-func (p *Plugin) podsGone(candidates map[string]ledger.Grant, listed map[string]bool) map[string]bool {
+// podsGone returns the pods kubelet has not listed for podGoneGrace, and
+// remembers since when the others are missing.
+func (p *Plugin) podsGone(pods []ledger.Holder, listed map[string]bool) map[string]bool {
 	now := time.Now()
 	absent := map[string]time.Time{}
 	gone := map[string]bool{}
-	for _, g := range candidates {
-		h := g.Holder
-		if h.PodUID == "" || listed[h.PodNamespace+"/"+h.PodName] {
+	for _, h := range pods {
+		if listed[h.PodNamespace+"/"+h.PodName] {
 			continue
 		}
 		since, ok := p.podsAbsent[h.PodUID]

@@ -2,6 +2,7 @@ package deviceplugin
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +131,12 @@ func TestSweepReleasesPodsKubeletNoLongerLists(t *testing.T) {
 	}
 	if n := len(f.p.ledger.Grants()); n != 3 {
 		t.Fatalf("%d grants left, want 3: %+v", n, f.p.ledger.Grants())
+	}
+	// The terminating pod's absence was timed while its container ran: it
+	// goes as soon as the container stops.
+	running["busy"] = false
+	if released, err := f.p.SweepOrphans(ctx, sock); err != nil || !slices.Equal(released, []string{f.uuid(2)}) {
+		t.Fatalf("after its container stopped: released %v, %v; want GPU 2", released, err)
 	}
 }
 
