@@ -77,8 +77,8 @@ func (p *Plugin) Allocate(_ context.Context, req *pluginapi.AllocateRequest) (*p
 }
 
 // check validates one container's IDs and returns them. A GPU still
-// recorded as an earlier kubelet allocation no container claimed is fine:
-// kubelet re-allocating it means that pod is gone, and record replaces it.
+// recorded as an earlier kubelet allocation that no running container holds
+// is fine (see takesOver); record takes it over.
 func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids []string, err error) {
 	switch {
 	case len(ids) == 0:
@@ -95,7 +95,7 @@ func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids []string, err er
 		if !p.health.Healthy(g.UUID) {
 			return nil, status.Errorf(codes.FailedPrecondition, "GPU %d (%s) is unhealthy; see `hotgpu health`", g.Index, g.UUID)
 		}
-		if cur, held := p.ledger.Lookup(g.UUID); held && (cur.Reason != ledger.Kubelet || cur.Holder.ContainerID != "") {
+		if cur, held := p.ledger.Lookup(g.UUID); held && !p.takesOver(cur) {
 			return nil, status.Errorf(codes.FailedPrecondition,
 				"GPU %d (%s) is held by %s (%s); it is not allocatable until released (hotgpu detach)", g.Index, g.UUID, cur.Holder, cur.Reason)
 		}
@@ -104,9 +104,33 @@ func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids []string, err er
 	return uuids, nil
 }
 
-// record makes uuids an unclaimed kubelet allocation in one durable
-// change, replacing unclaimed ones kubelet has just re-allocated.
+// takesOver reports whether kubelet allocating the GPU of cur again may
+// replace cur. kubelet is the authority on its own allocations: it gives a
+// GPU again to another container of the same pod (an app container re-using
+// its init container's devices) or because the pod it was for is gone, and
+// its new allocation takes over from a holder that no longer runs. A running
+// holder is never dispossessed, and only kubelet's own grants are kubelet's.
+func (p *Plugin) takesOver(cur ledger.Grant) bool {
+	return cur.Reason == ledger.Kubelet && (cur.Holder.ContainerID == "" || !p.running(cur.Holder.ContainerID))
+}
+
+// record makes uuids an unclaimed kubelet allocation, replacing the
+// allocations kubelet has just given again (see takesOver). A grant still
+// bound to a stopped container is first given back to its pod, as NRI's
+// StopContainer does; it is then replaced like any allocation no container
+// holds.
 func (p *Plugin) record(uuids []string, token string) error {
+	for _, u := range uuids {
+		cur, held := p.ledger.Lookup(u)
+		if !held || cur.Holder.ContainerID == "" || !p.takesOver(cur) {
+			continue
+		}
+		if _, _, err := p.ledger.ContainerGone(cur.Holder.ContainerID); err != nil {
+			return status.Errorf(codes.Internal, "failed to record allocation: %v", err)
+		}
+		p.log.WithFields(map[string]any{"gpu": u, "stopped": cur.Holder.String()}).
+			Info("kubelet allocated a GPU of a stopped container again: the new allocation takes it over")
+	}
 	err := p.ledger.Acquire(ledger.Holder{Token: token}, ledger.Kubelet, ledger.Active, uuids...)
 	switch {
 	case errors.Is(err, ledger.ErrHeld):

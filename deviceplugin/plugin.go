@@ -52,6 +52,11 @@ type Plugin struct {
 	resync     time.Duration // how often ListAndWatch re-checks the inventory
 	retry      time.Duration // between registration attempts
 	gate       func() error  // nil, or refuses allocations while the ledger is not trustworthy
+	// running says whether a container holding a kubelet grant still
+	// runs (WithRunning); podsAbsent is since when SweepOrphans has missed
+	// each pod in kubelet's list.
+	running    func(containerID string) bool
+	podsAbsent map[string]time.Time
 
 	registered atomic.Bool
 	// registrations counts successful registrations (tests, status).
@@ -111,6 +116,14 @@ func WithAllocateGate(gate func() error) Option {
 	return func(p *Plugin) error { p.gate = gate; return nil }
 }
 
+// WithRunning tells the plugin whether the container holding a kubelet
+// grant still runs. kubelet is the authority on its own allocations: a new
+// allocation takes a GPU over from a holder that has stopped, never from one
+// that runs. By default every holder counts as running.
+func WithRunning(running func(containerID string) bool) Option {
+	return func(p *Plugin) error { p.running = running; return nil }
+}
+
 // WithLogger sets the logger.
 func WithLogger(l *logrus.Entry) Option {
 	return func(p *Plugin) error { p.log = l.WithField("component", "deviceplugin"); return nil }
@@ -147,7 +160,8 @@ func New(inv Inventory, l *ledger.Ledger, opts ...Option) (*Plugin, error) {
 	quiet.Out = io.Discard
 	p := &Plugin{
 		inv: inv, ledger: l, health: allHealthy{}, log: logrus.NewEntry(quiet),
-		dir: filepath.Clean(pluginapi.DevicePluginPath), resource: "nvidia.com/gpu", cdiKind: "nvidia.com/gpu",
+		running: func(string) bool { return true },
+		dir:     filepath.Clean(pluginapi.DevicePluginPath), resource: "nvidia.com/gpu", cdiKind: "nvidia.com/gpu",
 		resync: 10 * time.Second, retry: 2 * time.Second, lost: make(chan struct{}, 1),
 	}
 	for _, o := range opts {

@@ -122,7 +122,7 @@ func (p *Plugin) kubeletAllocated(uuid string, pod *api.PodSandbox, c *api.Conta
 		return false
 	}
 	h := g.Holder
-	if h.Token != "" && h.Token != c.GetAnnotations()[policy.AllocationAnnotation] {
+	if !h.Accepts(c.GetAnnotations()[policy.AllocationAnnotation]) {
 		return false // env names the GPU, but kubelet did not allocate it to this container
 	}
 	return h.ContainerID == c.GetId() || (h.ContainerID == "" && (h.PodUID == "" || h.PodUID == pod.GetUid()))

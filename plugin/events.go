@@ -18,9 +18,13 @@ func (p *Plugin) PostStartContainer(_ context.Context, pod *api.PodSandbox, c *a
 	return nil
 }
 
-// StopContainer releases the container's GPUs.
+// StopContainer releases the container's GPUs (its kubelet allocation goes
+// back to its pod) and forgets it as a running container: a kubelet
+// allocation held by a container that is not in the registry may be taken
+// over by kubelet's next allocation (deviceplugin.WithRunning).
 func (p *Plugin) StopContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) ([]*api.ContainerUpdate, error) {
 	p.gone(pod, c)
+	p.registry.Remove(c.GetId())
 	return nil, nil
 }
 
@@ -72,9 +76,10 @@ func (p *Plugin) PostUpdateContainer(_ context.Context, pod *api.PodSandbox, c *
 }
 
 // Synchronize reconciles the ledger with the containers that really exist:
-// grants of containers that are gone are released, and containers that
-// carry GPU nodes the ledger does not know (a lost or corrupt state file) are
-// recorded again.
+// grants of containers that are gone are released (but a stopped container
+// of a live pod keeps its kubelet allocation, as StopContainer leaves it),
+// and containers that carry GPU nodes the ledger does not know (a lost or
+// corrupt state file) are recorded again.
 func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, containers []*api.Container) ([]*api.ContainerUpdate, error) {
 	podByID := make(map[string]*api.PodSandbox, len(pods))
 	podUIDs := make(map[string]bool, len(pods))
@@ -92,7 +97,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, containe
 		regs = append(regs, toRegistry(podByID[c.GetPodSandboxId()], c))
 	}
 	p.registry.Replace(regs)
-
+	p.stoppedWhileAway(live, podUIDs)
 	released, err := p.ledger.Reconcile(func(id string) bool { return live[id] }, func(uid string) bool { return podUIDs[uid] })
 	if err != nil {
 		p.log.WithError(err).Error("failed to reconcile ledger")
@@ -106,6 +111,31 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, containe
 		p.onSync()
 	}
 	return nil, nil
+}
+
+// stoppedWhileAway handles, as StopContainer would have, the containers
+// that stopped or were removed while hotgpud was not connected (the runtime
+// lists no exited container) but whose pod still exists: their kubelet GPUs
+// go back to the pod, for the container kubelet restarts with the same
+// allocation, and stay the pod's until kubelet no longer lists it
+// (deviceplugin's sweep) or its sandbox is removed. Reconcile then releases
+// the grants of pods that are gone.
+func (p *Plugin) stoppedWhileAway(live, podUIDs map[string]bool) {
+	done := map[string]bool{}
+	for _, g := range p.ledger.Grants() {
+		id := g.Holder.ContainerID
+		if id == "" || live[id] || done[id] || !podUIDs[g.Holder.PodUID] {
+			continue
+		}
+		done[id] = true
+		released, unbound, err := p.ledger.ContainerGone(id)
+		if err != nil {
+			p.log.WithError(err).WithField("container", id).Error("failed to release GPUs of a stopped container")
+			continue
+		}
+		p.log.WithFields(map[string]any{"container": g.Holder.String(), "released": gpusOf(released), "kept_for_pod": gpusOf(unbound)}).
+			Info("container stopped while hotgpud was away")
+	}
 }
 
 // rerecord records GPUs found in running containers' specs that the

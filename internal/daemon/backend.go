@@ -28,7 +28,7 @@ func (d *Daemon) GPUs() []api.GPUStatus {
 	for _, g := range inv.GPUs {
 		s := api.GPUStatus{GPU: g, Healthy: d.health.Healthy(g.UUID)}
 		if grant, ok := d.ledger.Lookup(g.UUID); ok {
-			grant.Holder.Token = "" // a claim secret; the API never shows it
+			grant.Holder.Token, grant.Holder.Tokens = "", "" // claim secrets; the API never shows them
 			s.Grant = &grant
 		}
 		out = append(out, s)

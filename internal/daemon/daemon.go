@@ -260,7 +260,6 @@ func (d *Daemon) loop(ctx context.Context) {
 		case id := <-d.updated:
 			d.reconcile(id)
 		case <-tick.C:
-			d.sweepOrphans(ctx)
 			d.refreshInventory()
 			d.reconcile("")
 			d.sweepHookGrants()

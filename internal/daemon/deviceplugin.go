@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -30,6 +31,7 @@ func (d *Daemon) newDevicePlugin() error {
 		deviceplugin.WithHealth(d.health),
 		deviceplugin.WithLogger(d.log),
 		deviceplugin.WithAllocateGate(d.waitRebuilt),
+		deviceplugin.WithRunning(d.containerRunning),
 	)
 	if err != nil {
 		return err
@@ -38,14 +40,35 @@ func (d *Daemon) newDevicePlugin() error {
 	return nil
 }
 
-// sweepOrphans releases kubelet allocations of pods deleted before their
-// container started. Without kubelet's PodResources socket it does nothing.
-func (d *Daemon) sweepOrphans(ctx context.Context) {
-	if d.devicePlugin == nil {
-		return
+// containerRunning tells the device plugin whether a container holding a
+// kubelet grant still runs. The registry lists the containers the runtime
+// has neither stopped nor removed; until the first NRI Synchronize, while
+// NRI is down, or without NRI, hotgpud cannot tell, and a holder it cannot
+// judge counts as running (it is never dispossessed).
+func (d *Daemon) containerRunning(id string) bool {
+	select {
+	case <-d.Ready:
+	default:
+		return true
 	}
-	if _, err := d.devicePlugin.SweepOrphans(ctx, d.cfg.DevicePlugin.PodResourcesSocket); err != nil {
-		d.log.WithError(err).Debug("cannot check kubelet allocations against PodResources")
+	return d.plugin == nil || !d.plugin.Connected() || d.registry.Has(id)
+}
+
+// sweepOrphans releases kubelet allocations of pods kubelet no longer runs,
+// every devicePlugin.podResourcesInterval. Without kubelet's PodResources
+// socket it does nothing.
+func (d *Daemon) sweepOrphans(ctx context.Context) {
+	tick := time.NewTicker(d.cfg.DevicePlugin.PodResourcesInterval.Duration)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := d.devicePlugin.SweepOrphans(ctx, d.cfg.DevicePlugin.PodResourcesSocket); err != nil {
+			d.log.WithError(err).Debug("cannot check kubelet allocations against PodResources")
+		}
 	}
 }
 
@@ -72,6 +95,7 @@ func (d *Daemon) runHealthAndDevicePlugin(ctx context.Context, wg *sync.WaitGrou
 				d.log.WithError(err).Error("kubelet device plugin stopped; run with --no-device-plugin on nodes without kubelet")
 			}
 		})
+		wg.Go(func() { d.sweepOrphans(ctx) })
 	}
 }
 

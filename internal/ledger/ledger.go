@@ -59,6 +59,40 @@ type Holder struct {
 	// only a holder presenting it may claim the allocation. Never logged or
 	// shown.
 	Token string `json:"token,omitempty"`
+	// Tokens are the other secrets issued for the same GPU that are still
+	// valid, space-separated (a string keeps Grant comparable): kubelet gives
+	// an init container's devices to the pod's app containers and calls
+	// Allocate again, and each container presents the token of its own
+	// Allocate. Never logged or shown.
+	Tokens string `json:"tokens,omitempty"`
+}
+
+// maxTokens bounds the tokens one grant keeps (the newest): one per
+// container of a pod that shares the GPU.
+const maxTokens = 32
+
+// Accepts reports whether token may claim this kubelet allocation: it is
+// one of the tokens issued for it, or the allocation has none.
+func (h Holder) Accepts(token string) bool {
+	if h.Token == "" && h.Tokens == "" {
+		return true
+	}
+	return token != "" && (token == h.Token || slices.Contains(strings.Fields(h.Tokens), token))
+}
+
+// withTokens returns h carrying, besides its own, every token of old, so
+// that a claim or a new Allocate for the same GPU invalidates none of them.
+func withTokens(h, old Holder) Holder {
+	seen := map[string]bool{h.Token: true}
+	var out []string
+	for _, t := range slices.Concat(strings.Fields(h.Tokens), []string{old.Token}, strings.Fields(old.Tokens)) {
+		if !seen[t] && t != "" && len(out) < maxTokens {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	h.Tokens = strings.Join(out, " ")
+	return h
 }
 
 // External reports whether the holder is a container outside Kubernetes,
@@ -204,7 +238,8 @@ func New(store Store) (*Ledger, error) {
 // Acquire records that holder holds every GPU in uuids, all or none. GPUs the
 // same container already holds are kept (idempotent). A kubelet allocation
 // that no container has claimed yet is claimed by a holder asking for the
-// same GPU with reason Kubelet.
+// same GPU with reason Kubelet. Every token issued for a kubelet allocation
+// stays valid while the allocation does (see Holder.Tokens).
 func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -213,21 +248,33 @@ func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) 
 	changed := false
 	for _, u := range uuids {
 		cur, held := next[u]
+		nh := h
 		switch {
 		case !held:
 		case sameHolder(cur.Holder, h):
 			if cur.State == state && cur.Reason == reason {
 				continue
 			}
+			if cur.Reason == Kubelet && reason == Kubelet {
+				nh = withTokens(h, cur.Holder)
+			}
 		case claimable(cur, h, reason):
-			// kubelet's allocation claimed by the container it was made for
+			// kubelet's allocation claimed by the container it was made
+			// for; the pod's other containers sharing it keep their tokens
+			nh = withTokens(h, cur.Holder)
 		case reallocated(cur, h, reason):
-			// kubelet allocates a GPU again only when the pod an unclaimed
-			// allocation was for is gone: the new allocation replaces it
+			// kubelet allocates a GPU again for another container of the
+			// same pod (an app container re-using its init container's
+			// devices: both tokens stay valid), or because the pod it was
+			// for is gone. Once a container of that pod has had it, its
+			// containers have all stopped: the new pod takes it over.
+			if cur.Holder.PodUID == "" {
+				nh = withTokens(h, cur.Holder)
+			}
 		default:
 			return &HeldError{GPU: u, By: cur}
 		}
-		next[u] = Grant{GPU: u, Holder: h, Reason: reason, State: state, Since: now}
+		next[u] = Grant{GPU: u, Holder: nh, Reason: reason, State: state, Since: now}
 		changed = true
 	}
 	if !changed {
@@ -442,7 +489,7 @@ func (l *Ledger) commit(next map[string]Grant) error {
 func claimable(cur Grant, h Holder, reason Reason) bool {
 	return cur.Reason == Kubelet && reason == Kubelet && cur.Holder.ContainerID == "" &&
 		h.ContainerID != "" && (cur.Holder.PodUID == "" || cur.Holder.PodUID == h.PodUID) &&
-		(cur.Holder.Token == "" || cur.Holder.Token == h.Token)
+		cur.Holder.Accepts(h.Token)
 }
 
 // reallocated reports whether h, a new unclaimed kubelet allocation, may

@@ -91,6 +91,10 @@ type DevicePlugin struct {
 	// PodResourcesSocket is kubelet's PodResources API, used to release
 	// allocations whose pod was deleted before its container started.
 	PodResourcesSocket string `json:"podResourcesSocket"`
+	// PodResourcesInterval is how often PodResources is asked which pods
+	// still run, to release the GPUs of a deleted or finished pod within
+	// seconds rather than when its sandbox is removed.
+	PodResourcesInterval Duration `json:"podResourcesInterval"`
 }
 
 // Health configures GPU health tracking from NVML error events.
@@ -148,9 +152,10 @@ func Default() *Config {
 			MaxPerContainer: 1,
 		},
 		DevicePlugin: DevicePlugin{
-			KubeletDir:         "/var/lib/kubelet/device-plugins",
-			ResourceName:       "nvidia.com/gpu",
-			PodResourcesSocket: "/var/lib/kubelet/pod-resources/kubelet.sock",
+			KubeletDir:           "/var/lib/kubelet/device-plugins",
+			ResourceName:         "nvidia.com/gpu",
+			PodResourcesSocket:   "/var/lib/kubelet/pod-resources/kubelet.sock",
+			PodResourcesInterval: Duration{2 * time.Second},
 		},
 		Health: Health{
 			RecoveryWindow: Duration{5 * time.Minute},
@@ -246,6 +251,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
 			bad("metrics.address must be host:port such as \":9402\", got %q", c.Metrics.Address)
 		}
+	}
+	if c.DevicePlugin.PodResourcesInterval.Duration < 100*time.Millisecond {
+		bad("devicePlugin.podResourcesInterval must be at least 100ms, got %s", c.DevicePlugin.PodResourcesInterval.Duration)
 	}
 	if c.ReconcileInterval.Duration < time.Second {
 		bad("reconcileInterval must be at least 1s, got %s", c.ReconcileInterval.Duration)

@@ -19,7 +19,7 @@ func TestParse(t *testing.T) {
 			name: "minimal file keeps defaults",
 			doc:  "version: v1\n",
 			check: func(t *testing.T, c *Config) {
-				if c.StateDir != "/var/lib/hotgpu" || c.NRI.Socket != "/var/run/nri/nri.sock" {
+				if c.StateDir != "/var/lib/hotgpu" || c.NRI.Socket != "/var/run/nri/nri.sock" || c.DevicePlugin.PodResourcesInterval.Duration != 2*time.Second {
 					t.Errorf("defaults lost: %+v", c)
 				}
 				if len(c.Annotations.Namespaces) != 0 {
@@ -53,6 +53,7 @@ func TestParse(t *testing.T) {
 		{name: "bad namespace", doc: "version: v1\nannotations:\n  namespaces: [\"Bad_NS\"]\n", wantErr: `"Bad_NS" is not a Kubernetes namespace`},
 		{name: "bad duration", doc: "version: v1\nreconcileInterval: 10\n", wantErr: "duration must be a string"},
 		{name: "too short interval", doc: "version: v1\nreconcileInterval: 1ms\n", wantErr: "at least 1s"},
+		{name: "too short PodResources interval", doc: "version: v1\ndevicePlugin:\n  podResourcesInterval: 1ms\n", wantErr: "podResourcesInterval must be at least 100ms"},
 		{name: "not yaml", doc: "version: [v1\n", wantErr: "not valid YAML"},
 	}
 	for _, tt := range tests {
