@@ -40,8 +40,11 @@ const detachHelp = `Usage: hotgpu detach TARGET (--gpu ID[,ID...] | --all) [--fo
 
 Take GPUs away from a running container: the cgroup rule is revoked and the
 node removed; detaching the last GPU also removes the control nodes. A GPU
-that a process of the container has open is refused unless --force. GPUs that
-kubelet allocated stay with their pod. TARGET is as for 'hotgpu attach'.
+that any process of the node has open or mapped (in the container, a
+sub-cgroup, or one it passed the fd to) is refused unless --force; a GPU still
+held after a forced detach is quarantined: no one gets it until the holder
+lets go. GPUs that kubelet allocated stay with their pod. TARGET is as for
+'hotgpu attach'.
 
 Examples:
   hotgpu detach --pod ml/trainer --all
@@ -143,7 +146,7 @@ func runDetach(ctx context.Context, s stdio, args []string) error {
 	o := newOpFlags(fs)
 	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
 	all := fs.Bool("all", false, "every GPU attached to the container")
-	force := fs.Bool("force", false, "detach even if a process has the GPU open")
+	force := fs.Bool("force", false, "detach even if a process has the GPU open (it is then quarantined until the process lets go)")
 	t, err := o.parse(fs, args, s)
 	if err != nil {
 		return err
@@ -169,6 +172,9 @@ func printResult(s stdio, output, verb string, res *attach.Result) error {
 	}
 	for _, g := range res.GPUs {
 		fmt.Fprintf(s.out, "%s GPU %d (%s, /dev/nvidia%d) %s %s\n", verb, g.Index, g.UUID, g.Minor, prep, res.Holder)
+	}
+	for _, g := range res.Quarantined {
+		fmt.Fprintf(s.out, "quarantined GPU %d: a process still holds it; no one gets it until it lets go (see hotgpu ls)\n", g.Index)
 	}
 	return nil
 }

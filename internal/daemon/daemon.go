@@ -263,6 +263,19 @@ func (d *Daemon) reconcile(id string) {
 	if _, err := d.attach.Reconcile(id); err != nil {
 		d.log.WithError(err).Warn("reconcile of live grants failed")
 	}
+	n, err := d.attach.RevokeStrays(id)
+	d.metrics.RegrantsRevoked(n)
+	if err != nil {
+		d.log.WithError(err).Warn("failed to revoke GPUs re-granted after detach")
+	}
+	if id != "" {
+		return
+	}
+	lifted, err := d.attach.LiftQuarantines()
+	d.metrics.Quarantine("lifted", len(lifted))
+	if err != nil {
+		d.log.WithError(err).Warn("failed to check quarantined GPUs")
+	}
 }
 
 // refreshInventory re-reads NVML and rewrites the CDI spec when the GPUs
