@@ -83,7 +83,11 @@ func nodeNames(idx ...int) []string {
 }
 
 func TestAttach(t *testing.T) {
-	env := startEnv(t)
+	// A short reconcile: a quarantined GPU comes back within a pass once
+	// its holder exits (testAttachBusy).
+	conf := filepath.Join(t.TempDir(), "hotgpud.yaml")
+	must(t, os.WriteFile(conf, []byte("version: v1\nreconcileInterval: 1s\n"), 0o644))
+	env := startEnv(t, "--config", conf)
 	t.Run("CRI pod", func(t *testing.T) { testAttachPod(t, env) })
 	t.Run("ctr container by pid", func(t *testing.T) { testAttachCtrPID(t, env) })
 	t.Run("busy GPU", func(t *testing.T) { testAttachBusy(t, env) })
@@ -322,7 +326,9 @@ func buildHoldOpen(t *testing.T) string {
 }
 
 // testAttachBusy: detach refuses while a process of the container holds the
-// GPU's node open, names the process, changes nothing, and --force detaches.
+// GPU's node open, names the process, changes nothing, and --force detaches
+// but quarantines the GPU: listed as such, refused to attach with the
+// reason, and free again once the holder exits.
 func testAttachBusy(t *testing.T, env *gpuEnv) {
 	c, d := env.c, env.d
 	pod := c.MustRunPod(t, "busy", nil)
@@ -370,6 +376,35 @@ func testAttachBusy(t *testing.T, env *gpuEnv) {
 	if l := devicesList(t, c, ctr); strings.Contains(l, "c 195:4") {
 		t.Errorf("after detach --force devices.list still allows GPU 4:\n%s", l)
 	}
+	testQuarantine(t, env, ctr)
+}
+
+// testQuarantine follows testAttachBusy's forced detach: GPU 4 is still
+// held by the container's holdopen.
+func testQuarantine(t *testing.T, env *gpuEnv, ctr string) {
+	c, d := env.c, env.d
+	if got := d.holders(t)[4]; got != "quarantine:" {
+		t.Fatalf("GPU 4 after detach --force with a holder left: %q, want quarantined", got)
+	}
+	if out := mustCLI(t, d, "ls"); !strings.Contains(out, "QUARANTINED") || !strings.Contains(out, "holdopen") {
+		t.Errorf("hotgpu ls does not show GPU 4 quarantined by holdopen:\n%s", out)
+	}
+	_, stderr, code := cli(t, d, "attach", "--pod", harness.PodNamespace+"/busy", "--gpu", "4")
+	if code != 1 || !strings.Contains(stderr, "quarantine") || !strings.Contains(stderr, "holdopen") {
+		t.Fatalf("attach of a quarantined GPU: exit %d, %q; want refused, saying it is quarantined and by what", code, stderr)
+	}
+	if _, stderr, code := c.MustExec(t, ctr, "sh", "-c",
+		`for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = holdopen ] && kill ${p#/proc/}; done; true`); code != 0 {
+		t.Fatalf("stop holder: %s", stderr)
+	}
+	for i := 0; d.holders(t)[4] != ""; i++ {
+		if i > 300 {
+			t.Fatalf("GPU 4 still quarantined after its holder exited: %v", d.holders(t))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/busy", "--gpu", "4")
+	mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/busy", "--gpu", "4")
 }
 
 // testAttachSymlinks: a container points /dev/nvidiaN, /dev/nvidiactl or
