@@ -31,6 +31,14 @@ import (
 // Inventory returns the current GPU inventory.
 type Inventory interface{ Inventory() *gpu.Inventory }
 
+// Processes is implemented by an Inventory that can ask the driver which
+// processes run on a GPU (NVML on a real node). The busy check and the
+// quarantine add them to what /proc shows; an Inventory without it is
+// judged by /proc alone.
+type Processes interface {
+	Processes(uuid string) ([]int, error)
+}
+
 // Health reports whether a GPU may be handed out.
 type Health interface{ Healthy(uuid string) bool }
 

@@ -177,10 +177,10 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 // quarantined until no process does (LiftQuarantines). When the holders
 // cannot be read every GPU is quarantined: the next pass finds out.
 func (m *Manager) releaseOrQuarantine(h ledger.Holder, gpus []*gpu.GPU) (quarantined []*gpu.GPU, err error) {
-	holders, scanErr := m.holders(nodesOf(gpus))
+	holders, scanErr := m.holders(gpus)
 	var free []string
 	for _, g := range gpus {
-		pids := holders[g.Node()]
+		pids := holders[g.UUID]
 		if scanErr == nil && len(pids) == 0 {
 			free = append(free, g.UUID)
 			continue
@@ -268,12 +268,12 @@ func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledg
 // force: a holder need not be in the container's cgroup (a sub-cgroup, or
 // another process it passed the fd to).
 func (m *Manager) checkBusy(gpus []*gpu.GPU, force bool) error {
-	holders, err := m.holders(nodesOf(gpus))
+	holders, err := m.holders(gpus)
 	if err != nil {
 		return err
 	}
 	for _, g := range gpus {
-		pids := holders[g.Node()]
+		pids := holders[g.UUID]
 		if len(pids) == 0 {
 			continue
 		}
@@ -285,18 +285,37 @@ func (m *Manager) checkBusy(gpus []*gpu.GPU, force bool) error {
 	return nil
 }
 
-// holders finds, node-wide, the processes holding each node: fds and
-// mappings, and what the driver reports when it can (see Processes). hotgpud
-// itself is left out: its NVML handles hold every GPU.
-func (m *Manager) holders(nodes []gpu.DeviceNode) (map[gpu.DeviceNode][]int, error) {
-	held, unreadable, err := hotplug.Holders(nodes, os.Getpid())
+// holders finds, node-wide, the processes holding each GPU, by UUID: fds
+// and mappings of its node, and what the driver reports when the inventory
+// can ask it (Processes). hotgpud itself is left out: its NVML handles hold
+// every GPU.
+func (m *Manager) holders(gpus []*gpu.GPU) (map[string][]int, error) {
+	self := os.Getpid()
+	held, unreadable, err := hotplug.Holders(nodesOf(gpus), self)
 	if err != nil {
 		return nil, fmt.Errorf("failed to check which processes hold the GPUs: %w", err)
 	}
 	if len(unreadable) > 0 {
 		m.log.WithField("pids", unreadable).Debug("busy check skipped processes it may not inspect")
 	}
-	return held, nil
+	out := make(map[string][]int, len(gpus))
+	driver, _ := m.inv.(Processes)
+	for _, g := range gpus {
+		pids := held[g.Node()]
+		if driver != nil {
+			running, err := driver.Processes(g.UUID)
+			if err != nil {
+				return nil, fmt.Errorf("failed to ask the driver which processes use GPU %d: %w", g.Index, err)
+			}
+			for _, pid := range running {
+				if pid != self && !slices.Contains(pids, pid) {
+					pids = append(pids, pid)
+				}
+			}
+		}
+		out[g.UUID] = pids
+	}
+	return out, nil
 }
 
 // describePIDs names processes for messages: "process(es) 41 (python), 42 (sh)".

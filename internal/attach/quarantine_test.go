@@ -1,6 +1,7 @@
 package attach
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -97,3 +98,34 @@ func TestRevokeStraysReRevokesRegrantedGPU(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// driverInv is an inventory whose driver reports a process on GPU 2 that
+// /proc does not show holding its node.
+type driverInv struct {
+	staticInv
+	pid int
+}
+
+func (d driverInv) Processes(uuid string) ([]int, error) {
+	if uuid == testInventory().GPUs[2].UUID {
+		return []int{d.pid}, nil
+	}
+	return nil, nil
+}
+
+// A process the driver reports on a GPU makes detach refuse it, as an open
+// fd does.
+func TestDetachAsksTheDriver(t *testing.T) {
+	s := newSandbox(t)
+	m, _ := newManager(t, s, t.TempDir())
+	m.inv = driverInv{staticInv{testInventory()}, s.proc.Process.Pid}
+	target := Target{ContainerID: "c0ffee1234567890"}
+	_, err := m.Attach(target, []string{"1", "2"}, 0)
+	must(t, err)
+	if _, err := m.Detach(target, []string{"2"}, false); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), fmt.Sprint(s.proc.Process.Pid)) {
+		t.Fatalf("detach of a GPU the driver says is in use: %v; want ErrBusy naming the process", err)
+	}
+	if _, err := m.Detach(target, []string{"1"}, false); err != nil {
+		t.Fatalf("detach of a GPU nobody uses: %v", err)
+	}
+}

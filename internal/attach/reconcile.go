@@ -174,27 +174,27 @@ func (m *Manager) LiftQuarantines() ([]ledger.Grant, error) {
 	defer m.mu.Unlock()
 	inv := m.inv.Inventory()
 	var quarantined []ledger.Grant
-	var nodes []gpu.DeviceNode
+	var gpus []*gpu.GPU
 	for _, g := range m.ledger.Grants() {
 		if g.Reason != ledger.Quarantine {
 			continue
 		}
 		if p, ok := inv.ByUUID(g.GPU); ok { // a GPU gone from the bus stays quarantined
 			quarantined = append(quarantined, g)
-			nodes = append(nodes, p.Node())
+			gpus = append(gpus, p)
 		}
 	}
 	if len(quarantined) == 0 {
 		return nil, nil
 	}
-	holders, err := m.holders(nodes)
+	holders, err := m.holders(gpus)
 	if err != nil {
 		return nil, err
 	}
 	var lifted []ledger.Grant
 	var errs []error
-	for i, g := range quarantined {
-		if len(holders[nodes[i]]) > 0 {
+	for _, g := range quarantined {
+		if len(holders[g.GPU]) > 0 {
 			continue
 		}
 		ok, err := m.ledger.Lift(g.GPU)

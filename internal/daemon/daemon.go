@@ -147,6 +147,9 @@ func openLedger(dir string, log *logrus.Entry) (l *ledger.Ledger, rebuilt bool, 
 // Inventory returns the current GPU inventory.
 func (d *Daemon) Inventory() *gpu.Inventory { return d.inv.Load() }
 
+// Processes implements attach.Processes: NVML's view of who runs on a GPU.
+func (d *Daemon) Processes(uuid string) ([]int, error) { return d.provider.Processes(uuid) }
+
 // Run serves until ctx ends, then shuts down cleanly.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.provider.Close()
