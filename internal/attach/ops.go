@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	devices "github.com/opencontainers/cgroups/devices/config"
 
@@ -327,7 +328,14 @@ func describePIDs(pids []int) string {
 			parts = append(parts, strconv.Itoa(pid))
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%d (%s)", pid, strings.TrimSpace(string(comm))))
+		// The name is the process's own choice (prctl): printable only.
+		name := strings.Map(func(r rune) rune {
+			if unicode.IsPrint(r) {
+				return r
+			}
+			return '?'
+		}, strings.TrimSuffix(string(comm), "\n"))
+		parts = append(parts, fmt.Sprintf("%d (%s)", pid, name))
 	}
 	return "process(es) " + strings.Join(parts, ", ")
 }
