@@ -93,6 +93,7 @@ func TestAttach(t *testing.T) {
 	t.Run("ctr container by pid", func(t *testing.T) { testAttachCtrPID(t, env) })
 	t.Run("busy GPU", func(t *testing.T) { testAttachBusy(t, env) })
 	t.Run("busy GPU in a sub-cgroup", func(t *testing.T) { testAttachBusySubCgroup(t, env) })
+	t.Run("re-grant after detach", func(t *testing.T) { testRegrantRevoked(t, env) })
 	t.Run("symlink attack", func(t *testing.T) { testAttachSymlinks(t, env) })
 	if h := env.d.holders(t); len(h) != 0 {
 		t.Fatalf("GPUs still held after every container is gone: %v", h)
@@ -451,6 +452,28 @@ func testAttachBusySubCgroup(t *testing.T, env *gpuEnv) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/busysub", "--gpu", "5")
+}
+
+// testRegrantRevoked: a GPU that something allows again in a container's
+// cgroup after hotgpu detached it is revoked by the next reconcile pass.
+func testRegrantRevoked(t *testing.T, env *gpuEnv) {
+	c, d := env.c, env.d
+	pod := c.MustRunPod(t, "regrant", nil)
+	ctr := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{})
+	mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/regrant", "--gpu", "6")
+	mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/regrant", "--gpu", "6")
+	dir, err := c.CRI().DeviceCgroupDir(context.Background(), ctr)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "devices.allow"), []byte("c 195:6 rwm"), 0))
+	for i := 0; strings.Contains(devicesList(t, c, ctr), "c 195:6 "); i++ {
+		if i > 300 {
+			t.Fatalf("GPU 6 re-granted after detach is still allowed:\n%s", devicesList(t, c, ctr))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := heldBy(t, d, ctr); len(got) != 0 {
+		t.Errorf("the ledger gives the container %v", got)
+	}
 }
 
 // processIn finds the host pid of the process called name in the cgroup
