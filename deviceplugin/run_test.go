@@ -48,6 +48,13 @@ func TestListAndWatchWithdrawsGPUsHeldElsewhere(t *testing.T) {
 		{"container gone gives it back", func() error { _, _, err := f.ledger.ContainerGone(attached.ContainerID); return err }, 3, pluginapi.Healthy},
 		{"an Xid makes it unhealthy", func() error { f.health.Report(f.uuid(5), "Xid 79"); return nil }, 5, pluginapi.Unhealthy},
 		{"a reset makes it healthy", func() error { f.health.Set(f.uuid(5), true, ""); return nil }, 5, pluginapi.Healthy},
+		{"a forced detach of a held GPU quarantines it", func() error {
+			if err := f.ledger.Acquire(attached, ledger.Attach, ledger.Active, f.uuid(6)); err != nil {
+				return err
+			}
+			return f.ledger.Quarantine(attached.ContainerID, "pid 42 holds it", f.uuid(6))
+		}, 6, pluginapi.Unhealthy},
+		{"lifting the quarantine gives it back", func() error { _, err := f.ledger.Lift(f.uuid(6)); return err }, 6, pluginapi.Healthy},
 	}
 	for _, s := range steps {
 		if err := s.change(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,10 +84,16 @@ func nodeNames(idx ...int) []string {
 }
 
 func TestAttach(t *testing.T) {
-	env := startEnv(t)
+	// A short reconcile: a quarantined GPU comes back within a pass once
+	// its holder exits (testAttachBusy).
+	conf := filepath.Join(t.TempDir(), "hotgpud.yaml")
+	must(t, os.WriteFile(conf, []byte("version: v1\nreconcileInterval: 1s\n"), 0o644))
+	env := startEnv(t, "--config", conf)
 	t.Run("CRI pod", func(t *testing.T) { testAttachPod(t, env) })
 	t.Run("ctr container by pid", func(t *testing.T) { testAttachCtrPID(t, env) })
 	t.Run("busy GPU", func(t *testing.T) { testAttachBusy(t, env) })
+	t.Run("busy GPU in a sub-cgroup", func(t *testing.T) { testAttachBusySubCgroup(t, env) })
+	t.Run("re-grant after detach", func(t *testing.T) { testRegrantRevoked(t, env) })
 	t.Run("symlink attack", func(t *testing.T) { testAttachSymlinks(t, env) })
 	if h := env.d.holders(t); len(h) != 0 {
 		t.Fatalf("GPUs still held after every container is gone: %v", h)
@@ -323,31 +330,16 @@ func buildHoldOpen(t *testing.T) string {
 }
 
 // testAttachBusy: detach refuses while a process of the container holds the
-// GPU's node open, names the process, changes nothing, and --force detaches.
+// GPU's node open, names the process, changes nothing, and --force detaches
+// but quarantines the GPU: listed as such, refused to attach with the
+// reason, and free again once the holder exits.
 func testAttachBusy(t *testing.T, env *gpuEnv) {
 	c, d := env.c, env.d
 	pod := c.MustRunPod(t, "busy", nil)
 	ctr := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{})
 	mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/busy", "--gpu", "4")
 
-	pid, err := c.CRI().ContainerPID(context.Background(), ctr)
-	must(t, err)
-	data, err := os.ReadFile(buildHoldOpen(t))
-	must(t, err)
-	root := fmt.Sprintf("/proc/%d/root", pid)
-	must(t, os.WriteFile(root+"/holdopen", data, 0o755))
-	if _, stderr, code := c.MustExec(t, ctr, "sh", "-c", "/holdopen /dev/nvidia4 /ready </dev/null >/dev/null 2>&1 &"); code != 0 {
-		t.Fatalf("start holder: %s", stderr)
-	}
-	for i := 0; ; i++ {
-		if _, err := os.Stat(root + "/ready"); err == nil {
-			break
-		}
-		if i > 500 {
-			t.Fatal("holder did not open /dev/nvidia4")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	startHoldOpen(t, c, ctr, "/dev/nvidia4")
 	list := devicesList(t, c, ctr)
 
 	_, stderr, code := cli(t, d, "detach", "--pod", harness.PodNamespace+"/busy", "--gpu", "4")
@@ -371,6 +363,141 @@ func testAttachBusy(t *testing.T, env *gpuEnv) {
 	if l := devicesList(t, c, ctr); strings.Contains(l, "c 195:4") {
 		t.Errorf("after detach --force devices.list still allows GPU 4:\n%s", l)
 	}
+	testQuarantine(t, env, ctr)
+}
+
+// testQuarantine follows testAttachBusy's forced detach: GPU 4 is still
+// held by the container's holdopen.
+func testQuarantine(t *testing.T, env *gpuEnv, ctr string) {
+	c, d := env.c, env.d
+	if got := d.holders(t)[4]; got != "quarantine:" {
+		t.Fatalf("GPU 4 after detach --force with a holder left: %q, want quarantined", got)
+	}
+	if out := mustCLI(t, d, "ls"); !strings.Contains(out, "QUARANTINED") || !strings.Contains(out, "holdopen") {
+		t.Errorf("hotgpu ls does not show GPU 4 quarantined by holdopen:\n%s", out)
+	}
+	_, stderr, code := cli(t, d, "attach", "--pod", harness.PodNamespace+"/busy", "--gpu", "4")
+	if code != 1 || !strings.Contains(stderr, "quarantine") || !strings.Contains(stderr, "holdopen") {
+		t.Fatalf("attach of a quarantined GPU: exit %d, %q; want refused, saying it is quarantined and by what", code, stderr)
+	}
+	if _, stderr, code := c.MustExec(t, ctr, "sh", "-c",
+		`for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = holdopen ] && kill ${p#/proc/}; done; true`); code != 0 {
+		t.Fatalf("stop holder: %s", stderr)
+	}
+	for i := 0; d.holders(t)[4] != ""; i++ {
+		if i > 300 {
+			t.Fatalf("GPU 4 still quarantined after its holder exited: %v", d.holders(t))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/busy", "--gpu", "4")
+	mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/busy", "--gpu", "4")
+}
+
+// startHoldOpen starts holdopen in the container on node and waits until it
+// holds it.
+func startHoldOpen(t *testing.T, c *harness.Containerd, ctr, node string) {
+	t.Helper()
+	pid, err := c.CRI().ContainerPID(context.Background(), ctr)
+	must(t, err)
+	data, err := os.ReadFile(buildHoldOpen(t))
+	must(t, err)
+	root := fmt.Sprintf("/proc/%d/root", pid)
+	must(t, os.WriteFile(root+"/holdopen", data, 0o755))
+	if _, stderr, code := c.MustExec(t, ctr, "sh", "-c", "/holdopen "+node+" /ready </dev/null >/dev/null 2>&1 &"); code != 0 {
+		t.Fatalf("start holder: %s", stderr)
+	}
+	for i := 0; ; i++ {
+		if _, err := os.Stat(root + "/ready"); err == nil {
+			break
+		}
+		if i > 500 {
+			t.Fatalf("holder did not open %s", node)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testAttachBusySubCgroup: a holder in a sub-cgroup of the container (where
+// a container that runs systemd or its own runtime puts its processes)
+// makes detach refuse as well, named by its host pid.
+func testAttachBusySubCgroup(t *testing.T, env *gpuEnv) {
+	c, d := env.c, env.d
+	pod := c.MustRunPod(t, "busysub", nil)
+	ctr := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{})
+	mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/busysub", "--gpu", "5")
+	startHoldOpen(t, c, ctr, "/dev/nvidia5")
+	dir, err := c.CRI().DeviceCgroupDir(context.Background(), ctr)
+	must(t, err)
+	holder := processIn(t, dir, "holdopen")
+	sub := filepath.Join(dir, "worker")
+	must(t, os.Mkdir(sub, 0o755))
+	t.Cleanup(func() { _ = syscall.Rmdir(sub) })
+	must(t, os.WriteFile(filepath.Join(sub, "cgroup.procs"), []byte(strconv.Itoa(holder)), 0))
+
+	_, stderr, code := cli(t, d, "detach", "--pod", harness.PodNamespace+"/busysub", "--gpu", "5")
+	if code != 1 || !strings.Contains(stderr, "in use") || !strings.Contains(stderr, strconv.Itoa(holder)) {
+		t.Fatalf("detach while pid %d in a sub-cgroup holds the GPU: exit %d, %q; want refused naming it", holder, code, stderr)
+	}
+	if got := heldBy(t, d, ctr); !slices.Equal(got, []int{5}) {
+		t.Errorf("refused detach changed the ledger: %v", got)
+	}
+	must(t, syscall.Kill(holder, syscall.SIGKILL))
+	for i := 0; ; i++ { // the container's sleep does not reap it: wait until its files are gone
+		if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", holder)); err != nil || len(ents) == 0 {
+			break
+		}
+		if i > 500 {
+			t.Fatal("holder did not exit")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/busysub", "--gpu", "5")
+}
+
+// testRegrantRevoked: a GPU that something allows again in a container's
+// cgroup after hotgpu detached it is revoked by the next reconcile pass.
+func testRegrantRevoked(t *testing.T, env *gpuEnv) {
+	c, d := env.c, env.d
+	pod := c.MustRunPod(t, "regrant", nil)
+	ctr := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{})
+	mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/regrant", "--gpu", "6")
+	mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/regrant", "--gpu", "6")
+	dir, err := c.CRI().DeviceCgroupDir(context.Background(), ctr)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "devices.allow"), []byte("c 195:6 rwm"), 0))
+	for i := 0; strings.Contains(devicesList(t, c, ctr), "c 195:6 "); i++ {
+		if i > 300 {
+			t.Fatalf("GPU 6 re-granted after detach is still allowed:\n%s", devicesList(t, c, ctr))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := heldBy(t, d, ctr); len(got) != 0 {
+		t.Errorf("the ledger gives the container %v", got)
+	}
+}
+
+// processIn finds the host pid of the process called name in the cgroup
+// dir (a devices cgroup of a container).
+func processIn(t *testing.T, dir, name string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	must(t, err)
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.TrimSpace(string(comm)) != name {
+			continue
+		}
+		if cg, err := harness.ProcessCgroupDir(pid, "devices"); err == nil && cg == dir {
+			return pid
+		}
+	}
+	t.Fatalf("no process %s in %s", name, dir)
+	return 0
 }
 
 // testAttachSymlinks: a container points /dev/nvidiaN, /dev/nvidiactl or

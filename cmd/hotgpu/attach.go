@@ -43,8 +43,10 @@ const detachHelp = `Usage: hotgpu detach TARGET (--gpu ID[,ID...] | --all) [--fo
 Take GPUs away from a running container: the cgroup rule is revoked and the
 node removed; detaching the last GPU also removes the control nodes. Only
 nodes that hotgpu made (the very same inode) are removed; any other file at
-their paths, such as the host's own nodes, is left in place. A GPU
-that a process of the container has open is refused unless --force. GPUs that
+their paths, such as the host's own nodes, is left in place. A GPU that any
+process of the node has open or mapped (in the container, a sub-cgroup, or one
+it passed the fd to) is refused unless --force; a GPU still held after a forced
+detach is quarantined: no one gets it until the holder lets go. GPUs that
 kubelet allocated stay with their pod. TARGET is as for 'hotgpu attach'.
 
 Examples:
@@ -147,7 +149,7 @@ func runDetach(ctx context.Context, s stdio, args []string) error {
 	o := newOpFlags(fs)
 	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
 	all := fs.Bool("all", false, "every GPU attached to the container")
-	force := fs.Bool("force", false, "detach even if a process has the GPU open")
+	force := fs.Bool("force", false, "detach even if a process has the GPU open (it is then quarantined until the process lets go)")
 	t, err := o.parse(fs, args, s)
 	if err != nil {
 		return err
@@ -176,6 +178,9 @@ func printResult(s stdio, output, verb string, res *attach.Result) error {
 	}
 	if res.Nodes != "" {
 		fmt.Fprintf(s.out, "nodes: %s\n", res.Nodes)
+	}
+	for _, g := range res.Quarantined {
+		fmt.Fprintf(s.out, "quarantined GPU %d: a process still holds it; no one gets it until it lets go (see hotgpu ls)\n", g.Index)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
 func init() {
@@ -18,7 +19,9 @@ const lsHelp = `Usage: hotgpu ls [-o table|json] [--socket PATH]
 
 List every GPU of the node with its health and the container holding it, and
 why: kubelet (device plugin allocation), annotation (pod annotation at
-creation), attach (live attach) or hook (OCI hook).
+creation), attach (live attach) or hook (OCI hook). A GPU shown QUARANTINED
+was detached (--force) while a process still held it open or mapped: no one
+gets it until that process lets go, which hotgpud checks at every reconcile.
 `
 
 const statusHelp = `Usage: hotgpu status [-o text|json] [--socket PATH]
@@ -51,15 +54,25 @@ func runLs(ctx context.Context, s stdio, args []string) error {
 		}
 		holder, why, since := "-", "-", "-"
 		if g.Grant != nil {
-			holder, why = g.Grant.Holder.String(), string(g.Grant.Reason)
-			if g.Grant.State != "active" {
-				why += " (" + string(g.Grant.State) + ")"
-			}
+			holder, why = grantHolder(g.Grant)
 			since = time.Since(g.Grant.Since).Round(time.Second).String()
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, g.UUID, g.Name, health, holder, why, since)
 	}
 	return tw.Flush()
+}
+
+// grantHolder is the HELD BY and WHY columns of a grant. A quarantined GPU
+// is held by no container: WHY says which process keeps it.
+func grantHolder(g *ledger.Grant) (holder, why string) {
+	if g.Reason == ledger.Quarantine {
+		return "QUARANTINED", "quarantine: " + g.Note
+	}
+	why = string(g.Reason)
+	if g.State != ledger.Active {
+		why += " (" + string(g.State) + ")"
+	}
+	return g.Holder.String(), why
 }
 
 func runStatus(ctx context.Context, s stdio, args []string) error {

@@ -31,6 +31,14 @@ import (
 // Inventory returns the current GPU inventory.
 type Inventory interface{ Inventory() *gpu.Inventory }
 
+// Processes is implemented by an Inventory that can ask the driver which
+// processes run on a GPU (NVML on a real node). The busy check and the
+// quarantine add them to what /proc shows; an Inventory without it is
+// judged by /proc alone.
+type Processes interface {
+	Processes(uuid string) ([]int, error)
+}
+
 // Health reports whether a GPU may be handed out.
 type Health interface{ Healthy(uuid string) bool }
 
@@ -62,12 +70,15 @@ type Manager struct {
 	// program it attached, which is how Has tells a program a runtime put
 	// back from ours. (cgroup v1 needs none: devices.list is the state.)
 	v2 map[string]hotplug.DeviceAccess
+	// detached are containers a GPU was detached from, which RevokeStrays
+	// keeps watching for a re-grant while they run.
+	detached map[string]ledger.Holder
 }
 
 // New returns a Manager.
 func New(inv Inventory, health Health, l *ledger.Ledger, reg *registry.Registry, log *logrus.Entry) *Manager {
 	return &Manager{inv: inv, health: health, ledger: l, registry: reg, log: log.WithField("component", "attach"),
-		v2: map[string]hotplug.DeviceAccess{}}
+		v2: map[string]hotplug.DeviceAccess{}, detached: map[string]ledger.Holder{}}
 }
 
 // SetFailpoint installs f, called with the name of each step; a non-nil

@@ -3,8 +3,11 @@ package attach
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 
 	devices "github.com/opencontainers/cgroups/devices/config"
 
@@ -22,6 +25,9 @@ type Result struct {
 	// (hotgpu never removes them), or a /dev shared with the host, where it
 	// neither creates nor removes any.
 	Nodes string `json:"nodes,omitempty"`
+	// Quarantined are the detached GPUs a process still held: nobody gets
+	// them until it lets go.
+	Quarantined []gpu.GPU `json:"quarantined,omitempty"`
 }
 
 // ErrBusy is returned when a process still has a GPU open.
@@ -151,9 +157,12 @@ func (m *Manager) undo(r *resolved, inv *gpu.Inventory, granted []ledger.Grant, 
 }
 
 // Detach takes GPUs away from the container: the named ones, or every GPU
-// it got by attach or annotation when ids is empty. A GPU a process holds
-// open is refused unless force. Kubelet's GPUs are never detached: kubelet
-// would hand them out again while the pod still uses them.
+// it got by attach or annotation when ids is empty. A GPU that any process
+// of the node holds (open or mapped) is refused unless force. A GPU still
+// held once access is revoked (force, or a process that opened it in
+// between) is quarantined, not freed: the device cgroup checks only
+// open(2), so its holder keeps using it. Kubelet's GPUs are never detached:
+// kubelet would hand them out again while the pod still uses them.
 func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -173,7 +182,7 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 		p, _ := inv.ByUUID(g.GPU)
 		gpus = append(gpus, p)
 	}
-	if err := m.checkBusy(r, gpus, force); err != nil {
+	if err := m.checkBusy(gpus, force); err != nil {
 		return nil, err
 	}
 	nodes := nodesOf(gpus)
@@ -190,15 +199,49 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 		_ = m.ledger.SetState(r.holder.ContainerID, ledger.Active, uuids...)
 		return nil, err
 	}
-	if _, err := m.ledger.Release(r.holder.ContainerID, uuids...); err != nil {
+	m.detached[r.holder.ContainerID] = r.holder
+	quarantined, err := m.releaseOrQuarantine(r.holder, gpus)
+	if err != nil {
 		return nil, err
 	}
 	m.log.WithFields(map[string]any{"container": r.holder.String(), "gpus": uuids, "force": force}).Info("detached")
-	res := &Result{Holder: r.holder, GPUs: deref(gpus)}
+	res := &Result{Holder: r.holder, GPUs: deref(gpus), Quarantined: deref(quarantined)}
 	if left := append(notMade(nodes, made), kept...); len(left) > 0 {
 		res.Nodes = "left in place, not created by hotgpu: " + strings.Join(left, ", ")
 	}
 	return res, nil
+}
+
+// releaseOrQuarantine ends the holder's grants of gpus, whose access is
+// revoked: a GPU no process holds is released, one still held is
+// quarantined until no process does (LiftQuarantines). When the holders
+// cannot be read every GPU is quarantined: the next pass finds out.
+func (m *Manager) releaseOrQuarantine(h ledger.Holder, gpus []*gpu.GPU) (quarantined []*gpu.GPU, err error) {
+	holders, scanErr := m.holders(gpus)
+	var free []string
+	for _, g := range gpus {
+		pids := holders[g.UUID]
+		if scanErr == nil && len(pids) == 0 {
+			free = append(free, g.UUID)
+			continue
+		}
+		note := fmt.Sprintf("detached from %s while %s still held it; free again once no process does", h, describePIDs(pids))
+		if scanErr != nil {
+			note = fmt.Sprintf("detached from %s and its holders could not be checked (%v)", h, scanErr)
+		}
+		if err := m.ledger.Quarantine(h.ContainerID, note, g.UUID); err != nil {
+			return nil, err
+		}
+		quarantined = append(quarantined, g)
+		m.log.WithFields(map[string]any{"gpu": g.Index, "pids": pids, "container": h.String()}).
+			Warn("GPU quarantined: a process still holds it after detach")
+	}
+	if len(free) > 0 {
+		if _, err := m.ledger.Release(h.ContainerID, free...); err != nil {
+			return nil, err
+		}
+	}
+	return quarantined, nil
 }
 
 // remove revokes nodes and removes the ones hotgpu made (made), and returns
@@ -265,25 +308,79 @@ func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledg
 	return out, nil
 }
 
-func (m *Manager) checkBusy(r *resolved, gpus []*gpu.GPU, force bool) error {
-	procs, err := r.target.Procs()
+// checkBusy refuses gpus that a process anywhere on the node holds, unless
+// force: a holder need not be in the container's cgroup (a sub-cgroup, or
+// another process it passed the fd to).
+func (m *Manager) checkBusy(gpus []*gpu.GPU, force bool) error {
+	holders, err := m.holders(gpus)
 	if err != nil {
-		return fmt.Errorf("failed to list the container's processes: %w", err)
+		return err
 	}
 	for _, g := range gpus {
-		pids, err := hotplug.OpenBy(procs, g.Node())
-		if err != nil {
-			return err
-		}
+		pids := holders[g.UUID]
 		if len(pids) == 0 {
 			continue
 		}
 		if !force {
-			return fmt.Errorf("%w: GPU %d is open in process(es) %v of the container; stop them or detach with --force", ErrBusy, g.Index, pids)
+			return fmt.Errorf("%w: GPU %d is held open by %s; stop them or detach with --force (the GPU is then quarantined until they let go)", ErrBusy, g.Index, describePIDs(pids))
 		}
 		m.log.WithFields(map[string]any{"gpu": g.Index, "pids": pids}).Warn("detaching a GPU that is in use (--force)")
 	}
 	return nil
+}
+
+// holders finds, node-wide, the processes holding each GPU, by UUID: fds
+// and mappings of its node, and what the driver reports when the inventory
+// can ask it (Processes). hotgpud itself is left out: its NVML handles hold
+// every GPU.
+func (m *Manager) holders(gpus []*gpu.GPU) (map[string][]int, error) {
+	self := os.Getpid()
+	held, unreadable, err := hotplug.Holders(nodesOf(gpus), self)
+	if err != nil {
+		return nil, fmt.Errorf("failed to check which processes hold the GPUs: %w", err)
+	}
+	if len(unreadable) > 0 {
+		m.log.WithField("pids", unreadable).Debug("busy check skipped processes it may not inspect")
+	}
+	out := make(map[string][]int, len(gpus))
+	driver, _ := m.inv.(Processes)
+	for _, g := range gpus {
+		pids := held[g.Node()]
+		if driver != nil {
+			running, err := driver.Processes(g.UUID)
+			if err != nil {
+				return nil, fmt.Errorf("failed to ask the driver which processes use GPU %d: %w", g.Index, err)
+			}
+			for _, pid := range running {
+				if pid != self && !slices.Contains(pids, pid) {
+					pids = append(pids, pid)
+				}
+			}
+		}
+		out[g.UUID] = pids
+	}
+	return out, nil
+}
+
+// describePIDs names processes for messages: "process(es) 41 (python), 42 (sh)".
+func describePIDs(pids []int) string {
+	parts := make([]string, 0, len(pids))
+	for _, pid := range pids {
+		comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		if err != nil {
+			parts = append(parts, strconv.Itoa(pid))
+			continue
+		}
+		// The name is the process's own choice (prctl): printable only.
+		name := strings.Map(func(r rune) rune {
+			if unicode.IsPrint(r) {
+				return r
+			}
+			return '?'
+		}, strings.TrimSuffix(string(comm), "\n"))
+		parts = append(parts, fmt.Sprintf("%d (%s)", pid, name))
+	}
+	return "process(es) " + strings.Join(parts, ", ")
 }
 
 // access returns the container's device access. For cgroup v2, where the

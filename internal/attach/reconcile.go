@@ -2,7 +2,12 @@ package attach
 
 import (
 	"errors"
+	"fmt"
+	"maps"
+	"strings"
 	"syscall"
+
+	devices "github.com/opencontainers/cgroups/devices/config"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/hotplug"
@@ -171,4 +176,136 @@ func nodesOfGrants(inv *gpu.Inventory, gs []ledger.Grant) []gpu.DeviceNode {
 func alive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// LiftQuarantines frees every quarantined GPU that no process of the node
+// holds any more, and returns them. The daemon calls it on every periodic
+// reconcile; it scans /proc only when a GPU is quarantined.
+func (m *Manager) LiftQuarantines() ([]ledger.Grant, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	inv := m.inv.Inventory()
+	var quarantined []ledger.Grant
+	var gpus []*gpu.GPU
+	for _, g := range m.ledger.Grants() {
+		if g.Reason != ledger.Quarantine {
+			continue
+		}
+		if p, ok := inv.ByUUID(g.GPU); ok { // a GPU gone from the bus stays quarantined
+			quarantined = append(quarantined, g)
+			gpus = append(gpus, p)
+		}
+	}
+	if len(quarantined) == 0 {
+		return nil, nil
+	}
+	holders, err := m.holders(gpus)
+	if err != nil {
+		return nil, err
+	}
+	var lifted []ledger.Grant
+	var errs []error
+	for _, g := range quarantined {
+		if len(holders[g.GPU]) > 0 {
+			continue
+		}
+		ok, err := m.ledger.Lift(g.GPU)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			lifted = append(lifted, g)
+			m.log.WithFields(map[string]any{"gpu": g.GPU, "was": g.Note}).Info("quarantine lifted: no process holds the GPU any more")
+		}
+	}
+	return lifted, errors.Join(errs...)
+}
+
+// RevokeStrays takes back, on cgroup v1, GPUs that something re-granted to
+// a container after hotgpu detached them (another tool, a unit's
+// DeviceAllow re-applied, a hand-written devices.allow): a GPU node that
+// the container's devices.list allows although the ledger does not give it
+// to the container and its own spec did not ask for it. It watches the
+// containers holding live-attached GPUs and those a GPU was detached from
+// (id "" for all of them) and returns how many GPUs it revoked.
+func (m *Manager) RevokeStrays(id string) (revoked int, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	defer m.prune()
+	watched := maps.Clone(m.detached)
+	for _, g := range m.ledger.Grants() {
+		if g.Reason == ledger.Attach && g.State == ledger.Active {
+			watched[g.Holder.ContainerID] = g.Holder
+		}
+	}
+	inv := m.inv.Inventory()
+	var errs []error
+	for cid, h := range watched {
+		if id != "" && cid != id {
+			continue
+		}
+		r, err := m.resolveHolder(h)
+		if err != nil {
+			delete(m.detached, cid) // gone: nothing left to watch
+			continue
+		}
+		n, err := m.revokeStrays(r, inv)
+		revoked += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return revoked, errors.Join(errs...)
+}
+
+func (m *Manager) revokeStrays(r *resolved, inv *gpu.Inventory) (int, error) {
+	if r.target.DevicesDir == "" {
+		return 0, nil // cgroup v2: access checks that the program is ours
+	}
+	access := hotplug.NewV1(r.target.DevicesDir)
+	if all, err := access.Unconfined(); err != nil || all {
+		return 0, err
+	}
+	holds := map[string]bool{}
+	for _, g := range m.ledger.Container(r.holder.ContainerID) {
+		holds[g.GPU] = true
+	}
+	var stray []gpu.DeviceNode
+	for _, g := range inv.GPUs {
+		n := g.Node()
+		if holds[g.UUID] || specAllows(r.rules, n) {
+			continue
+		}
+		ok, err := access.Has(n)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			stray = append(stray, n)
+		}
+	}
+	if len(stray) == 0 {
+		return 0, nil
+	}
+	if err := access.Revoke(stray); err != nil {
+		return 0, fmt.Errorf("failed to revoke GPUs re-granted to %s: %w", r.holder, err)
+	}
+	m.log.WithFields(map[string]any{"container": r.holder.String(), "nodes": stray}).
+		Warn("revoked GPUs that were re-granted to a container the ledger does not give them to")
+	return len(stray), nil
+}
+
+// specAllows reports whether the container's own rules let it read or
+// write the node.
+func specAllows(rules []*devices.Rule, n gpu.DeviceNode) bool {
+	for _, r := range rules {
+		if r.Allow && (r.Type == devices.CharDevice || r.Type == devices.WildcardDevice) &&
+			(r.Major == devices.Wildcard || r.Major == n.Major) &&
+			(r.Minor == devices.Wildcard || r.Minor == n.Minor) &&
+			strings.ContainsAny(string(r.Permissions), "rw") {
+			return true
+		}
+	}
+	return false
 }

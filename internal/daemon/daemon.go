@@ -156,6 +156,9 @@ func openLedger(dir string, log *logrus.Entry) (l *ledger.Ledger, rebuilt bool, 
 // Inventory returns the current GPU inventory.
 func (d *Daemon) Inventory() *gpu.Inventory { return d.inv.Load() }
 
+// Processes implements attach.Processes: NVML's view of who runs on a GPU.
+func (d *Daemon) Processes(uuid string) ([]int, error) { return d.provider.Processes(uuid) }
+
 // Run serves until ctx ends, then shuts down cleanly.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.provider.Close()
@@ -270,6 +273,19 @@ func (d *Daemon) loop(ctx context.Context) {
 func (d *Daemon) reconcile(id string) {
 	if _, err := d.attach.Reconcile(id); err != nil {
 		d.log.WithError(err).Warn("reconcile of live grants failed")
+	}
+	n, err := d.attach.RevokeStrays(id)
+	d.metrics.RegrantsRevoked(n)
+	if err != nil {
+		d.log.WithError(err).Warn("failed to revoke GPUs re-granted after detach")
+	}
+	if id != "" {
+		return
+	}
+	lifted, err := d.attach.LiftQuarantines()
+	d.metrics.Quarantine("lifted", len(lifted))
+	if err != nil {
+		d.log.WithError(err).Warn("failed to check quarantined GPUs")
 	}
 }
 

@@ -57,6 +57,9 @@ func (i instrumented) Detach(t attach.Target, ids []string, force bool) (*attach
 	start := time.Now()
 	res, err := i.Daemon.Detach(t, ids, force)
 	i.observe("detach", start, err)
+	if err == nil {
+		i.metrics.Quarantine("quarantined", len(res.Quarantined))
+	}
 	return res, err
 }
 

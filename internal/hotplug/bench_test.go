@@ -3,6 +3,7 @@ package hotplug
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/opencontainers/cgroups"
@@ -71,6 +72,23 @@ func benchAttachDetach(b *testing.B, acc DeviceAccess) {
 			b.Fatal(err)
 		}
 		if err := RemoveMade(root, *made); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHolders is one node-wide busy check for eight GPUs: every
+// process's fds and mappings, as a detach does before it revokes anything.
+func BenchmarkHolders(b *testing.B) {
+	requireRoot(b)
+	nodes := make([]gpu.DeviceNode, 8)
+	for i := range nodes {
+		nodes[i] = gpu.DeviceNode{Path: "/dev/nvidia" + strconv.Itoa(i), Major: 195, Minor: int64(i)}
+	}
+	procs, _ := os.ReadDir("/proc")
+	b.ReportMetric(float64(len(procs)), "proc-entries")
+	for b.Loop() {
+		if _, _, err := Holders(nodes); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -32,10 +32,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runHelper serves "open PATH" (open and close), "hold PATH" (keep open) and
-// "close" (close held files), answering "ok" or an errno name per line.
+// runHelper serves "open PATH" (open and close), "hold PATH" (keep open),
+// "map PATH" (map a page of it privately, then close it) and "close" (close
+// held files and unmap), answering "ok" or an errno name per line.
 func runHelper(in io.Reader, out io.Writer) {
 	var held []*os.File
+	var maps [][]byte
 	fmt.Fprintln(out, "ready")
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
@@ -51,14 +53,33 @@ func runHelper(in io.Reader, out io.Writer) {
 					f.Close()
 				}
 			}
+		case "map":
+			var m []byte
+			if m, err = mapClosed(arg); err == nil {
+				maps = append(maps, m)
+			}
 		case "close":
 			for _, f := range held {
 				f.Close()
 			}
-			held = nil
+			for _, m := range maps {
+				_ = unix.Munmap(m)
+			}
+			held, maps = nil, nil
 		}
 		fmt.Fprintln(out, errnoName(err))
 	}
+}
+
+// mapClosed maps a page of path and closes the fd: the mapping alone keeps
+// the file, as a CUDA context's mappings of /dev/nvidiaN do.
+func mapClosed(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return unix.Mmap(int(f.Fd()), 0, os.Getpagesize(), unix.PROT_READ, unix.MAP_PRIVATE)
 }
 
 func errnoName(err error) string {

@@ -100,6 +100,16 @@ func (v *V1) Has(node gpu.DeviceNode) (bool, error) {
 	return l.allows(node), nil
 }
 
+// Unconfined reports whether the cgroup allows every device (a privileged
+// container): there is no GPU to take back that hotgpu gave.
+func (v *V1) Unconfined() (bool, error) {
+	l, err := v.list()
+	if err != nil {
+		return false, err
+	}
+	return l.unconfined(), nil
+}
+
 func (v *V1) list() (deviceList, error) {
 	s, err := cgroups.ReadFile(v.dir, "devices.list")
 	if err != nil {

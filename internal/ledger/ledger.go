@@ -30,6 +30,11 @@ const (
 	Annotation Reason = "annotation" // asked for by a policy-checked pod annotation
 	Attach     Reason = "attach"     // attached live through the API
 	Hook       Reason = "hook"       // granted by hotgpu-hook for a runtime without NRI
+	// Quarantine holds a GPU that was detached while a process still had it
+	// open or mapped: the device cgroup checks only open(2), so that process
+	// keeps using it. Nobody gets the GPU until Lift, once no process holds
+	// it. The grant's Holder is empty; Note says where it came from.
+	Quarantine Reason = "quarantine"
 )
 
 // State tells whether a grant is complete.
@@ -124,6 +129,8 @@ type Grant struct {
 	// grant (a GPU's own node; control nodes are recorded with every grant
 	// of the container). Only these are ever removed again.
 	Nodes CreatedNodes `json:"nodes,omitempty"`
+	// Note says why a quarantined GPU is held (never secrets).
+	Note string `json:"note,omitempty"`
 }
 
 // CreatedNode is a device node hotgpu made inside a container: its path
@@ -191,6 +198,9 @@ type HeldError struct {
 }
 
 func (e *HeldError) Error() string {
+	if e.By.Reason == Quarantine {
+		return fmt.Sprintf("GPU %s is quarantined: %s", e.GPU, e.By.Note)
+	}
 	return fmt.Sprintf("GPU %s is held by %s (%s)", e.GPU, e.By.Holder, e.By.Reason)
 }
 
@@ -454,7 +464,43 @@ func (l *Ledger) HeldBy(uuid string) string {
 	if !ok {
 		return ""
 	}
+	if g.Reason == Quarantine {
+		return "quarantine: " + g.Note
+	}
 	return fmt.Sprintf("%s (%s)", g.Holder, g.Reason)
+}
+
+// Quarantine moves the container's grants of uuids to quarantine in one
+// durable change, so no other holder can take a GPU between its release
+// and its quarantine. note says why, for messages and `hotgpu ls`.
+func (l *Ledger) Quarantine(containerID, note string, uuids ...string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := maps.Clone(l.grants)
+	now := l.now().UTC()
+	for _, u := range uuids {
+		if g, ok := next[u]; !ok || g.Holder.ContainerID != containerID || containerID == "" {
+			return fmt.Errorf("GPU %s is not held by container %s", u, ShortID(containerID))
+		}
+		next[u] = Grant{GPU: u, Reason: Quarantine, State: Active, Since: now, Note: note}
+	}
+	if len(uuids) == 0 {
+		return nil
+	}
+	return l.commit(next)
+}
+
+// Lift ends the quarantine of a GPU and reports whether it was quarantined;
+// a GPU held for any other reason stays held.
+func (l *Ledger) Lift(uuid string) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if g, ok := l.grants[uuid]; !ok || g.Reason != Quarantine {
+		return false, nil
+	}
+	next := maps.Clone(l.grants)
+	delete(next, uuid)
+	return true, l.commit(next)
 }
 
 // Container returns the grants held by one container.

@@ -25,7 +25,8 @@ const namespace = "hotgpu"
 // Source reports the node's GPUs at scrape time.
 type Source interface {
 	// GPUStates counts GPUs by state: "free", "unhealthy", or the reason
-	// they are held ("kubelet", "annotation", "attach", "hook").
+	// they are held ("kubelet", "annotation", "attach", "hook",
+	// "quarantine").
 	GPUStates() map[string]int
 	// NRIConnected reports whether the NRI connection is up; ok is false
 	// when NRI is disabled.
@@ -41,6 +42,8 @@ type Metrics struct {
 	allocErrors   *prometheus.CounterVec
 	nriConnects   prometheus.Counter
 	nriReconnects prometheus.Counter
+	quarantines   *prometheus.CounterVec
+	regrants      prometheus.Counter
 }
 
 // New registers hotgpud's metrics, Go runtime and process metrics in a
@@ -70,8 +73,16 @@ func New(src Source) *Metrics {
 			Namespace: namespace, Name: "nri_reconnects_total",
 			Help: "NRI connections made after the first, i.e. after the runtime restarted or closed the connection.",
 		}),
+		quarantines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "quarantine_events_total",
+			Help: "GPUs quarantined because a process still held them after detach, and quarantines lifted once no process did.",
+		}, []string{"event"}),
+		regrants: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "regrants_revoked_total",
+			Help: "GPUs re-granted to a container after hotgpu detached them (not by hotgpu), which reconcile revoked again.",
+		}),
 	}
-	m.reg.MustRegister(m.ops, m.latency, m.allocErrors, m.nriConnects, m.nriReconnects,
+	m.reg.MustRegister(m.ops, m.latency, m.allocErrors, m.nriConnects, m.nriReconnects, m.quarantines, m.regrants,
 		&sourceCollector{src: src},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -98,6 +109,23 @@ func (m *Metrics) AllocationError(reason string) {
 		return
 	}
 	m.allocErrors.WithLabelValues(reason).Inc()
+}
+
+// Quarantine counts GPUs quarantined (event "quarantined") or freed from
+// quarantine ("lifted").
+func (m *Metrics) Quarantine(event string, n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.quarantines.WithLabelValues(event).Add(float64(n))
+}
+
+// RegrantsRevoked counts GPUs that reconcile revoked again.
+func (m *Metrics) RegrantsRevoked(n int) {
+	if m == nil {
+		return
+	}
+	m.regrants.Add(float64(n))
 }
 
 // NRIConnected counts an NRI connection; every one after the first is a

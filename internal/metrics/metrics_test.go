@@ -40,6 +40,9 @@ func TestScrape(t *testing.T) {
 	m.NRIConnected()
 	m.NRIConnected()
 	m.NRIConnected()
+	m.Quarantine("quarantined", 2)
+	m.Quarantine("lifted", 1)
+	m.RegrantsRevoked(3)
 
 	code, body := scrape(t, m.Handler(nil, nil), "/metrics")
 	if code != http.StatusOK {
@@ -59,6 +62,9 @@ func TestScrape(t *testing.T) {
 		`hotgpu_nri_connections_total 3`,
 		`hotgpu_nri_reconnects_total 2`,
 		`hotgpu_nri_connected 1`,
+		`hotgpu_quarantine_events_total{event="quarantined"} 2`,
+		`hotgpu_quarantine_events_total{event="lifted"} 1`,
+		`hotgpu_regrants_revoked_total 3`,
 		`go_goroutines `,
 	} {
 		if !strings.Contains(body, want+"\n") && !strings.Contains(body, want) {

@@ -6,14 +6,14 @@ import (
 )
 
 var (
-	gpusDesc = prometheus.NewDesc(namespace+"_gpus", "GPUs on the node by state: free, unhealthy, or the reason they are held (kubelet, annotation, attach, hook).",
+	gpusDesc = prometheus.NewDesc(namespace+"_gpus", "GPUs on the node by state: free, unhealthy, or the reason they are held (kubelet, annotation, attach, hook, quarantine).",
 		[]string{"state"}, nil)
 	nriDesc = prometheus.NewDesc(namespace+"_nri_connected", "1 while the NRI connection to the runtime is up (absent when NRI is disabled).", nil, nil)
 )
 
 // knownStates are always exported, 0 when empty, so dashboards and alerts
 // need no absent() dance.
-var knownStates = []string{"free", "unhealthy", "kubelet", "annotation", "attach", "hook"}
+var knownStates = []string{"free", "unhealthy", "kubelet", "annotation", "attach", "hook", "quarantine"}
 
 // sourceCollector reads the Source at scrape time.
 type sourceCollector struct{ src Source }

@@ -16,9 +16,12 @@ func TestCgoPackages(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		testenv.Skip(t, "needs the go command")
 	}
-	out, err := exec.Command("go", "list", "-deps", "-f", "{{if .CgoFiles}}{{if not .Standard}}{{.ImportPath}}{{end}}{{end}}", "github.com/hotgpu/hotgpu/...").Output()
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{if .CgoFiles}}{{if not .Standard}}{{.ImportPath}}{{end}}{{end}}", "github.com/hotgpu/hotgpu/...")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go list: %v", err)
+		t.Fatalf("go list: %v\n%s", err, stderr.String())
 	}
 	var got []string
 	for _, p := range strings.Fields(string(out)) {

@@ -121,3 +121,33 @@ func (p *Provider) migMinorTable() (migMinors, error) {
 	}
 	return t, nil
 }
+
+// Processes returns the pids the driver reports running on the GPU (compute
+// and graphics contexts): a holder that /proc cannot show, such as a
+// process in a PID namespace hotgpud cannot read. The simulation runs
+// nothing on its GPUs and answers none.
+func (p *Provider) Processes(uuid string) ([]int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	if p.sim != nil {
+		return nil, nil
+	}
+	d, ret := p.lib.DeviceGetHandleByUUID(uuid)
+	if err := check(ret, "get GPU %s", uuid); err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, list := range []func() ([]nvml.ProcessInfo, nvml.Return){d.GetComputeRunningProcesses, d.GetGraphicsRunningProcesses} {
+		infos, ret := list()
+		if err := check(ret, "list the processes on GPU %s", uuid); err != nil {
+			return nil, err
+		}
+		for _, info := range infos {
+			pids = append(pids, int(info.Pid))
+		}
+	}
+	return pids, nil
+}

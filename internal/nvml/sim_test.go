@@ -251,3 +251,20 @@ func TestUnopenableGPUIsKeptByIndex(t *testing.T) {
 		t.Fatalf("GPU 5 = %+v among %d GPUs, want a lost record by index", g, len(inv.GPUs))
 	}
 }
+
+// The simulation runs nothing on its GPUs: the busy check gets no pids.
+func TestSimProcessesNone(t *testing.T) {
+	p, err := New(WithSimulate("dgxa100"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	inv, err := p.Inventory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids, err := p.Processes(inv.GPUs[0].UUID)
+	if err != nil || len(pids) != 0 {
+		t.Fatalf("Processes = %v, %v; want none", pids, err)
+	}
+}
