@@ -25,6 +25,10 @@ type Target struct {
 	// UnifiedDir is the container's cgroup v2 directory, "" when the host has
 	// no cgroup2 hierarchy.
 	UnifiedDir string
+	// Cgroup is the container's cgroup path (as in /proc/<pid>/cgroup) in
+	// the hierarchy that controls its devices: v1 devices when present,
+	// else cgroup2.
+	Cgroup string
 }
 
 // ErrNoCgroup is returned when neither a v1 devices nor a cgroup2 hierarchy
@@ -63,12 +67,8 @@ func TargetFromCgroupsPath(pid int, cgroupsPath string) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	got := paths[""]
-	if t.DevicesDir != "" {
-		got = paths["devices"]
-	}
-	if filepath.Clean(got) != rel {
-		return nil, fmt.Errorf("pid %d is in cgroup %q, not %q: the container may have exited and its pid been reused", pid, got, rel)
+	if t.Cgroup != rel {
+		return nil, fmt.Errorf("pid %d is in cgroup %q, not %q: the container may have exited and its pid been reused", pid, t.Cgroup, rel)
 	}
 	return t, nil
 }
@@ -126,6 +126,10 @@ func targetFromPaths(pid int, devicesPath, unifiedPath string) (*Target, error) 
 	}
 	if t.DevicesDir == "" && t.UnifiedDir == "" {
 		return nil, fmt.Errorf("pid %d: %w (is /sys/fs/cgroup mounted in hotgpud's mount namespace?)", pid, ErrNoCgroup)
+	}
+	t.Cgroup = filepath.Clean("/" + unifiedPath)
+	if t.DevicesDir != "" {
+		t.Cgroup = filepath.Clean("/" + devicesPath)
 	}
 	return t, nil
 }
