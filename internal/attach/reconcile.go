@@ -2,7 +2,7 @@ package attach
 
 import (
 	"errors"
-
+	"path/filepath"
 	"syscall"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
@@ -13,15 +13,22 @@ import (
 // Recover finishes what a crash interrupted. A grant still Pending was in
 // the middle of an attach or a detach: either way the safe end state is
 // "not attached", so its cgroup rule and node are removed and it is
-// released. Call it once at start, before serving requests.
+// released. Call it once at start, before serving requests. A container on
+// cgroup v2 whose own device rules cannot be read yet (NRI has not told
+// them, and its bundle cannot be found) keeps its Pending grants: released
+// without a revoke, its GPU would stay open to it while the ledger hands it
+// out. Reconcile retries them.
 func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.prune()
+	return m.rollBackPending()
+}
+
+func (m *Manager) rollBackPending() (undone []ledger.Grant, err error) {
 	inv := m.inv.Inventory()
 	byContainer := map[string][]ledger.Grant{}
-	all := m.ledger.Grants()
-	for _, g := range all {
+	for _, g := range m.ledger.Grants() {
 		if g.State == ledger.Pending {
 			byContainer[g.Holder.ContainerID] = append(byContainer[g.Holder.ContainerID], g)
 		}
@@ -29,7 +36,13 @@ func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 	var errs []error
 	for id, pending := range byContainer {
 		held := m.ledger.Container(id)
-		if r, err := m.resolveHolder(pending[0].Holder); err == nil {
+		r, err := m.resolveHolder(pending[0].Holder)
+		if errors.Is(err, hotplug.ErrRulesUnknown) {
+			m.log.WithError(err).WithField("container", pending[0].Holder.String()).
+				Error("kept an interrupted attach/detach: its device cgroup cannot be rebuilt yet; retried at the next reconcile")
+			continue
+		}
+		if err == nil {
 			nodes := nodesOfGrants(inv, pending)
 			if len(pending) == len(held) {
 				nodes = append(nodes, inv.Control...)
@@ -55,11 +68,18 @@ func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 // Reconcile re-checks every live-attached GPU of the container (every
 // container when id is ""): a grant a runtime reset is re-applied and a
 // missing node re-created. Grants of processes that are gone are released
-// (containers outside NRI are only noticed this way).
+// and logged (containers outside NRI are only noticed this way), and
+// interrupted operations Recover had to keep are rolled back.
 func (m *Manager) Reconcile(id string) (reapplied int, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.prune()
+	var errs []error
+	if id == "" {
+		if _, err := m.rollBackPending(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	inv := m.inv.Inventory()
 	byContainer := map[string][]ledger.Grant{}
 	for _, g := range m.ledger.Grants() {
@@ -67,14 +87,15 @@ func (m *Manager) Reconcile(id string) (reapplied int, err error) {
 			byContainer[g.Holder.ContainerID] = append(byContainer[g.Holder.ContainerID], g)
 		}
 	}
-	var errs []error
 	for cid, grants := range byContainer {
-		h := grants[0].Holder
-		if h.PID != 0 && !alive(h.PID) && !m.registry.Has(cid) {
-			if _, err := m.ledger.Release(cid); err != nil {
+		if !m.registry.Has(cid) {
+			live, err := m.releaseGone(cid, grants)
+			if err != nil {
 				errs = append(errs, err)
 			}
-			continue
+			if grants = live; len(grants) == 0 {
+				continue
+			}
 		}
 		n, err := m.reapply(inv, cid, grants)
 		reapplied += n
@@ -86,6 +107,64 @@ func (m *Manager) Reconcile(id string) (reapplied int, err error) {
 		m.log.WithField("grants", reapplied).Warn("re-applied device grants that the runtime had reset")
 	}
 	return reapplied, errors.Join(errs...)
+}
+
+// releaseGone releases the grants of container cid (unknown to NRI) whose
+// holder process is gone, logs them, and returns the others.
+func (m *Manager) releaseGone(cid string, grants []ledger.Grant) (live []ledger.Grant, err error) {
+	var uuids []string
+	for _, g := range grants {
+		why := goneReason(g.Holder)
+		if why == "" {
+			live = append(live, g)
+			continue
+		}
+		uuids = append(uuids, g.GPU)
+		m.log.WithFields(map[string]any{"container": g.Holder.String(), "pid": g.Holder.PID, "gpu": g.GPU, "reason": why}).
+			Warn("released a GPU attached to a container that is gone")
+	}
+	if len(uuids) == 0 {
+		return live, nil
+	}
+	if _, err := m.ledger.Release(cid, uuids...); err != nil {
+		return grants, err
+	}
+	return live, nil
+}
+
+// goneReason says why the process a holder was recorded with no longer
+// stands for its container, or "" while it does: it exited, its pid now
+// belongs to a process started later, or it is in another cgroup.
+func goneReason(h ledger.Holder) string {
+	if h.PID == 0 {
+		return ""
+	}
+	if !alive(h.PID) {
+		return "its process exited"
+	}
+	if !h.External() {
+		return "" // NRI releases it
+	}
+	if h.StartTime != 0 {
+		start, err := hotplug.StartTime(h.PID)
+		if err != nil {
+			return "its process exited"
+		}
+		if start != h.StartTime {
+			return "its pid now belongs to another process"
+		}
+	}
+	t, err := hotplug.TargetFromPID(h.PID)
+	if err != nil {
+		return "" // cannot tell now; the next pass looks again
+	}
+	switch {
+	case h.Cgroup != "" && t.Cgroup != filepath.Clean(h.Cgroup):
+		return "its process is in another cgroup now"
+	case h.Cgroup == "" && containerIDOf(t, h.PID) != h.ContainerID:
+		return "its pid now belongs to another container"
+	}
+	return ""
 }
 
 func (m *Manager) reapply(inv *gpu.Inventory, cid string, grants []ledger.Grant) (int, error) {
@@ -130,12 +209,19 @@ func (m *Manager) resolveHolder(h ledger.Holder) (*resolved, error) {
 	if h.PID == 0 || !alive(h.PID) {
 		return nil, ErrNotFound
 	}
+	if start, err := hotplug.StartTime(h.PID); h.StartTime != 0 && (err != nil || start != h.StartTime) {
+		return nil, ErrNotFound // the pid now belongs to another process
+	}
 	if h.Cgroup != "" {
 		t, err := hotplug.TargetFromCgroupsPath(h.PID, h.Cgroup)
 		if err != nil {
 			return nil, err
 		}
-		return &resolved{holder: h, target: t, rules: hotplug.DefaultRules()}, nil
+		r := &resolved{holder: h, target: t}
+		if err := m.specRules(r); err != nil {
+			return nil, err
+		}
+		return r, nil
 	}
 	r, err := m.resolvePID(h.PID)
 	if err != nil {
