@@ -174,12 +174,12 @@ func testAttachPod(t *testing.T, env *gpuEnv) {
 }
 
 // ctrTask starts `ctr run -d` with sleep and returns its id and host pid.
-func ctrTask(t *testing.T, c *harness.Containerd) (id string, pid int) {
+func ctrTask(t *testing.T, c *harness.Containerd, flags ...string) (id string, pid int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	id = fmt.Sprint("att-", time.Now().UnixNano())
-	if res, err := c.CtrRun(ctx, id, harness.BusyboxImage, []string{"sleep", "600"}, "-d"); err != nil || res.ExitCode != 0 {
+	if res, err := c.CtrRun(ctx, id, harness.BusyboxImage, []string{"sleep", "600"}, append(flags, "-d")...); err != nil || res.ExitCode != 0 {
 		t.Fatalf("ctr run -d: %+v, %v", res, err)
 	}
 	t.Cleanup(func() {
