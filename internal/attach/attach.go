@@ -251,6 +251,22 @@ func baseRules(rs []registry.DeviceRule) ([]*devices.Rule, error) {
 	return append(out, hotplug.DefaultRules()...), nil
 }
 
+// checkSpecGPUs refuses GPUs that the own rules of a container outside NRI
+// already allow: its program keeps them (the ledger does not know them), so
+// a detach could never take them away again.
+func checkSpecGPUs(r *resolved, gpus []*gpu.GPU) error {
+	if !r.specGPUs {
+		return nil
+	}
+	for _, g := range gpus {
+		if rule := hotplug.AllowingRule(r.rules, g.Node()); rule != nil {
+			return fmt.Errorf("GPU %d is already allowed by the container's own device rule %q (from its spec); attached, it could not be detached: use it as it is",
+				g.Index, rule.CgroupString())
+		}
+	}
+	return nil
+}
+
 // pick chooses GPUs for an attach: the named ones (which must be free and
 // healthy) or count of the best-connected free ones.
 func (m *Manager) pick(inv *gpu.Inventory, ids []string, count int) ([]*gpu.GPU, error) {

@@ -37,6 +37,9 @@ func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSpecGPUs(r, gpus); err != nil {
+		return nil, err
+	}
 	prior := m.ledger.Container(r.holder.ContainerID)
 	nodes := nodesOf(gpus)
 	if len(prior) == 0 {

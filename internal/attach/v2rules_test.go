@@ -17,10 +17,7 @@ import (
 
 // fuse is a device a container's spec allows besides runc's defaults
 // (docker run --device /dev/fuse).
-func fuse() specs.LinuxDeviceCgroup {
-	major, minor := int64(10), int64(229)
-	return specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"}
-}
+func fuse() specs.LinuxDeviceCgroup { return charRule(10, 229) }
 
 // managerWith is a Manager on l whose registry holds cs: empty for a
 // container outside NRI, or before the first Synchronize after a restart.
@@ -55,28 +52,41 @@ func (s *v2Sandbox) expectOpen(when string, want map[string]string) {
 }
 
 // A container outside NRI, attached by pid, keeps the devices of its own
-// spec (read from its bundle) through attach and detach.
+// spec (read from its bundle) through attach and detach: FUSE, and a GPU it
+// was created with (ctr run --device nvidia.com/gpu=2), which hotgpu refuses
+// to attach again since it could not take it away.
 func TestCgroupV2AttachByPIDKeepsOwnDevices(t *testing.T) {
 	if os.Getenv(v2OnlyEnv) == "" {
 		reexecV2Only(t)
 		return
 	}
-	s := newV2SandboxSpec(t, []specs.LinuxDeviceCgroup{fuse()}, true)
+	s := newV2SandboxSpec(t, []specs.LinuxDeviceCgroup{fuse(), charRule(195, 2), charRule(195, 255)}, true)
+	must(t, s.command("mknod", "/dev/nvidia2", "c", "195", "2").Run())
 	l := newLedger(t)
 	m := managerWith(t, l)
-	s.expectOpen("before attach", map[string]string{"/dev/fuse": "ok", "/dev/null": "ok"})
+	own := map[string]string{"/dev/fuse": "ok", "/dev/null": "ok", "/dev/nvidia2": "ENXIO"}
+	s.expectOpen("before attach", own)
 
 	res, err := m.Attach(Target{PID: s.pid()}, []string{"1"}, 0)
 	must(t, err)
-	s.expectOpen("after attach", map[string]string{"/dev/fuse": "ok", "/dev/nvidia1": "ENXIO", "/dev/null": "ok"})
+	s.expectOpen("after attach", own)
+	s.expectOpen("after attach", map[string]string{"/dev/nvidia1": "ENXIO", "/dev/nvidiactl": "ENXIO"})
+	if _, err := m.Attach(Target{PID: s.pid()}, []string{"2"}, 0); err == nil || !strings.Contains(err.Error(), "already allowed") {
+		t.Errorf("attach of the GPU of the container's spec = %v, want a refusal", err)
+	}
 
 	_, err = m.Detach(Target{PID: s.pid()}, []string{res.GPUs[0].UUID}, false)
 	must(t, err)
 	must(t, s.command("mknod", "/dev/nvidia1", "c", "195", "1").Run())
-	s.expectOpen("after detach", map[string]string{"/dev/fuse": "ok", "/dev/nvidia1": "EPERM", "/dev/null": "ok"})
+	s.expectOpen("after detach", own)
+	s.expectOpen("after detach", map[string]string{"/dev/nvidia1": "EPERM"})
 	if g := l.Grants(); len(g) != 0 {
 		t.Errorf("ledger after detach: %v", g)
 	}
+}
+
+func charRule(major, minor int64) specs.LinuxDeviceCgroup {
+	return specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"}
 }
 
 // After a restart, before NRI's first Synchronize fills the registry, the

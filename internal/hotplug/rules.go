@@ -57,11 +57,22 @@ func defaultRulesFor(specDevices []specs.LinuxDevice) []*devices.Rule {
 	return out
 }
 
-// widerRule returns the rule, other than one for exactly n, that lets rules
-// still allow reading or writing n, or nil when none does. Rules are applied
-// in order as runc's device emulator applies them: an "a" rule resets to
-// allow-all or deny-all, the others add or remove exceptions.
+// AllowingRule returns the rule that lets rules allow reading or writing n,
+// or nil when they do not.
+func AllowingRule(rules []*devices.Rule, n gpu.DeviceNode) *devices.Rule {
+	return allowingRule(rules, n, false)
+}
+
+// widerRule is AllowingRule ignoring the rules for exactly n.
 func widerRule(rules []*devices.Rule, n gpu.DeviceNode) *devices.Rule {
+	return allowingRule(rules, n, true)
+}
+
+// allowingRule applies rules in order as runc's device emulator does (an
+// "a" rule resets to allow-all or deny-all, the others add or remove
+// exceptions) and returns the last rule that allows n, or nil when the
+// outcome does not let n be read or written.
+func allowingRule(rules []*devices.Rule, n gpu.DeviceNode, skipExact bool) *devices.Rule {
 	type key struct {
 		typ          devices.Type
 		major, minor int64
@@ -70,7 +81,7 @@ func widerRule(rules []*devices.Rule, n gpu.DeviceNode) *devices.Rule {
 	except := map[key]devices.Permissions{}
 	var last *devices.Rule // the last rule that made the node allowed
 	for _, r := range rules {
-		if r.Type == devices.CharDevice && r.Major == n.Major && r.Minor == n.Minor {
+		if skipExact && r.Type == devices.CharDevice && r.Major == n.Major && r.Minor == n.Minor {
 			continue
 		}
 		if r.Type == devices.WildcardDevice {

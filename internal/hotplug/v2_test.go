@@ -275,9 +275,11 @@ func TestWiderRule(t *testing.T) {
 		name  string
 		rules []*devices.Rule
 		wider bool
+		exact bool // allowed by the rule for exactly the node
 	}{
 		{name: "runc defaults", rules: DefaultRules()},
-		{name: "exact rule only", rules: []*devices.Rule{a(false), c(195, 1, "rwm", true)}},
+		{name: "exact rule only", rules: []*devices.Rule{a(false), c(195, 1, "rwm", true)}, exact: true},
+		{name: "exact rule denied again", rules: []*devices.Rule{c(195, 1, "rwm", true), c(195, 1, "rw", false)}},
 		{name: "other minor", rules: []*devices.Rule{a(false), c(195, 2, "rwm", true)}},
 		{name: "all minors", rules: []*devices.Rule{a(false), c(195, devices.Wildcard, "rw", true)}, wider: true},
 		{name: "all majors", rules: []*devices.Rule{c(devices.Wildcard, 1, "r", true)}, wider: true},
@@ -292,6 +294,9 @@ func TestWiderRule(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := widerRule(tc.rules, n); (got != nil) != tc.wider {
 				t.Errorf("widerRule = %v, want a rule: %v", got, tc.wider)
+			}
+			if got := AllowingRule(tc.rules, n); (got != nil) != (tc.wider || tc.exact) {
+				t.Errorf("AllowingRule = %v, want a rule: %v", got, tc.wider || tc.exact)
 			}
 		})
 	}
