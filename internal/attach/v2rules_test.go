@@ -162,6 +162,17 @@ func TestCgroupV2RefusesUnknownRules(t *testing.T) {
 		t.Errorf("recover changed the programs: %v -> %v", progs, now)
 	}
 	s.expectOpen("after recover", map[string]string{"/dev/fuse": "ok"})
+
+	// Once NRI reports the container's rules, a reconcile rolls it back.
+	c := registry.Container{ID: h.ContainerID, PID: s.pid(), CgroupsPath: s.cgroup, Rules: []registry.DeviceRule{
+		{Allow: false, Access: "rwm"}, {Allow: true, Type: "c", Major: fuse().Major, Minor: fuse().Minor, Access: "rwm"}}}
+	if _, err := managerWith(t, l, c).Reconcile(""); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if g := l.Grants(); len(g) != 0 {
+		t.Errorf("ledger after reconcile with known rules: %v, want the Pending grant rolled back", g)
+	}
+	s.expectOpen("after the roll-back", map[string]string{"/dev/fuse": "ok", "/dev/null": "ok"})
 }
 
 // A detach that a wider rule of the container's own spec would defeat
