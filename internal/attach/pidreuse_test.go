@@ -1,6 +1,7 @@
 package attach
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/hotgpu/hotgpu/internal/hotplug"
@@ -20,8 +21,10 @@ func TestAttachByPIDRecordsProcess(t *testing.T) {
 	}
 }
 
-// The pid is alive and in the cgroup, but started at another time than the
-// recorded holder: another process reuses the pid.
+// The pid is alive, but started at another time than the recorded holder:
+// another process reuses the pid. Here that process is in the container's
+// cgroup, so the container outlives the holder: the GPU is revoked there
+// too, not left open to it while the ledger hands it out.
 func TestReconcileReleasesGrantOfReusedPID(t *testing.T) {
 	s := newSandbox(t)
 	m, l, hook := attachByPID(t, s)
@@ -31,5 +34,11 @@ func TestReconcileReleasesGrantOfReusedPID(t *testing.T) {
 	_, err := l.Release(h.ContainerID, g.GPU)
 	must(t, err)
 	must(t, l.Acquire(h, ledger.Attach, ledger.Active, g.GPU))
+	if list := s.devicesList(); !strings.Contains(list, "c 195:0 rw") {
+		t.Fatalf("setup: GPU 0 not granted:\n%s", list)
+	}
 	expectReleased(t, m, l, hook, "its pid now belongs to another process")
+	if list := s.devicesList(); strings.Contains(list, "c 195:0 ") {
+		t.Errorf("GPU 0 released but still allowed in the container that outlives its holder:\n%s", list)
+	}
 }

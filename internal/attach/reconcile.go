@@ -2,6 +2,7 @@ package attach
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"syscall"
 
@@ -89,7 +90,7 @@ func (m *Manager) Reconcile(id string) (reapplied int, err error) {
 	}
 	for cid, grants := range byContainer {
 		if !m.registry.Has(cid) {
-			live, err := m.releaseGone(cid, grants)
+			live, err := m.releaseGone(inv, cid, grants)
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -110,26 +111,64 @@ func (m *Manager) Reconcile(id string) (reapplied int, err error) {
 }
 
 // releaseGone releases the grants of container cid (unknown to NRI) whose
-// holder process is gone, logs them, and returns the others.
-func (m *Manager) releaseGone(cid string, grants []ledger.Grant) (live []ledger.Grant, err error) {
-	var uuids []string
+// holder process is gone, logs them, and returns the others. When the
+// container outlives that process (others remain in its cgroup), the GPUs
+// are revoked there first: released alone, they would stay open to it.
+func (m *Manager) releaseGone(inv *gpu.Inventory, cid string, grants []ledger.Grant) (live []ledger.Grant, err error) {
+	var gone []ledger.Grant
+	why := map[string]string{}
 	for _, g := range grants {
-		why := goneReason(g.Holder)
-		if why == "" {
+		if why[g.GPU] = goneReason(g.Holder); why[g.GPU] == "" {
 			live = append(live, g)
-			continue
+		} else {
+			gone = append(gone, g)
 		}
-		uuids = append(uuids, g.GPU)
-		m.log.WithFields(map[string]any{"container": g.Holder.String(), "pid": g.Holder.PID, "gpu": g.GPU, "reason": why}).
-			Warn("released a GPU attached to a container that is gone")
 	}
-	if len(uuids) == 0 {
+	if len(gone) == 0 {
 		return live, nil
+	}
+	if err := m.revokeLeft(inv, cid, gone); err != nil {
+		return grants, fmt.Errorf("failed to take GPUs from container %s, which outlives the process they were attached by: %w", ledger.ShortID(cid), err)
+	}
+	uuids := make([]string, 0, len(gone))
+	for _, g := range gone {
+		uuids = append(uuids, g.GPU)
 	}
 	if _, err := m.ledger.Release(cid, uuids...); err != nil {
 		return grants, err
 	}
+	for _, g := range gone {
+		m.log.WithFields(map[string]any{"container": g.Holder.String(), "pid": g.Holder.PID, "gpu": g.GPU, "reason": why[g.GPU]}).
+			Warn("released a GPU attached to a container that is gone")
+	}
 	return live, nil
+}
+
+// revokeLeft revokes the gone grants in the cgroup their holder recorded,
+// through another process of it, when it still has one.
+func (m *Manager) revokeLeft(inv *gpu.Inventory, cid string, gone []ledger.Grant) error {
+	h := gone[0].Holder
+	if h.Cgroup == "" {
+		return nil // recorded before hotgpu kept cgroups: nothing to find it by
+	}
+	pids, err := hotplug.CgroupProcs(h.Cgroup)
+	if err != nil || len(pids) == 0 {
+		return err
+	}
+	for _, pid := range pids {
+		r, err := m.resolvePID(pid)
+		if err != nil || r.holder.ContainerID != cid {
+			continue
+		}
+		held := m.ledger.Container(cid)
+		nodes := nodesOfGrants(inv, gone)
+		if len(gone) == len(held) {
+			nodes = append(nodes, inv.Control...)
+		}
+		m.undo(r, inv, held, nodes)
+		return nil
+	}
+	return fmt.Errorf("none of the processes %v of cgroup %s can be targeted", pids, h.Cgroup)
 }
 
 // goneReason says why the process a holder was recorded with no longer

@@ -3,6 +3,7 @@ package hotplug
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -160,6 +161,32 @@ func hierarchyDir(mounts []*mountinfo.Info, match func(*mountinfo.Info) bool, p 
 		return filepath.Join(m.Mountpoint, rel)
 	}
 	return ""
+}
+
+// CgroupProcs lists the processes of cgroup path (as Target.Cgroup records
+// it: in the v1 devices hierarchy when the host has one, else in cgroup2);
+// none when it no longer exists. It tells whether a container outlives one
+// of its processes.
+func CgroupProcs(path string) ([]int, error) {
+	mounts, err := mountinfo.GetMounts(cgroupMountFilter)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read cgroup mounts: %w", err)
+	}
+	dir := hierarchyDir(mounts, isV1Devices, path)
+	if dir == "" && !slices.ContainsFunc(mounts, isV1Devices) {
+		dir = hierarchyDir(mounts, isCgroup2, path)
+	}
+	if dir == "" {
+		return nil, fmt.Errorf("cgroup %s: %w", path, ErrNoCgroup)
+	}
+	pids, err := cgroups.GetPids(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to list processes of cgroup %s: %w", dir, err)
+	}
+	return pids, nil
 }
 
 // Procs lists the pids in the container's cgroup (cgroup.procs of the
