@@ -5,6 +5,7 @@ import (
 
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -198,7 +199,16 @@ func newV2SandboxSpec(t *testing.T, own []specs.LinuxDeviceCgroup, bundle bool) 
 	must(t, unix.Mknod(filepath.Join(s.root, "dev", "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 	must(t, unix.Mknod(filepath.Join(s.root, "dev", "fuse"), unix.S_IFCHR|0o666, int(unix.Mkdev(10, 229))))
 	must(t, os.Mkdir(s.dir, 0o755))
-	t.Cleanup(func() { _ = os.Remove(s.dir) })
+	t.Cleanup(func() {
+		// A killed process leaves its cgroup a moment after it is reaped.
+		for range 100 {
+			if err := os.Remove(s.dir); err == nil || errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Errorf("failed to remove test cgroup %s", s.dir)
+	})
 	specRules := append([]specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}, own...)
 	rules, err := hotplug.RulesFromSpec(specRules)
 	must(t, err)
