@@ -63,7 +63,7 @@ func (t *targetFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&t.container, "container", "", "CRI/NRI container id or unique prefix")
 	fs.StringVar(&t.pod, "pod", "", "pod as NAMESPACE/NAME")
 	fs.StringVar(&t.name, "container-name", "", "container of the pod (when it has several)")
-	fs.IntVar(&t.pid, "pid", 0, "a process of the container")
+	fs.IntVar(&t.pid, "pid", 0, "a process of the container, best its main one: the grant is released when it exits")
 }
 
 func (t *targetFlags) target() (attach.Target, error) {

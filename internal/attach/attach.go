@@ -99,7 +99,12 @@ func (m *Manager) step(name string) error {
 type resolved struct {
 	holder ledger.Holder
 	target *hotplug.Target
-	rules  []*devices.Rule
+	// rules are the container's own device rules, the base of a cgroup v2
+	// program (nil on cgroup v1, which needs none).
+	rules []*devices.Rule
+	// specGPUs is set when rules come from the bundle of a container outside
+	// NRI: the GPUs its spec allows are not in the ledger and stay allowed.
+	specGPUs bool
 }
 
 // ErrNotFound is returned when the target names no running container.
@@ -139,7 +144,8 @@ func (m *Manager) resolve(t Target) (*resolved, error) {
 
 // resolvePID targets a container hotgpud did not see through NRI (ctr,
 // nerdctl, Docker): its cgroup and root come from /proc, its base device
-// rules are runc's defaults.
+// rules from NRI or its bundle (see specRules). The holder records the
+// process's cgroup and start time, which tell a reused pid.
 func (m *Manager) resolvePID(pid int) (*resolved, error) {
 	if pid <= 1 || pid == os.Getpid() {
 		return nil, fmt.Errorf("pid %d is not a container process", pid)
@@ -149,15 +155,50 @@ func (m *Manager) resolvePID(pid int) (*resolved, error) {
 		// detach would delete the host's own /dev/nvidiaN.
 		return nil, fmt.Errorf("pid %d is not a container process: its root is the host's (give a process inside the container)", pid)
 	}
+	start, err := hotplug.StartTime(pid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pid %d: %v", ErrNotFound, pid, err)
+	}
 	tgt, err := hotplug.TargetFromPID(pid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: pid %d: %v", ErrNotFound, pid, err)
 	}
-	id := "pid-" + strconv.Itoa(pid)
-	if cg := cgroupName(tgt); cg != "" {
-		id = cg
+	if again, err := hotplug.StartTime(pid); err != nil || again != start {
+		return nil, fmt.Errorf("%w: pid %d exited while hotgpu read its cgroup", ErrNotFound, pid)
 	}
-	return &resolved{holder: ledger.Holder{ContainerID: id, PID: pid}, target: tgt, rules: hotplug.DefaultRules()}, nil
+	id := containerIDOf(tgt, pid)
+	r := &resolved{holder: ledger.Holder{ContainerID: id, PID: pid, Cgroup: tgt.Cgroup, StartTime: start}, target: tgt}
+	if err := m.specRules(r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// specRules sets r.rules for a container on cgroup v2, where every program
+// hotgpu attaches must keep the container's own devices: NRI's rules when
+// NRI knows the container, else those of its OCI bundle. When neither can
+// be read the target is refused: runc's defaults alone would take its other
+// devices (FUSE, RDMA, a GPU from its spec) away.
+func (m *Manager) specRules(r *resolved) error {
+	if r.target.DevicesDir != "" || r.target.UnifiedDir == "" {
+		return nil
+	}
+	id := r.holder.ContainerID
+	if c, ok := m.registry.Get(id); ok && c.CgroupsPath != "" {
+		if _, err := hotplug.TargetFromCgroupsPath(r.target.PID, c.CgroupsPath); err == nil {
+			rules, err := baseRules(c.Rules)
+			r.rules = rules
+			return err
+		}
+	}
+	rules, err := hotplug.SpecRules(r.target)
+	if err != nil {
+		return fmt.Errorf("refusing %s (cgroup %s): a cgroup v2 device program must keep the container's own devices, and %w; "+
+			"target it by container id or pod once hotgpud sees it through NRI, or run it under containerd, whose bundle has them",
+			r.holder, r.target.Cgroup, err)
+	}
+	r.rules, r.specGPUs = rules, r.holder.External()
+	return nil
 }
 
 // hostRoot reports whether pid's root directory is the host's: that of pid 1
@@ -177,8 +218,18 @@ func hostRoot(pid int) bool {
 	return false
 }
 
+// containerIDOf names the container of process pid in the ledger: after its
+// cgroup, or after the pid when the cgroup's name is too short to be an id.
+func containerIDOf(t *hotplug.Target, pid int) string {
+	if cg := cgroupName(t); cg != "" {
+		return cg
+	}
+	return "pid-" + strconv.Itoa(pid)
+}
+
 // cgroupName uses the last element of the container's cgroup as its id
-// (containerd and Docker name the cgroup after the container).
+// (containerd and Docker name the cgroup after the container: "<id>", or
+// "cri-containerd-<id>.scope" and "docker-<id>.scope" under systemd).
 func cgroupName(t *hotplug.Target) string {
 	dir := t.DevicesDir
 	if dir == "" {
@@ -189,7 +240,10 @@ func cgroupName(t *hotplug.Target) string {
 		return ""
 	}
 	name := dir[i+1:]
-	name = strings.TrimSuffix(strings.TrimPrefix(name, "cri-containerd-"), ".scope")
+	name = strings.TrimSuffix(name, ".scope")
+	for _, prefix := range []string{"cri-containerd-", "docker-"} {
+		name = strings.TrimPrefix(name, prefix)
+	}
 	if len(name) < 6 {
 		return ""
 	}
@@ -206,6 +260,22 @@ func baseRules(rs []registry.DeviceRule) ([]*devices.Rule, error) {
 		return nil, fmt.Errorf("failed to read the container's device rules: %w", err)
 	}
 	return append(out, hotplug.DefaultRules()...), nil
+}
+
+// checkSpecGPUs refuses GPUs that the own rules of a container outside NRI
+// already allow: its program keeps them (the ledger does not know them), so
+// a detach could never take them away again.
+func checkSpecGPUs(r *resolved, gpus []*gpu.GPU) error {
+	if !r.specGPUs {
+		return nil
+	}
+	for _, g := range gpus {
+		if rule := hotplug.AllowingRule(r.rules, g.Node()); rule != nil {
+			return fmt.Errorf("GPU %d is already allowed by the container's own device rule %q (from its spec); attached, it could not be detached: use it as it is",
+				g.Index, rule.CgroupString())
+		}
+	}
+	return nil
 }
 
 // pick chooses GPUs for an attach: the named ones (which must be free and

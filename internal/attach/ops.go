@@ -48,6 +48,9 @@ func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSpecGPUs(r, gpus); err != nil {
+		return nil, err
+	}
 	prior := m.ledger.Container(r.holder.ContainerID)
 	nodes := nodesOf(gpus)
 	if len(prior) == 0 {
@@ -387,13 +390,19 @@ func describePIDs(pids []int) string {
 // whole allow-list is one program, the program is rebuilt from the
 // container's own rules minus every GPU and control node, plus the nodes of
 // the GPUs the ledger says it holds (for any reason): so a detached GPU is
-// really gone even when the container's spec once allowed it.
+// really gone even when the container's spec once allowed it. A container
+// outside NRI (r.specGPUs) keeps the GPUs of its spec the ledger does not
+// record for it: it was created with them.
 func (m *Manager) access(r *resolved, inv *gpu.Inventory, held []ledger.Grant) (hotplug.DeviceAccess, error) {
 	id := r.holder.ContainerID
 	if a, ok := m.v2[id]; ok {
 		return a, nil
 	}
-	a, err := r.target.Devices(withoutGPUNodes(r.rules, inv), grantedNodes(inv, held))
+	managed := allNodes(inv)
+	if r.specGPUs {
+		managed = nodesOfGrants(inv, held)
+	}
+	a, err := r.target.Devices(withoutNodes(r.rules, managed), grantedNodes(inv, held))
 	if err != nil {
 		return nil, err
 	}
@@ -430,15 +439,20 @@ func grantedNodes(inv *gpu.Inventory, held []ledger.Grant) []gpu.DeviceNode {
 	return out
 }
 
-// withoutGPUNodes drops the rules that allow exactly one GPU or control
-// node; grantedNodes puts back the ones the container still holds.
-func withoutGPUNodes(rules []*devices.Rule, inv *gpu.Inventory) []*devices.Rule {
-	isNode := map[[2]int64]bool{}
+// allNodes are the nodes of every GPU and the control nodes.
+func allNodes(inv *gpu.Inventory) []gpu.DeviceNode {
+	out := make([]gpu.DeviceNode, 0, len(inv.GPUs)+len(inv.Control))
 	for _, g := range inv.GPUs {
-		n := g.Node()
-		isNode[[2]int64{n.Major, n.Minor}] = true
+		out = append(out, g.Node())
 	}
-	for _, n := range inv.Control {
+	return append(out, inv.Control...)
+}
+
+// withoutNodes drops the rules that allow exactly one of nodes;
+// grantedNodes puts back the ones the container still holds.
+func withoutNodes(rules []*devices.Rule, nodes []gpu.DeviceNode) []*devices.Rule {
+	isNode := map[[2]int64]bool{}
+	for _, n := range nodes {
 		isNode[[2]int64{n.Major, n.Minor}] = true
 	}
 	out := make([]*devices.Rule, 0, len(rules))

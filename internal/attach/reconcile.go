@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -20,15 +21,21 @@ import (
 // (only those hotgpu made) are removed, and it is released. (A crash in the
 // instant between making a node and recording it leaves that node in the
 // container, where without its rule it opens nothing.) Call it once at
-// start, before serving requests.
+// start, before serving requests. A container on cgroup v2 whose own device
+// rules cannot be read yet (NRI has not told them, and its bundle cannot be
+// found) keeps its Pending grants: released without a revoke, its GPU would
+// stay open to it while the ledger hands it out. Reconcile retries them.
 func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.prune()
+	return m.rollBackPending()
+}
+
+func (m *Manager) rollBackPending() (undone []ledger.Grant, err error) {
 	inv := m.inv.Inventory()
 	byContainer := map[string][]ledger.Grant{}
-	all := m.ledger.Grants()
-	for _, g := range all {
+	for _, g := range m.ledger.Grants() {
 		if g.State == ledger.Pending {
 			byContainer[g.Holder.ContainerID] = append(byContainer[g.Holder.ContainerID], g)
 		}
@@ -36,7 +43,13 @@ func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 	var errs []error
 	for id, pending := range byContainer {
 		held := m.ledger.Container(id)
-		if r, err := m.resolveHolder(pending[0].Holder); err == nil {
+		r, err := m.resolveHolder(pending[0].Holder)
+		if errors.Is(err, hotplug.ErrRulesUnknown) {
+			m.log.WithError(err).WithField("container", pending[0].Holder.String()).
+				Error("kept an interrupted attach/detach: its device cgroup cannot be rebuilt yet; retried at the next reconcile")
+			continue
+		}
+		if err == nil {
 			nodes := nodesOfGrants(inv, pending)
 			last := len(pending) == len(held)
 			if last {
@@ -63,11 +76,18 @@ func (m *Manager) Recover() (undone []ledger.Grant, err error) {
 // Reconcile re-checks every live-attached GPU of the container (every
 // container when id is ""): a grant a runtime reset is re-applied and a
 // missing node re-created. Grants of processes that are gone are released
-// (containers outside NRI are only noticed this way).
+// and logged (containers outside NRI are only noticed this way), and
+// interrupted operations Recover had to keep are rolled back.
 func (m *Manager) Reconcile(id string) (reapplied int, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.prune()
+	var errs []error
+	if id == "" {
+		if _, err := m.rollBackPending(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	inv := m.inv.Inventory()
 	byContainer := map[string][]ledger.Grant{}
 	for _, g := range m.ledger.Grants() {
@@ -75,14 +95,15 @@ func (m *Manager) Reconcile(id string) (reapplied int, err error) {
 			byContainer[g.Holder.ContainerID] = append(byContainer[g.Holder.ContainerID], g)
 		}
 	}
-	var errs []error
 	for cid, grants := range byContainer {
-		h := grants[0].Holder
-		if h.PID != 0 && !alive(h.PID) && !m.registry.Has(cid) {
-			if _, err := m.ledger.Release(cid); err != nil {
+		if !m.registry.Has(cid) {
+			live, err := m.releaseGone(inv, cid, grants)
+			if err != nil {
 				errs = append(errs, err)
 			}
-			continue
+			if grants = live; len(grants) == 0 {
+				continue
+			}
 		}
 		n, err := m.reapply(inv, cid, grants)
 		reapplied += n
@@ -94,6 +115,103 @@ func (m *Manager) Reconcile(id string) (reapplied int, err error) {
 		m.log.WithField("grants", reapplied).Warn("re-applied device grants that the runtime had reset")
 	}
 	return reapplied, errors.Join(errs...)
+}
+
+// releaseGone releases the grants of container cid (unknown to NRI) whose
+// holder process is gone, logs them, and returns the others. When the
+// container outlives that process (others remain in its cgroup), the GPUs
+// are revoked there first: released alone, they would stay open to it.
+func (m *Manager) releaseGone(inv *gpu.Inventory, cid string, grants []ledger.Grant) (live []ledger.Grant, err error) {
+	var gone []ledger.Grant
+	why := map[string]string{}
+	for _, g := range grants {
+		if why[g.GPU] = goneReason(g.Holder); why[g.GPU] == "" {
+			live = append(live, g)
+		} else {
+			gone = append(gone, g)
+		}
+	}
+	if len(gone) == 0 {
+		return live, nil
+	}
+	if err := m.revokeLeft(inv, cid, gone); err != nil {
+		return grants, fmt.Errorf("failed to take GPUs from container %s, which outlives the process they were attached by: %w", ledger.ShortID(cid), err)
+	}
+	uuids := make([]string, 0, len(gone))
+	for _, g := range gone {
+		uuids = append(uuids, g.GPU)
+	}
+	if _, err := m.ledger.Release(cid, uuids...); err != nil {
+		return grants, err
+	}
+	for _, g := range gone {
+		m.log.WithFields(map[string]any{"container": g.Holder.String(), "pid": g.Holder.PID, "gpu": g.GPU, "reason": why[g.GPU]}).
+			Warn("released a GPU attached to a container that is gone")
+	}
+	return live, nil
+}
+
+// revokeLeft revokes the gone grants in the cgroup their holder recorded,
+// through another process of it, when it still has one.
+func (m *Manager) revokeLeft(inv *gpu.Inventory, cid string, gone []ledger.Grant) error {
+	h := gone[0].Holder
+	if h.Cgroup == "" {
+		return nil // recorded before hotgpu kept cgroups: nothing to find it by
+	}
+	pids, err := hotplug.CgroupProcs(h.Cgroup)
+	if err != nil || len(pids) == 0 {
+		return err
+	}
+	for _, pid := range pids {
+		r, err := m.resolvePID(pid)
+		if err != nil || r.holder.ContainerID != cid {
+			continue
+		}
+		held := m.ledger.Container(cid)
+		nodes := nodesOfGrants(inv, gone)
+		last := len(gone) == len(held)
+		if last {
+			nodes = append(nodes, inv.Control...)
+		}
+		m.undo(r, inv, held, nodes, removable(inv, gone, last))
+		return nil
+	}
+	return fmt.Errorf("none of the processes %v of cgroup %s can be targeted", pids, h.Cgroup)
+}
+
+// goneReason says why the process a holder was recorded with no longer
+// stands for its container, or "" while it does: it exited, its pid now
+// belongs to a process started later, or it is in another cgroup.
+func goneReason(h ledger.Holder) string {
+	if h.PID == 0 {
+		return ""
+	}
+	if !alive(h.PID) {
+		return "its process exited"
+	}
+	if !h.External() {
+		return "" // NRI releases it
+	}
+	if h.StartTime != 0 {
+		start, err := hotplug.StartTime(h.PID)
+		if err != nil {
+			return "its process exited"
+		}
+		if start != h.StartTime {
+			return "its pid now belongs to another process"
+		}
+	}
+	t, err := hotplug.TargetFromPID(h.PID)
+	if err != nil {
+		return "" // cannot tell now; the next pass looks again
+	}
+	switch {
+	case h.Cgroup != "" && t.Cgroup != filepath.Clean(h.Cgroup):
+		return "its process is in another cgroup now"
+	case h.Cgroup == "" && containerIDOf(t, h.PID) != h.ContainerID:
+		return "its pid now belongs to another container"
+	}
+	return ""
 }
 
 func (m *Manager) reapply(inv *gpu.Inventory, cid string, grants []ledger.Grant) (int, error) {
@@ -146,12 +264,19 @@ func (m *Manager) resolveHolder(h ledger.Holder) (*resolved, error) {
 	if h.PID == 0 || !alive(h.PID) {
 		return nil, ErrNotFound
 	}
+	if start, err := hotplug.StartTime(h.PID); h.StartTime != 0 && (err != nil || start != h.StartTime) {
+		return nil, ErrNotFound // the pid now belongs to another process
+	}
 	if h.Cgroup != "" {
 		t, err := hotplug.TargetFromCgroupsPath(h.PID, h.Cgroup)
 		if err != nil {
 			return nil, err
 		}
-		return &resolved{holder: h, target: t, rules: hotplug.DefaultRules()}, nil
+		r := &resolved{holder: h, target: t}
+		if err := m.specRules(r); err != nil {
+			return nil, err
+		}
+		return r, nil
 	}
 	r, err := m.resolvePID(h.PID)
 	if err != nil {

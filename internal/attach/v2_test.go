@@ -2,6 +2,8 @@ package attach
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,12 +11,15 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 	"unsafe"
 
 	"github.com/opencontainers/cgroups"
+	devices "github.com/opencontainers/cgroups/devices/config"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -106,7 +111,7 @@ func TestAttachDetachCgroupV2(t *testing.T) {
 	}
 }
 
-// reexecV2Only runs this test again in a private mount namespace where every
+// reexecV2Only runs the test t again in a private mount namespace where every
 // cgroup v1 devices hierarchy is unmounted, and fails if it does not pass.
 func reexecV2Only(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -124,10 +129,10 @@ func reexecV2Only(t *testing.T) {
 	}
 	script := `for m in $MOUNTS; do umount -l "$m" || exit 1; done; exec "$@"`
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-		os.Args[0], "-test.run=^TestAttachDetachCgroupV2$", "-test.count=1", "-test.v")
+		os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), v2OnlyEnv+"=1", "MOUNTS="+strings.Join(v1, " "))
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: TestAttachDetachCgroupV2") {
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
 		t.Fatalf("v2-only run failed: %v\n%s", err, out)
 	}
 	t.Logf("v2-only run, without %v:\n%s", v1, out)
@@ -165,9 +170,21 @@ type v2Sandbox struct {
 	dir    string // host path of the cgroup2 directory
 	cgroup string // relative to the cgroup2 root
 	proc   *exec.Cmd
+	// runc are the rules of the program runc attached: the spec's own
+	// (deny all, then own), then runc's defaults.
+	runc []*devices.Rule
+	// ctrPid is the container process when it runs under a stand-in
+	// shim (proc) that works in its bundle, 0 otherwise.
+	ctrPid int
 }
 
-func newV2Sandbox(t *testing.T) *v2Sandbox {
+func newV2Sandbox(t *testing.T) *v2Sandbox { return newV2SandboxSpec(t, nil, false) }
+
+// newV2SandboxSpec is newV2Sandbox for a container whose spec allows the
+// devices own besides runc's defaults. With bundle, its process runs under a
+// stand-in shim that works in the container's OCI bundle, as containerd's
+// does; without, the runtime's bundle cannot be found.
+func newV2SandboxSpec(t *testing.T, own []specs.LinuxDeviceCgroup, bundle bool) *v2Sandbox {
 	t.Helper()
 	_, unified := cgroupMountPoints(t)
 	busybox, err := exec.LookPath("busybox")
@@ -179,14 +196,35 @@ func newV2Sandbox(t *testing.T) *v2Sandbox {
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(s.root, "busybox"), data, 0o755))
 	must(t, unix.Mknod(filepath.Join(s.root, "dev", "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	must(t, unix.Mknod(filepath.Join(s.root, "dev", "fuse"), unix.S_IFCHR|0o666, int(unix.Mkdev(10, 229))))
 	must(t, os.Mkdir(s.dir, 0o755))
-	t.Cleanup(func() { _ = os.Remove(s.dir) })
-	if err := cgroups.DevicesSetV2(s.dir, &cgroups.Resources{Devices: hotplug.DefaultRules()}); err != nil {
+	t.Cleanup(func() {
+		// A killed process leaves its cgroup a moment after it is reaped.
+		for range 100 {
+			if err := os.Remove(s.dir); err == nil || errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Errorf("failed to remove test cgroup %s", s.dir)
+	})
+	specRules := append([]specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}, own...)
+	rules, err := hotplug.RulesFromSpec(specRules)
+	must(t, err)
+	s.runc = append(rules, hotplug.DefaultRules()...)
+	if err := cgroups.DevicesSetV2(s.dir, &cgroups.Resources{Devices: s.runc}); err != nil {
 		testenv.Skipf(t, "cannot attach a BPF_CGROUP_DEVICE program here: %v", err)
 	}
-	s.proc = s.command("sleep", "600")
-	must(t, s.proc.Start())
+	if bundle {
+		s.startShim(specRules)
+	} else {
+		s.proc = s.command("sleep", "600")
+		must(t, s.proc.Start())
+	}
 	t.Cleanup(func() {
+		if s.ctrPid != 0 {
+			_ = unix.Kill(s.ctrPid, unix.SIGKILL)
+		}
 		_ = s.proc.Process.Kill()
 		_ = s.proc.Wait()
 	})
@@ -202,7 +240,39 @@ func newV2Sandbox(t *testing.T) *v2Sandbox {
 	return s
 }
 
-func (s *v2Sandbox) pid() int { return s.proc.Process.Pid }
+// startShim writes the container's bundle and starts it from a stand-in
+// shim working there: the container process is the shim's child.
+func (s *v2Sandbox) startShim(rules []specs.LinuxDeviceCgroup) {
+	bundle := filepath.Join(s.t.TempDir(), "bundle")
+	must(s.t, os.Mkdir(bundle, 0o755))
+	spec := specs.Spec{Version: specs.Version, Linux: &specs.Linux{CgroupsPath: s.cgroup, Resources: &specs.LinuxResources{Devices: rules}}}
+	b, err := json.Marshal(spec)
+	must(s.t, err)
+	must(s.t, os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o644))
+	inner := s.command("sleep", "600").Args[2]
+	s.proc = exec.Command("sh", "-c", `sh -c "$1" & echo $!; wait`, "sh", inner)
+	s.proc.Dir = bundle
+	out, err := s.proc.StdoutPipe()
+	must(s.t, err)
+	must(s.t, s.proc.Start())
+	line, err := bufio.NewReader(out).ReadString('\n')
+	must(s.t, err)
+	s.ctrPid, err = strconv.Atoi(strings.TrimSpace(line))
+	must(s.t, err)
+}
+
+func (s *v2Sandbox) pid() int {
+	if s.ctrPid != 0 {
+		return s.ctrPid
+	}
+	return s.proc.Process.Pid
+}
+
+// openOnly reports what opening path inside the sandbox gives, without
+// reading it (reading /dev/fuse fails when nothing is mounted).
+func (s *v2Sandbox) openOnly(path string) string {
+	return openResult(s.command("sh", "-c", "'exec 3<"+path+"'").CombinedOutput())
+}
 
 // command runs a busybox applet inside the sandbox's cgroup and root.
 func (s *v2Sandbox) command(args ...string) *exec.Cmd {
@@ -215,17 +285,17 @@ func (s *v2Sandbox) open(path string) string {
 }
 
 func openResult(out []byte, err error) string {
-	switch msg := string(out); {
+	switch msg := strings.ToLower(string(out)); { // busybox sh and cat differ in case
 	case err == nil:
 		return "ok"
-	case strings.Contains(msg, "No such device or address"):
+	case strings.Contains(msg, "no such device or address"):
 		return "ENXIO"
-	case strings.Contains(msg, "Operation not permitted"):
+	case strings.Contains(msg, "operation not permitted"):
 		return "EPERM"
-	case strings.Contains(msg, "No such file"):
+	case strings.Contains(msg, "no such file"):
 		return "ENOENT"
 	default:
-		return msg
+		return string(out)
 	}
 }
 

@@ -2,6 +2,7 @@ package hotplug
 
 import (
 	"fmt"
+	"strings"
 
 	devices "github.com/opencontainers/cgroups/devices/config"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -30,6 +31,94 @@ func DefaultRules() []*devices.Rule {
 		c(5, 2, "rwm"),                  // /dev/ptmx
 		c(10, 200, "rwm"),               // /dev/net/tun
 	}
+}
+
+// defaultPaths names the nodes of runc's default rules that have one.
+var defaultPaths = map[[2]int64]string{
+	{1, 3}: "/dev/null", {1, 8}: "/dev/random", {1, 7}: "/dev/full", {5, 0}: "/dev/tty",
+	{1, 5}: "/dev/zero", {1, 9}: "/dev/urandom", {5, 2}: "/dev/ptmx", {10, 200}: "/dev/net/tun",
+}
+
+// defaultRulesFor is DefaultRules as runc applies them to a spec: a default
+// whose node the spec lists in linux.devices is dropped (the spec's own
+// rules decide about that node).
+func defaultRulesFor(specDevices []specs.LinuxDevice) []*devices.Rule {
+	listed := map[string]bool{}
+	for _, d := range specDevices {
+		listed[d.Path] = true
+	}
+	var out []*devices.Rule
+	for _, r := range DefaultRules() {
+		if p, ok := defaultPaths[[2]int64{r.Major, r.Minor}]; ok && r.Type == devices.CharDevice && listed[p] {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// AllowingRule returns the rule that lets rules allow reading or writing n,
+// or nil when they do not.
+func AllowingRule(rules []*devices.Rule, n gpu.DeviceNode) *devices.Rule {
+	return allowingRule(rules, n, false)
+}
+
+// widerRule is AllowingRule ignoring the rules for exactly n.
+func widerRule(rules []*devices.Rule, n gpu.DeviceNode) *devices.Rule {
+	return allowingRule(rules, n, true)
+}
+
+// allowingRule applies rules in order as runc's device emulator does (an
+// "a" rule resets to allow-all or deny-all, the others add or remove
+// exceptions) and returns the last rule that allows n, or nil when the
+// outcome does not let n be read or written.
+func allowingRule(rules []*devices.Rule, n gpu.DeviceNode, skipExact bool) *devices.Rule {
+	type key struct {
+		typ          devices.Type
+		major, minor int64
+	}
+	defaultAllow := false
+	except := map[key]devices.Permissions{}
+	var last *devices.Rule // the last rule that made the node allowed
+	for _, r := range rules {
+		if skipExact && r.Type == devices.CharDevice && r.Major == n.Major && r.Minor == n.Minor {
+			continue
+		}
+		if r.Type == devices.WildcardDevice {
+			defaultAllow, except = r.Allow, map[key]devices.Permissions{}
+		} else if k := (key{r.Type, r.Major, r.Minor}); r.Allow != defaultAllow {
+			except[k] = except[k].Union(r.Permissions)
+		} else if p := except[k].Difference(r.Permissions); p.IsEmpty() {
+			delete(except, k)
+		} else {
+			except[k] = p
+		}
+		if r.Allow && matches(r, n) && strings.ContainsAny(string(r.Permissions), "rw") {
+			last = r
+		}
+	}
+	var hit devices.Permissions
+	for k, p := range except {
+		if k.typ == devices.CharDevice && (k.major == devices.Wildcard || k.major == n.Major) &&
+			(k.minor == devices.Wildcard || k.minor == n.Minor) {
+			hit = hit.Union(p)
+		}
+	}
+	if defaultAllow {
+		hit = devices.Permissions("rwm").Difference(hit)
+	}
+	if !strings.ContainsAny(string(hit), "rw") {
+		return nil
+	}
+	return last
+}
+
+func matches(r *devices.Rule, n gpu.DeviceNode) bool {
+	if r.Type == devices.WildcardDevice {
+		return true
+	}
+	return r.Type == devices.CharDevice &&
+		(r.Major == devices.Wildcard || r.Major == n.Major) && (r.Minor == devices.Wildcard || r.Minor == n.Minor)
 }
 
 // RulesFromSpec converts the device cgroup rules of an OCI spec

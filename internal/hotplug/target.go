@@ -3,6 +3,7 @@ package hotplug
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -25,6 +26,10 @@ type Target struct {
 	// UnifiedDir is the container's cgroup v2 directory, "" when the host has
 	// no cgroup2 hierarchy.
 	UnifiedDir string
+	// Cgroup is the container's cgroup path (as in /proc/<pid>/cgroup) in
+	// the hierarchy that controls its devices: v1 devices when present,
+	// else cgroup2.
+	Cgroup string
 }
 
 // ErrNoCgroup is returned when neither a v1 devices nor a cgroup2 hierarchy
@@ -63,12 +68,8 @@ func TargetFromCgroupsPath(pid int, cgroupsPath string) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	got := paths[""]
-	if t.DevicesDir != "" {
-		got = paths["devices"]
-	}
-	if filepath.Clean(got) != rel {
-		return nil, fmt.Errorf("pid %d is in cgroup %q, not %q: the container may have exited and its pid been reused", pid, got, rel)
+	if t.Cgroup != rel {
+		return nil, fmt.Errorf("pid %d is in cgroup %q, not %q: the container may have exited and its pid been reused", pid, t.Cgroup, rel)
 	}
 	return t, nil
 }
@@ -127,6 +128,10 @@ func targetFromPaths(pid int, devicesPath, unifiedPath string) (*Target, error) 
 	if t.DevicesDir == "" && t.UnifiedDir == "" {
 		return nil, fmt.Errorf("pid %d: %w (is /sys/fs/cgroup mounted in hotgpud's mount namespace?)", pid, ErrNoCgroup)
 	}
+	t.Cgroup = filepath.Clean("/" + unifiedPath)
+	if t.DevicesDir != "" {
+		t.Cgroup = filepath.Clean("/" + devicesPath)
+	}
 	return t, nil
 }
 
@@ -156,6 +161,32 @@ func hierarchyDir(mounts []*mountinfo.Info, match func(*mountinfo.Info) bool, p 
 		return filepath.Join(m.Mountpoint, rel)
 	}
 	return ""
+}
+
+// CgroupProcs lists the processes of cgroup path (as Target.Cgroup records
+// it: in the v1 devices hierarchy when the host has one, else in cgroup2);
+// none when it no longer exists. It tells whether a container outlives one
+// of its processes.
+func CgroupProcs(path string) ([]int, error) {
+	mounts, err := mountinfo.GetMounts(cgroupMountFilter)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read cgroup mounts: %w", err)
+	}
+	dir := hierarchyDir(mounts, isV1Devices, path)
+	if dir == "" && !slices.ContainsFunc(mounts, isV1Devices) {
+		dir = hierarchyDir(mounts, isCgroup2, path)
+	}
+	if dir == "" {
+		return nil, fmt.Errorf("cgroup %s: %w", path, ErrNoCgroup)
+	}
+	pids, err := cgroups.GetPids(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to list processes of cgroup %s: %w", dir, err)
+	}
+	return pids, nil
 }
 
 // Procs lists the pids in the container's cgroup (cgroup.procs of the

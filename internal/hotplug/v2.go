@@ -60,10 +60,18 @@ func (v *V2) Grant(nodes []gpu.DeviceNode) error {
 	return v.replace(next)
 }
 
-// Revoke replaces the container's program with one without nodes.
+// Revoke replaces the container's program with one without nodes. As with
+// cgroup v1, a wider rule of the container's own (such as "c 195:* rwm" or
+// "a *:* rwm") that would still let a node through is an error, and then
+// nothing changes: the program would not take the node away.
 func (v *V2) Revoke(nodes []gpu.DeviceNode) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	for _, n := range nodes {
+		if r := widerRule(v.base, n); r != nil {
+			return fmt.Errorf("failed to revoke %s in %s: the container's own rule %q still allows it; it must be restarted without that rule", n.Rule(), v.dir, r.CgroupString())
+		}
+	}
 	next := slices.DeleteFunc(slices.Clone(v.granted), func(g gpu.DeviceNode) bool {
 		return slices.ContainsFunc(nodes, func(n gpu.DeviceNode) bool { return sameDev(g, n) })
 	})

@@ -3,9 +3,12 @@ package hotplug
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/cgroups"
+	devices "github.com/opencontainers/cgroups/devices/config"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/testenv"
@@ -217,4 +220,83 @@ func TestV2ReplaceIsAtomic(t *testing.T) {
 	}
 	t.Logf("400 replaces, %d polls, all saw exactly one program", polls)
 	c.expectOpen(t, "/dev/null", "ok")
+}
+
+// A revoke that a wider rule of the container's own would defeat is an error
+// and changes nothing, as on cgroup v1: the program it would attach still
+// lets the node through.
+func TestV2RevokeRefusedByWiderRule(t *testing.T) {
+	major := int64(gpu.NvidiaMajor)
+	for _, tc := range []struct {
+		name string
+		rule specs.LinuxDeviceCgroup
+	}{
+		{name: "all minors of the GPU major", rule: specs.LinuxDeviceCgroup{Allow: true, Type: "c", Major: &major, Access: "rwm"}},
+		{name: "every device", rule: specs.LinuxDeviceCgroup{Allow: true, Type: "a", Access: "rwm"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, c := v2Cgroup(t)
+			path, node := hostNode(t, t.TempDir(), gpu.NvidiaMajor, 7)
+			own, err := RulesFromSpec([]specs.LinuxDeviceCgroup{tc.rule})
+			if err != nil {
+				t.Fatal(err)
+			}
+			acc, err := NewV2(dir, append(DefaultRules(), own...), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := acc.Grant([]gpu.DeviceNode{node}); err != nil {
+				t.Fatal(err)
+			}
+			ids := progIDs(t, dir)
+			err = acc.Revoke([]gpu.DeviceNode{node})
+			if err == nil || !strings.Contains(err.Error(), "still allows it") {
+				t.Fatalf("Revoke under a wider rule = %v, want an error naming the rule", err)
+			}
+			if got := progIDs(t, dir); !slices.Equal(got, ids) {
+				t.Errorf("a refused revoke replaced the program: %v -> %v", ids, got)
+			}
+			c.expectOpen(t, path, "ENXIO")
+			expectHas(t, acc, node, true)
+		})
+	}
+}
+
+func TestWiderRule(t *testing.T) {
+	n := gpu.DeviceNode{Path: "/dev/nvidia1", Major: 195, Minor: 1}
+	c := func(major, minor int64, perms string, allow bool) *devices.Rule {
+		return &devices.Rule{Type: devices.CharDevice, Major: major, Minor: minor, Permissions: devices.Permissions(perms), Allow: allow}
+	}
+	a := func(allow bool) *devices.Rule {
+		return &devices.Rule{Type: devices.WildcardDevice, Major: devices.Wildcard, Minor: devices.Wildcard, Permissions: "rwm", Allow: allow}
+	}
+	for _, tc := range []struct {
+		name  string
+		rules []*devices.Rule
+		wider bool
+		exact bool // allowed by the rule for exactly the node
+	}{
+		{name: "runc defaults", rules: DefaultRules()},
+		{name: "exact rule only", rules: []*devices.Rule{a(false), c(195, 1, "rwm", true)}, exact: true},
+		{name: "exact rule denied again", rules: []*devices.Rule{c(195, 1, "rwm", true), c(195, 1, "rw", false)}},
+		{name: "other minor", rules: []*devices.Rule{a(false), c(195, 2, "rwm", true)}},
+		{name: "all minors", rules: []*devices.Rule{a(false), c(195, devices.Wildcard, "rw", true)}, wider: true},
+		{name: "all majors", rules: []*devices.Rule{c(devices.Wildcard, 1, "r", true)}, wider: true},
+		{name: "mknod only", rules: []*devices.Rule{c(devices.Wildcard, devices.Wildcard, "m", true)}},
+		{name: "allow all", rules: []*devices.Rule{a(true)}, wider: true},
+		{name: "allow all then deny the major", rules: []*devices.Rule{a(true), c(195, devices.Wildcard, "rwm", false)}},
+		{name: "allow all then deny reads", rules: []*devices.Rule{a(true), c(195, devices.Wildcard, "r", false)}, wider: true},
+		{name: "wildcard removed again", rules: []*devices.Rule{c(195, devices.Wildcard, "rwm", true), c(195, devices.Wildcard, "rwm", false)}},
+		{name: "deny all after", rules: []*devices.Rule{c(195, devices.Wildcard, "rwm", true), a(false)}},
+		{name: "block device", rules: []*devices.Rule{{Type: devices.BlockDevice, Major: 195, Minor: devices.Wildcard, Permissions: "rwm", Allow: true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := widerRule(tc.rules, n); (got != nil) != tc.wider {
+				t.Errorf("widerRule = %v, want a rule: %v", got, tc.wider)
+			}
+			if got := AllowingRule(tc.rules, n); (got != nil) != (tc.wider || tc.exact) {
+				t.Errorf("AllowingRule = %v, want a rule: %v", got, tc.wider || tc.exact)
+			}
+		})
+	}
 }

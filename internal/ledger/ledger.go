@@ -58,8 +58,12 @@ type Holder struct {
 	// PID is recorded for containers targeted by process (ctr, nerdctl,
 	// Docker), which hotgpud cannot see through NRI.
 	PID int `json:"pid,omitempty"`
-	// Cgroup is the container's cgroup path as the runtime reported it.
+	// Cgroup is the container's cgroup path as the runtime reported it (or,
+	// for a holder targeted by pid, as /proc/<pid>/cgroup shows it).
 	Cgroup string `json:"cgroup,omitempty"`
+	// StartTime is when process PID started (clock ticks after boot), so
+	// that a reused pid is not taken for the holder.
+	StartTime uint64 `json:"startTime,omitempty"`
 	// Token is the secret of a kubelet allocation (policy.AllocationAnnotation):
 	// only a holder presenting it may claim the allocation. Never logged or
 	// shown.
