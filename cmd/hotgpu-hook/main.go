@@ -23,13 +23,14 @@ spec written by 'hotgpu cdi generate' references it.
 
 Usage:
   hotgpu-hook update-ldcache --folder DIR [--folder DIR...]
-  hotgpu-hook prestart [--api-socket PATH] [--allow-all]
+  hotgpu-hook prestart [--api-socket PATH] [--allow-all] [--standalone]
   hotgpu-hook install --dir DIR
 
 Commands:
   update-ldcache  add the driver library folders to the container's linker cache
   prestart        give GPUs to containers of runtimes without NRI (Docker,
-                  podman, CRI-O hooks.d); run at prestart/createRuntime and poststop
+                  podman, CRI-O hooks.d); run at prestart/createRuntime and poststop;
+                  fails when hotgpud does not answer unless --standalone
   install         copy this binary into DIR on the host (the DaemonSet's init container)
 
 hotgpu-hook always runs with a fixed minimal environment: if started with any
