@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hotgpu/hotgpu/hooks"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/nvml"
 )
@@ -164,5 +166,14 @@ func TestDriverFilesSkipAliasedDirs(t *testing.T) {
 	}
 	if len(files.files) != 1 || files.files[0] != "/usr/lib/x86_64-linux-gnu/libcuda.so.1" {
 		t.Fatalf("files = %v, want the library once", files.files)
+	}
+}
+
+// TestLDCacheHookIsBounded: the runtime must kill a hung update-ldcache
+// hook rather than wait on container creation forever.
+func TestLDCacheHookIsBounded(t *testing.T) {
+	h := (&options{hookPath: DefaultHookPath}).ldcacheHook([]string{"/usr/lib64"})
+	if h.Timeout == nil || *h.Timeout <= 0 || time.Duration(*h.Timeout)*time.Second <= hooks.DefaultLDCacheTimeout {
+		t.Errorf("hook timeout %v: want one above the hook's own deadline %v", h.Timeout, hooks.DefaultLDCacheTimeout)
 	}
 }
