@@ -1,13 +1,14 @@
-# hotgpu image: hotgpud, hotgpu (CLI) and hotgpu-hook.
+# hotgpu image: hotgpud, hotgpu (CLI, with hotgpu-cdi) and hotgpu-hook.
 #
 #   docker build -t hotgpu:dev --build-arg VERSION=$(git describe --always) .
 #
 # Stage 1 builds; stage 2 is distroless: no shell, no package manager.
-#  - hotgpud and hotgpu are built with cgo: go-nvml dlopen()s the driver's
-#    libnvidia-ml.so.1 (hotgpu for `hotgpu cdi generate`), so the final image
-#    has glibc (distroless/base, not /static).
-#  - hotgpu-hook is static (CGO_ENABLED=0): the init container copies it onto
-#    the host, where runtimes run it whatever the host's libc.
+#  - hotgpud and hotgpu-cdi are built with cgo: go-nvml dlopen()s the driver's
+#    libnvidia-ml.so.1, so the final image has glibc (distroless/base, not
+#    /static). hotgpu-cdi is the CLI's cgo build, which `hotgpu cdi` runs.
+#  - hotgpu (the CLI, for its start time) and hotgpu-hook are static
+#    (CGO_ENABLED=0): the init container copies the hook onto the host, where
+#    runtimes run it whatever the host's libc.
 #
 # The image's default user is nonroot (65532): `hotgpu --help`, `hotgpu-hook
 # --help` and anything else run from it need no privilege. hotgpud itself must
@@ -26,13 +27,14 @@ COPY . .
 ARG VERSION=dev
 ENV LDFLAGS="-s -w -X github.com/hotgpu/hotgpu/internal/version.Version=${VERSION}"
 RUN CGO_ENABLED=1 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpud ./cmd/hotgpud
-RUN CGO_ENABLED=1 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu ./cmd/hotgpu
+RUN CGO_ENABLED=1 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu-cdi ./cmd/hotgpu
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu ./cmd/hotgpu
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu-hook ./cmd/hotgpu-hook
 
 FROM gcr.io/distroless/base-debian12:nonroot
 LABEL org.opencontainers.image.source="https://github.com/hotgpu/hotgpu" \
       org.opencontainers.image.description="hotgpu: NVIDIA GPUs for containers at creation and while they run"
-COPY --from=build /out/hotgpud /out/hotgpu /out/hotgpu-hook /usr/local/bin/
+COPY --from=build /out/hotgpud /out/hotgpu /out/hotgpu-cdi /out/hotgpu-hook /usr/local/bin/
 COPY etc/hotgpud.yaml /etc/hotgpu/hotgpud.yaml
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/hotgpud"]

@@ -25,10 +25,11 @@ help: ## list the targets
 host-deps: ## install the Debian packages builds and tests need (gcc for cgo, make, ...)
 	@hack/host-deps.sh
 
-build: host-deps ## build hotgpud, hotgpu and hotgpu-hook into bin/
+build: host-deps ## build hotgpud, hotgpu (+ hotgpu-cdi) and hotgpu-hook into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpud ./cmd/hotgpu # cgo: go-nvml dlopens libnvidia-ml
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpu-hook # static: runtimes run it on any host
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpud # cgo: go-nvml dlopens libnvidia-ml
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hotgpu-cdi ./cmd/hotgpu # cgo: 'hotgpu cdi' reads NVML through it
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpu ./cmd/hotgpu-hook # static: the CLI starts fast; runtimes run the hook on any host
 
 test: host-deps ## unit tests with the race detector (root runs the cgroup tests too)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
@@ -44,6 +45,7 @@ check: ## everything CI runs: lint, deps (report), vulns (when reachable), unit,
 lint: host-deps ## gofmt, go vet, go mod tidy check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) vet ./cmd/hotgpu # the cgo-free CLI's own files
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum not tidy: run go mod tidy"; exit 1; }
 
 bench: ## hotgpu vs the alternatives, side by side (root; ~3 min) -> bench/RESULTS.md
@@ -82,6 +84,7 @@ image: ## build the container image (needs a Docker engine)
 install: build ## install binaries, systemd unit, config and containerd drop-in
 	install -D -m 0755 $(BIN)/hotgpud $(DESTDIR)$(PREFIX)/bin/hotgpud
 	install -D -m 0755 $(BIN)/hotgpu $(DESTDIR)$(PREFIX)/bin/hotgpu
+	install -D -m 0755 $(BIN)/hotgpu-cdi $(DESTDIR)$(PREFIX)/bin/hotgpu-cdi
 	install -D -m 0755 $(BIN)/hotgpu-hook $(DESTDIR)$(PREFIX)/bin/hotgpu-hook
 	install -D -m 0644 etc/systemd/hotgpud.service $(DESTDIR)/etc/systemd/system/hotgpud.service
 	install -D -m 0644 etc/containerd/hotgpu.toml $(DESTDIR)/etc/containerd/conf.d/hotgpu.toml

@@ -38,18 +38,25 @@ func FindRepo() (string, error) {
 	return "", errors.New("cannot find hotgpu's go.mod: run from inside the repository (make bench does)")
 }
 
-// BuildTools builds hotgpud and the hotgpu CLI into dir and the baselines
-// into the cache (bench/deps.sh; a no-op when cached). The baselines failing
-// to build is not fatal: their rows say why.
+// BuildTools builds hotgpud and the hotgpu CLI into dir, as `make build`
+// does (hotgpu cgo-free, hotgpu-cdi beside it for `hotgpu cdi`), and the
+// baselines into the cache (bench/deps.sh; a no-op when cached). The
+// baselines failing to build is not fatal: their rows say why.
 func BuildTools(ctx context.Context, repo, dir string) (*Tools, error) {
 	t := &Tools{Repo: repo, Took: map[string]time.Duration{}}
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", dir+"/", "./cmd/hotgpud", "./cmd/hotgpu")
-	cmd.Dir = repo
-	// go-nvml's header marks calls deprecated; cgo would print each one.
-	cmd.Env = append(os.Environ(), "CGO_CFLAGS="+os.Getenv("CGO_CFLAGS")+" -Wno-deprecated-declarations")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("failed to build hotgpud and hotgpu (fix the build, then rerun): %w\n%s", err, lastLines(string(out), 20))
+	for _, b := range []struct{ cgo, out, pkg string }{
+		{"1", dir + "/", "./cmd/hotgpud"},
+		{"1", filepath.Join(dir, "hotgpu-cdi"), "./cmd/hotgpu"},
+		{"0", filepath.Join(dir, "hotgpu"), "./cmd/hotgpu"},
+	} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", b.out, b.pkg)
+		cmd.Dir = repo
+		// go-nvml's header marks calls deprecated; cgo would print each one.
+		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo, "CGO_CFLAGS="+os.Getenv("CGO_CFLAGS")+" -Wno-deprecated-declarations")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("failed to build %s (fix the build, then rerun): %w\n%s", b.out, err, lastLines(string(out), 20))
+		}
 	}
 	t.Hotgpud, t.Hotgpu = filepath.Join(dir, "hotgpud"), filepath.Join(dir, "hotgpu")
 	t.Took["hotgpu binaries"] = time.Since(start)

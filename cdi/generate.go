@@ -115,6 +115,10 @@ func (o *options) commonEdits(inv *gpu.Inventory) (specs.ContainerEdits, error) 
 	return edits, nil
 }
 
+// LDCacheHookTimeout is the runtime's limit, in seconds, on the spec's
+// update-ldcache hook.
+const LDCacheHookTimeout = 10
+
 // ldcacheHook makes the runtime refresh the container's linker cache so the
 // mounted libraries are found wherever the image's ld.so.conf points.
 func (o *options) ldcacheHook(dirs []string) *specs.Hook {
@@ -124,5 +128,8 @@ func (o *options) ldcacheHook(dirs []string) *specs.Hook {
 	}
 	// The hook's own environment: without it runtimes pass theirs, and the
 	// hook re-executes itself to get this one at every container start.
-	return &specs.Hook{HookName: "createContainer", Path: o.hookPath, Args: args, Env: hookenv.Env}
+	// A bound on the hook: the runtime kills it rather than hang container
+	// creation (the hook stops itself earlier, hooks.DefaultLDCacheTimeout).
+	timeout := LDCacheHookTimeout
+	return &specs.Hook{HookName: "createContainer", Path: o.hookPath, Args: args, Env: hookenv.Env, Timeout: &timeout}
 }

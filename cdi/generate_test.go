@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hotgpu/hotgpu/hooks"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/nvml"
 )
@@ -187,5 +189,14 @@ func TestLostGPUHasNoDevice(t *testing.T) {
 	}
 	if names["0"] != 1 || names["7"] != 1 || names[inv.GPUs[2].UUID] != 1 || names[AllDevice] != 7 {
 		t.Errorf("devices = %v, want 0 and 2-7 by index and UUID, all with 7 nodes", names)
+	}
+}
+
+// TestLDCacheHookIsBounded: the runtime must kill a hung update-ldcache
+// hook rather than wait on container creation forever.
+func TestLDCacheHookIsBounded(t *testing.T) {
+	h := (&options{hookPath: DefaultHookPath}).ldcacheHook([]string{"/usr/lib64"})
+	if h.Timeout == nil || *h.Timeout <= 0 || time.Duration(*h.Timeout)*time.Second <= hooks.DefaultLDCacheTimeout {
+		t.Errorf("hook timeout %v: want one above the hook's own deadline %v", h.Timeout, hooks.DefaultLDCacheTimeout)
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	oci "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/hotgpu/hotgpu/internal/testenv"
 )
@@ -49,6 +51,9 @@ func TestUpdateLDCacheWritesConf(t *testing.T) {
 	ldconfig, record := fakeLDConfig(t)
 	t.Setenv("HOTGPU_TEST_SECRET", "must-not-leak")
 	folders := []string{"/usr/lib/x86_64-linux-gnu", "/usr/lib64"}
+	// A longer conf from an earlier run (or the image) is replaced whole.
+	must(t, os.MkdirAll(filepath.Join(root, filepath.Dir(LDConfPath)), 0o755))
+	must(t, os.WriteFile(filepath.Join(root, LDConfPath), []byte(strings.Repeat("/old/lib\n", 100)), 0o644))
 	if err := (LDCache{Folders: folders, LDConfig: ldconfig}).Run(context.Background(), strings.NewReader(state)); err != nil {
 		t.Fatal(err)
 	}
@@ -163,5 +168,77 @@ func TestUpdateLDCacheRealLDConfig(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "etc/ld.so.cache")); err != nil {
 		t.Fatalf("ldconfig did not build the container's cache: %v", err)
+	}
+}
+
+// runBounded runs the hook in a goroutine and fails the test if it has not
+// returned within a deadline far above any honest run: the defect it guards
+// against is a hook that never returns.
+func runBounded(t *testing.T, l LDCache, state string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- l.Run(context.Background(), strings.NewReader(state)) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Minute):
+		t.Fatal("update-ldcache still runs after a minute: container creation would hang")
+		return nil
+	}
+}
+
+// TestUpdateLDCacheNonRegularConf: the image puts a FIFO, or a device node,
+// where the hook writes its conf file. Opening a FIFO for writing waits for
+// a reader forever; the hook must refuse instead and leave the node alone.
+func TestUpdateLDCacheNonRegularConf(t *testing.T) {
+	tests := []struct {
+		name string
+		make func(path string) error
+	}{
+		{"fifo", func(p string) error { return unix.Mkfifo(p, 0o644) }},
+		{"socket", func(p string) error {
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return unix.Bind(fd, &unix.SockaddrUnix{Name: p})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, root, state := bundle(t)
+			conf := filepath.Join(root, LDConfPath)
+			must(t, os.MkdirAll(filepath.Dir(conf), 0o755))
+			must(t, tt.make(conf))
+			before, err := os.Lstat(conf)
+			must(t, err)
+			ldconfig, _ := fakeLDConfig(t)
+			err = runBounded(t, LDCache{Folders: []string{"/usr/lib64"}, LDConfig: ldconfig}, state)
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Fatalf("err = %v, want a refusal saying the conf path is not a regular file", err)
+			}
+			after, err := os.Lstat(conf)
+			if err != nil || after.Mode() != before.Mode() || !os.SameFile(before, after) {
+				t.Errorf("the image's %s was changed: %v %v", LDConfPath, after, err)
+			}
+		})
+	}
+}
+
+// TestUpdateLDCacheLDConfigBounded: ldconfig itself reads the image's
+// /etc/ld.so.conf; a FIFO there blocks it. The hook's deadline ends it.
+func TestUpdateLDCacheLDConfigBounded(t *testing.T) {
+	ldconfig := findLDConfig()
+	if ldconfig == "" {
+		testenv.Skip(t, "needs a host ldconfig")
+	}
+	testenv.RequireRoot(t, "ldconfig -r chroots into the container root")
+	_, root, state := bundle(t)
+	must(t, os.MkdirAll(filepath.Join(root, "etc"), 0o755))
+	must(t, unix.Mkfifo(filepath.Join(root, "etc", "ld.so.conf"), 0o644))
+	err := runBounded(t, LDCache{Folders: []string{"/usr/lib64"}, Timeout: time.Second}, state)
+	if err == nil || !strings.Contains(err.Error(), "did not finish") {
+		t.Fatalf("err = %v, want ldconfig stopped at the hook's deadline", err)
 	}
 }

@@ -27,18 +27,32 @@ import (
 type Prestart struct {
 	// AllowAll lets a container ask for every GPU ("all").
 	AllowAll bool
-	// Recorder is hotgpud's API; nil works standalone.
+	// Recorder is hotgpud's API; nil only in standalone mode.
 	Recorder Recorder
-	// Inventory finds the GPUs when hotgpud does not run.
+	// Socket is where Recorder listens, named in the error when it is down.
+	Socket string
+	// Standalone lets the hook grant from Inventory, recording nothing, when
+	// hotgpud does not answer. Off, the hook fails closed: a grant no
+	// ledger knows about could hand a GPU a pod already holds.
+	Standalone bool
+	// Inventory finds the GPUs in standalone mode when hotgpud does not run.
 	Inventory Inventory
 	// Log gets one line per decision (the runtime keeps a hook's stderr).
 	Log io.Writer
 }
 
-// NewPrestart returns the hook with the kernel driver's procfs as its
-// standalone inventory and hotgpud's API at socket ("" for none).
+// NewPrestart returns the hook that records its grants in hotgpud's ledger
+// through the API at socket and fails when hotgpud does not answer.
 func NewPrestart(socket string, allowAll bool, log io.Writer) *Prestart {
-	p := &Prestart{AllowAll: allowAll, Log: log,
+	return &Prestart{AllowAll: allowAll, Log: log, Recorder: api.NewClient(socket), Socket: socket}
+}
+
+// NewStandalone returns the hook for nodes where it may work without
+// hotgpud: it still records in hotgpud's ledger at socket when hotgpud
+// answers (socket "" never asks), and otherwise grants from the kernel
+// driver's procfs alone.
+func NewStandalone(socket string, allowAll bool, log io.Writer) *Prestart {
+	p := &Prestart{AllowAll: allowAll, Log: log, Standalone: true, Socket: socket,
 		Inventory: procInventory{driverProc: DefaultDriverProc, procDevices: DefaultProcDevices}}
 	if socket != "" {
 		p.Recorder = api.NewClient(socket)
@@ -128,8 +142,8 @@ func targetOf(pid int) (*hotplug.Target, string, error) {
 	return target, paths[""], nil
 }
 
-// reserve asks hotgpud to record the GPUs, or, when it does not run, finds
-// them in the driver's inventory.
+// reserve asks hotgpud to record the GPUs, or, when it does not run and the
+// hook is standalone, finds them in the driver's inventory.
 func (p *Prestart) reserve(ctx context.Context, c *container, req gpuRequest, cgroupPath string) (gpus []gpu.GPU, control []gpu.DeviceNode, recorded bool, err error) {
 	if p.Recorder != nil {
 		res, err := p.Recorder.HookReserve(ctx, api.HookReserveRequest{
@@ -139,11 +153,15 @@ func (p *Prestart) reserve(ctx context.Context, c *container, req gpuRequest, cg
 			return res.GPUs, res.Control, true, nil
 		case !daemonDown(err):
 			return nil, nil, false, fmt.Errorf("hotgpud refused GPUs %s for container %s: %w", req, c.state.ID, err)
+		case !p.Standalone:
+			return nil, nil, false, fmt.Errorf("hotgpud does not answer at %s (socket missing or stale), so GPUs %s for container %s "+
+				"cannot be recorded in its ledger and are not granted: start hotgpud (systemctl start hotgpud) and create the container again, "+
+				"or, on a node where hotgpud does not run, give hotgpu-hook prestart --standalone: %w", p.Socket, req, c.state.ID, err)
 		}
-		p.logf("hotgpud is not running; granting without recording in its ledger")
+		p.logf("hotgpud is not running; standalone: granting without recording in its ledger")
 	}
-	if p.Inventory == nil {
-		return nil, nil, false, errors.New("no GPU inventory: hotgpud is not running and no driver inventory is configured")
+	if !p.Standalone || p.Inventory == nil {
+		return nil, nil, false, errors.New("no GPU inventory: hotgpud is not configured and the hook is not standalone")
 	}
 	inv, err := p.Inventory.Inventory()
 	if err != nil {

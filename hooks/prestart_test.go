@@ -166,3 +166,52 @@ func TestDaemonDown(t *testing.T) {
 		t.Error("stale socket not seen as hotgpud down")
 	}
 }
+
+// fakeInventory counts how often the standalone inventory is read.
+type fakeInventory struct{ reads int }
+
+func (f *fakeInventory) Inventory() (*gpu.Inventory, error) {
+	f.reads++
+	return &gpu.Inventory{GPUs: []gpu.GPU{{Index: 0, Minor: 0}, {Index: 1, Minor: 1}}}, nil
+}
+
+// TestPrestartFailsClosed: with hotgpud's socket missing or stale, the hook
+// refuses (naming hotgpud, its socket and what to do) and never reads the
+// driver's inventory, unless it was made standalone.
+func TestPrestartFailsClosed(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "hotgpu.sock")
+	down := []struct {
+		name string
+		err  error
+	}{
+		{"missing socket", api.NewClient(missing).HookRelease(context.Background(), "c1")},
+		{"stale socket", fmt.Errorf("cannot reach hotgpud: %w", syscall.ECONNREFUSED)},
+	}
+	c := &container{state: oci.State{ID: "c1", Pid: 1234}}
+	req := gpuRequest{IDs: []string{"1"}, From: "NVIDIA_VISIBLE_DEVICES"}
+	for _, tt := range down {
+		t.Run(tt.name, func(t *testing.T) {
+			inv := &fakeInventory{}
+			p := &Prestart{Recorder: &fakeRecorder{reserveErr: tt.err}, Socket: missing, Inventory: inv}
+			gpus, _, recorded, err := p.reserve(context.Background(), c, req, "/c1")
+			if err == nil || gpus != nil || recorded || inv.reads != 0 {
+				t.Fatalf("hotgpud down: got GPUs %v recorded %t err %v (inventory read %d times); want a refusal and nothing read", gpus, recorded, err, inv.reads)
+			}
+			for _, want := range []string{"hotgpud does not answer", missing, "systemctl start hotgpud", "--standalone"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+
+			p.Standalone = true
+			gpus, _, recorded, err = p.reserve(context.Background(), c, req, "/c1")
+			if err != nil || len(gpus) != 1 || gpus[0].Index != 1 || recorded || inv.reads != 1 {
+				t.Fatalf("standalone: got GPUs %v recorded %t err %v; want GPU 1 from the inventory, unrecorded", gpus, recorded, err)
+			}
+		})
+	}
+	p := NewPrestart(missing, false, nil)
+	if p.Standalone || p.Recorder == nil || p.Inventory != nil {
+		t.Errorf("NewPrestart = %+v: want hotgpud's API and no standalone inventory", p)
+	}
+}

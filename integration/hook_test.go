@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,12 +154,45 @@ func TestHookRuncStandalone(t *testing.T) {
 	e := newRuncEnv(t)
 	id := fmt.Sprint("hook-env-", time.Now().UnixNano())
 	b := e.bundle(id, probeScript, []string{"NVIDIA_VISIBLE_DEVICES=0"}, nil,
-		"--api-socket", filepath.Join(t.TempDir(), "no-hotgpud.sock"))
+		"--standalone", "--api-socket", filepath.Join(t.TempDir(), "no-hotgpud.sock"))
 	stdout, stderr, code := e.run(id, b)
 	if code != 0 {
 		t.Fatalf("runc run exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	checkProbe(t, stdout, stderr)
+}
+
+// TestHookRuncFailsClosed: without --standalone, a hook that cannot reach
+// hotgpud (no socket, or a stale one nobody listens on) refuses: runc does
+// not create the container and no GPU rule is left in any cgroup.
+func TestHookRuncFailsClosed(t *testing.T) {
+	e := newRuncEnv(t)
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	must(t, err)
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	must(t, ln.Close())
+	for name, socket := range map[string]string{"missing": filepath.Join(t.TempDir(), "no-hotgpud.sock"), "stale": stale} {
+		t.Run(name, func(t *testing.T) {
+			e.t = t
+			id := fmt.Sprint("hook-closed-", name, "-", time.Now().UnixNano())
+			b := e.bundle(id, probeScript, []string{"NVIDIA_VISIBLE_DEVICES=0"}, nil, "--api-socket", socket)
+			stdout, stderr, code := e.run(id, b)
+			if code == 0 || !strings.Contains(stderr, "hotgpud does not answer at "+socket) || !strings.Contains(stderr, "--standalone") {
+				t.Fatalf("runc run exited %d, stderr %q: want a refusal naming hotgpud, %s and --standalone", code, stderr, socket)
+			}
+			if strings.Contains(stdout, "195,") {
+				t.Errorf("the container ran with a GPU node:\n%s", stdout)
+			}
+			if out, err := e.cmd(context.Background(), "state", id).CombinedOutput(); err == nil {
+				t.Errorf("runc state %s: the container exists: %s", id, out)
+			}
+			list, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/devices", e.cgroup, id, "devices.list"))
+			if err == nil && strings.Contains(string(list), "c 195:") {
+				t.Errorf("a GPU rule was granted:\n%s", list)
+			}
+		})
+	}
 }
 
 func TestHookRuncRefusals(t *testing.T) {
@@ -184,7 +218,7 @@ func TestHookRuncRefusals(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e.t = t
 			id := fmt.Sprint("hook-refuse-", i, "-", time.Now().UnixNano())
-			b := e.bundle(id, "ls /dev/nvidia0", tt.env, tt.annotations, append([]string{"--api-socket", ""}, tt.args...)...)
+			b := e.bundle(id, "ls /dev/nvidia0", tt.env, tt.annotations, append([]string{"--standalone", "--api-socket", ""}, tt.args...)...)
 			stdout, stderr, code := e.run(id, b)
 			if tt.wantErr != "" {
 				if code == 0 || !strings.Contains(stderr, tt.wantErr) {

@@ -53,6 +53,9 @@ func buildBin(t testing.TB, pkg string, tags ...string) string {
 		args = append(args, "-tags", strings.Join(tags, ","))
 	}
 	cmd := exec.Command("go", append(args, "github.com/hotgpu/hotgpu/"+strings.TrimPrefix(pkg, "./"))...)
+	if pkg == "./cmd/hotgpu" {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // the CLI as installed (make build)
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("failed to build %s: %v\n%s", pkg, err, b)
 	}

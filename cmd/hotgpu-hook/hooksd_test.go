@@ -83,7 +83,11 @@ func TestPrestartUsage(t *testing.T) {
 	if code := run(context.Background(), []string{"prestart", "--bogus"}, nil, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "prestart --help") {
 		t.Errorf("unknown flag: exit %d, stderr %q", code, errOut.String())
 	}
-	if code := run(context.Background(), []string{"prestart", "--api-socket", ""}, strings.NewReader("nope"), &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "container runtime") {
+	if code := run(context.Background(), []string{"prestart", "--standalone", "--api-socket", ""}, strings.NewReader("nope"), &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "container runtime") {
 		t.Errorf("garbage state: exit %d, stderr %q", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run(context.Background(), []string{"prestart", "--api-socket", ""}, strings.NewReader("nope"), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--standalone") {
+		t.Errorf("no socket and not standalone: exit %d, stderr %q; want a usage error naming --standalone", code, errOut.String())
 	}
 }

@@ -23,13 +23,14 @@ spec written by 'hotgpu cdi generate' references it.
 
 Usage:
   hotgpu-hook update-ldcache --folder DIR [--folder DIR...]
-  hotgpu-hook prestart [--api-socket PATH] [--allow-all]
+  hotgpu-hook prestart [--api-socket PATH] [--allow-all] [--standalone]
   hotgpu-hook install --dir DIR
 
 Commands:
   update-ldcache  add the driver library folders to the container's linker cache
   prestart        give GPUs to containers of runtimes without NRI (Docker,
-                  podman, CRI-O hooks.d); run at prestart/createRuntime and poststop
+                  podman, CRI-O hooks.d); run at prestart/createRuntime and poststop;
+                  fails when hotgpud does not answer unless --standalone
   install         copy this binary into DIR on the host (the DaemonSet's init container)
 
 hotgpu-hook always runs with a fixed minimal environment: if started with any
@@ -41,16 +42,19 @@ the bundle's config.json, writes /etc/ld.so.conf.d/00-hotgpu.conf inside it
 listing each --folder (paths inside the container), then runs the host's
 ldconfig -r <root> so programs find the NVIDIA driver libraries mounted there.
 Paths are resolved inside the container root: its symlinks cannot redirect
-the write to the host. ldconfig runs with a minimal fixed environment.
+the write to the host, and a conf path that is not a regular file (a FIFO or
+device in the image) is refused, never opened. ldconfig runs with a minimal
+fixed environment and is stopped at --timeout.
 
 Usage:
-  hotgpu-hook update-ldcache --folder DIR [--folder DIR...] [--ldconfig PATH]
+  hotgpu-hook update-ldcache --folder DIR [--folder DIR...] [--ldconfig PATH] [--timeout D]
 
 Example (as a CDI spec hook):
   hooks:
     - hookName: createContainer
       path: /usr/local/bin/hotgpu-hook
       args: [hotgpu-hook, update-ldcache, --folder, /usr/lib/x86_64-linux-gnu]
+      timeout: 10
 
 Flags:
 `
@@ -101,6 +105,7 @@ func updateLDCache(ctx context.Context, args []string, stdin io.Reader, stdout, 
 		return nil
 	})
 	fs.StringVar(&l.LDConfig, "ldconfig", "", "host ldconfig to run (default: /sbin/ldconfig or /usr/sbin/ldconfig, skipped if neither exists)")
+	fs.DurationVar(&l.Timeout, "timeout", hooks.DefaultLDCacheTimeout, "give up after this long (below the CDI spec's hook timeout, 10 s)")
 	if code, ok := parseCommand(fs, ldcacheUsage, args, stdout, stderr); !ok {
 		return code
 	}

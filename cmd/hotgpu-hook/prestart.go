@@ -26,13 +26,17 @@ left alone: their GPUs come from kubelet or hotgpud's NRI plugin.
 
 For each GPU it writes one cgroup rule (c 195:N rwm; never a wildcard) and
 creates /dev/nvidiaN, /dev/nvidiactl and /dev/nvidia-uvm* inside the
-container, walking the container's /dev without following any symlink. When
-hotgpud runs, the GPUs are first recorded in its ledger (a GPU held by another
-container is refused); when it does not, the hook works alone from the
-driver's /proc/driver/nvidia.
+container, walking the container's /dev without following any symlink. The
+GPUs are first recorded in hotgpud's ledger (a GPU held by another container
+is refused). When hotgpud does not answer (its socket is missing or stale),
+the hook fails closed: the container is not created and nothing is granted,
+since a grant hotgpud does not know about could give a pod's GPU to a second
+container. Only with --standalone does it then work alone from the driver's
+/proc/driver/nvidia, recording nothing: use that only on nodes where this hook
+is the one thing handing out GPUs (no hotgpud, no Kubernetes GPU pods).
 
 Usage:
-  hotgpu-hook prestart [--api-socket PATH] [--allow-all]
+  hotgpu-hook prestart [--api-socket PATH] [--allow-all] [--standalone]
 
 Example (/etc/containers/oci/hooks.d/hotgpu.json, see etc/hooks.d):
   {"version": "1.0.0", "hook": {"path": "/usr/local/bin/hotgpu-hook",
@@ -44,17 +48,25 @@ Flags:
 
 func prestart(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hotgpu-hook prestart", flag.ContinueOnError)
-	socket := fs.String("api-socket", api.DefaultSocket, `hotgpud's API socket, to record grants in its ledger ("" = never)`)
+	socket := fs.String("api-socket", api.DefaultSocket, `hotgpud's API socket, to record grants in its ledger ("" = never, with --standalone only)`)
 	allowAll := fs.Bool("allow-all", false, `let containers ask for every GPU with "all"`)
-	driverProc := fs.String("driver-proc", hooks.DefaultDriverProc, "the NVIDIA driver's procfs directory, read when hotgpud is not running")
+	standalone := fs.Bool("standalone", false, "when hotgpud does not answer, grant from the driver's procfs without any ledger (default: fail)")
+	driverProc := fs.String("driver-proc", hooks.DefaultDriverProc, "the NVIDIA driver's procfs directory, read in --standalone mode when hotgpud is not running")
 	procDevices := fs.String("proc-devices", hooks.DefaultProcDevices, "the kernel's device major list")
 	timeout := fs.Duration("timeout", 8*time.Second, "give up after this long (below the runtime's hook timeout, 10 s in etc/hooks.d, so the hook can still roll back)")
 	if code, ok := parseCommand(fs, prestartUsage, args, stdout, stderr); !ok {
 		return code
 	}
+	if *socket == "" && !*standalone {
+		fmt.Fprintln(stderr, `hotgpu-hook: prestart needs hotgpud's --api-socket; --api-socket "" works only with --standalone (see 'hotgpu-hook prestart --help')`)
+		return 2
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	h := hooks.NewPrestart(*socket, *allowAll, stderr).WithDriverProc(*driverProc, *procDevices)
+	h := hooks.NewPrestart(*socket, *allowAll, stderr)
+	if *standalone {
+		h = hooks.NewStandalone(*socket, *allowAll, stderr).WithDriverProc(*driverProc, *procDevices)
+	}
 	if err := h.Run(ctx, stdin); err != nil {
 		fmt.Fprintf(stderr, "hotgpu-hook: %v\n", err)
 		return 1

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 import (
@@ -33,6 +35,48 @@ func TestGoRun(t *testing.T) {
 		t.Fatalf("go run: %v", err)
 	}
 	checkDGXA100Spec(t, out)
+}
+
+// TestCgoFreeBuild builds hotgpu the way it is installed: cgo-free, with the
+// cgo build next to it as hotgpu-cdi. The cgo-free one links no go-nvml, and
+// `hotgpu cdi` through it gives the same spec, exit codes and messages.
+func TestCgoFreeBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary twice; skipped with -short")
+	}
+	bin := t.TempDir()
+	hotgpu, helper := filepath.Join(bin, "hotgpu"), filepath.Join(bin, cdiHelperName)
+	for _, b := range []struct{ out, cgo string }{{hotgpu, "0"}, {helper, "1"}} {
+		cmd := exec.Command("go", "build", "-o", b.out, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo, "CGO_CFLAGS=-Wno-deprecated-declarations")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("CGO_ENABLED=%s go build: %v\n%s", b.cgo, err, out)
+		}
+	}
+	info, err := exec.Command("go", "version", "-m", hotgpu).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(info), "CGO_ENABLED=0") || strings.Contains(string(info), "go-nvml") {
+		t.Fatalf("the cgo-free hotgpu links cgo or go-nvml:\n%s", info)
+	}
+	out, err := exec.Command(hotgpu, generateArgs...).Output()
+	if err != nil {
+		t.Fatalf("hotgpu %v: %v", generateArgs, err)
+	}
+	checkDGXA100Spec(t, out)
+	cmd := exec.Command(hotgpu, "cdi", "generate", "--bogus")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); cmd.ProcessState.ExitCode() != 2 || !strings.HasPrefix(stderr.String(), "hotgpu: flag provided but not defined") {
+		t.Errorf("bad flag through the helper: %v, stderr %q; want exit 2 and one hotgpu: message", err, stderr.String())
+	}
+	must(t, os.Remove(helper))
+	cmd = exec.Command(hotgpu, "cdi", "list", "--simulate", "dgxa100")
+	cmd.Env = append(os.Environ(), "PATH=/nonexistent")
+	if out, err := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "make install") {
+		t.Errorf("no helper: %v %q; want exit 1 saying how to install it", err, out)
+	}
 }
 
 // checkDGXA100Spec loads the spec with the CDI library (which validates it)

@@ -129,9 +129,12 @@ func parseFlags(fs *flag.FlagSet, args []string, s stdio) error {
 
 func exitCode(err error, stderr io.Writer) int {
 	var usage *usageError
+	var status exitStatus
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
+	case errors.As(err, &status):
+		return int(status) // the helper printed its own message
 	case errors.As(err, &usage):
 		fmt.Fprintf(stderr, "hotgpu: %v\n", err)
 		return 2

@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -122,17 +124,80 @@ func TestNonRootRefused(t *testing.T) {
 		fmt.Print(err)
 		os.Exit(0)
 	}
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "needs root to run a client as another user")
-	}
+	testenv.RequireRoot(t, "runs a client as another user")
 	path, _ := serve(t, &fakeBackend{})
 	if err := os.Chmod(path, 0o666); err != nil {
 		t.Fatal(err)
 	}
+	out := runClientAs(t, path, &syscall.Credential{Uid: 65534, Gid: 65534})
+	if !strings.Contains(out, "the hotgpu API is for root") {
+		t.Fatalf("non-root caller got %q, want permission denied", out)
+	}
+}
+
+// TestGroupMembersAllowed: with an API group configured, a caller is let in
+// whether that group is its primary group or a supplementary one (as for a
+// user added to the group with usermod -aG), and refused otherwise.
+func TestGroupMembersAllowed(t *testing.T) {
+	testenv.RequireRoot(t, "runs a client as another user")
+	group, gid := existingGroup(t)
+	path := filepath.Join(t.TempDir(), "api.sock")
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	srv, err := NewServer(path, group, &fakeBackend{}, logrus.NewEntry(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	// World-connectable, so that the server's check is what decides.
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		cred syscall.Credential
+		want string
+	}{
+		{"primary group", syscall.Credential{Uid: 65534, Gid: gid}, "<nil>"},
+		{"supplementary group", syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65533, gid}}, "<nil>"},
+		{"other groups", syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65533}}, "the hotgpu API is for root"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if out := runClientAs(t, path, &tt.cred); !strings.Contains(out, tt.want) {
+				t.Fatalf("caller gid %d groups %v in API group %s (%d): got %q, want %q", tt.cred.Gid, tt.cred.Groups, group, gid, out, tt.want)
+			}
+		})
+	}
+}
+
+// existingGroup returns a group of this host that is neither root's nor
+// nobody's, to configure as the API group.
+func existingGroup(t *testing.T) (string, uint32) {
+	t.Helper()
+	for _, name := range []string{"adm", "sys", "daemon", "users", "staff"} {
+		g, err := user.LookupGroup(name)
+		if err != nil {
+			continue
+		}
+		gid, err := strconv.ParseUint(g.Gid, 10, 32)
+		if err == nil && gid != 0 && gid < 65533 {
+			return name, uint32(gid)
+		}
+	}
+	testenv.Skip(t, "needs a group such as adm or users in /etc/group")
+	return "", 0
+}
+
+// runClientAs runs this test binary as cred, as a client asking the server
+// at path for its status, and returns what it printed: "<nil>" when let in.
+func runClientAs(t *testing.T, path string, cred *syscall.Credential) string {
+	t.Helper()
 	if err := os.Chmod(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// The test binary lives in a private build dir: run a copy nobody can read.
+	// The test binary lives in a private build dir: run a copy anyone can read.
 	bin := filepath.Join(t.TempDir(), "api.test")
 	data, err := os.ReadFile(os.Args[0])
 	if err != nil {
@@ -141,20 +206,44 @@ func TestNonRootRefused(t *testing.T) {
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for d := filepath.Dir(bin); d != filepath.Dir(d); d = filepath.Dir(d) {
-		if strings.HasPrefix(d, os.TempDir()+"/") {
-			_ = os.Chmod(d, 0o755)
+	for _, p := range []string{path, bin} {
+		for d := filepath.Dir(p); d != filepath.Dir(d); d = filepath.Dir(d) {
+			if strings.HasPrefix(d, os.TempDir()+"/") {
+				_ = os.Chmod(d, 0o755)
+			}
 		}
 	}
-	cmd := exec.Command(bin, "-test.run=TestNonRootRefused")
+	cmd := exec.Command(bin, "-test.run=^TestNonRootRefused$")
 	cmd.Env = append(os.Environ(), "HOTGPU_API_CLIENT="+path)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		testenv.Skipf(t, "cannot run the test binary as nobody here: %v %s", err, out)
+		testenv.Skipf(t, "cannot run the test binary as uid %d here: %v %s", cred.Uid, err, out)
 	}
-	if !strings.Contains(string(out), "the hotgpu API is for root") {
-		t.Fatalf("non-root caller got %q, want permission denied", out)
+	return string(out)
+}
+
+// TestProcGroups reads the fallback for kernels without SO_PEERGROUPS.
+func TestProcGroups(t *testing.T) {
+	got, err := procGroups("/proc/self/status")
+	want, werr := os.Getgroups()
+	if err != nil || werr != nil || len(got) != len(want) {
+		t.Fatalf("procGroups = %v, %v; os.Getgroups = %v, %v", got, err, want, werr)
+	}
+	for i := range want {
+		if got[i] != uint32(want[i]) {
+			t.Fatalf("procGroups = %v, want %v", got, want)
+		}
+	}
+	dir := t.TempDir()
+	for name, status := range map[string]string{"none": "Name:\tx\n", "bad": "Groups:\t4 x\n"} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(status), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if gids, err := procGroups(p); err == nil {
+			t.Errorf("%s: got %v, want an error", name, gids)
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -103,7 +104,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 type peerKey struct{}
 
-// peerContext records the connecting process's credentials.
+// peerGroupsKey holds the caller's supplementary groups ([]uint32).
+type peerGroupsKey struct{}
+
+// peerContext records the connecting process's credentials and groups.
 func peerContext(ctx context.Context, c net.Conn) context.Context {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -114,13 +118,18 @@ func peerContext(ctx context.Context, c net.Conn) context.Context {
 		return ctx
 	}
 	var cred *unix.Ucred
+	var groups []uint32
 	_ = raw.Control(func(fd uintptr) {
 		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err == nil {
+			// Unreadable groups leave only the primary gid to match.
+			groups, _ = peerGroups(int(fd), cred.Pid)
+		}
 	})
 	if err != nil || cred == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, peerKey{}, *cred)
+	return context.WithValue(context.WithValue(ctx, peerKey{}, *cred), peerGroupsKey{}, groups)
 }
 
 func (s *Server) allowed(r *http.Request) (unix.Ucred, bool) {
@@ -128,7 +137,14 @@ func (s *Server) allowed(r *http.Request) (unix.Ucred, bool) {
 	if !ok {
 		return cred, false
 	}
-	return cred, cred.Uid == 0 || (s.gid >= 0 && int(cred.Gid) == s.gid)
+	if cred.Uid == 0 {
+		return cred, true
+	}
+	if s.gid < 0 {
+		return cred, false
+	}
+	groups, _ := r.Context().Value(peerGroupsKey{}).([]uint32)
+	return cred, int(cred.Gid) == s.gid || slices.Contains(groups, uint32(s.gid))
 }
 
 func (s *Server) routes() http.Handler {

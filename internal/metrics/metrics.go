@@ -172,12 +172,17 @@ func probe(check func() error) http.HandlerFunc {
 
 // Serve listens on addr and serves h until ctx ends. The listener is opened
 // before Serve returns its first error, so a bad address fails the start.
+// Clients are bounded by defaultLimits.
 func Serve(ctx context.Context, addr string, h http.Handler) (<-chan error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	return serve(ctx, ln, defaultLimits.server(h), defaultLimits.maxConns), nil
+}
+
+func serve(ctx context.Context, ln net.Listener, srv *http.Server, maxConns int) <-chan error {
+	ln = newLimitListener(ln, maxConns)
 	errc := make(chan error, 1)
 	go func() {
 		err := srv.Serve(ln)
@@ -192,5 +197,5 @@ func Serve(ctx context.Context, addr string, h http.Handler) (<-chan error, erro
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	return errc, nil
+	return errc
 }
