@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hotgpu/hotgpu/internal/driver/drivertest"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/nvml"
 )
@@ -35,12 +36,10 @@ func simInventory(t testing.TB, preset string, change func(*nvml.Sim) error) *gp
 	return inv
 }
 
+// driverRoot is a fake driver root of the simulation's driver version.
 func driverRoot(t testing.TB) string {
-	root, err := filepath.Abs("testdata/driver-root")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
+	inv := simInventory(t, "dgxa100", nil)
+	return drivertest.New(t, drivertest.Options{Version: inv.DriverVersion, Daemons: true}).Dir
 }
 
 func TestGenerateGolden(t *testing.T) {
@@ -106,7 +105,7 @@ func TestGenerateErrors(t *testing.T) {
 		{name: "nil inventory", inv: nil, target: ErrNoGPUs, want: []string{"nvidia-smi"}},
 		{name: "no GPUs", inv: &gpu.Inventory{}, target: ErrNoGPUs},
 		{name: "explicit driver root without libraries", inv: inv, opts: []Option{WithDriverRoot(empty)},
-			target: ErrNoDriverLibraries, want: []string{empty, "usr/lib/x86_64-linux-gnu", "libcuda.so.*", "--driver-root"}},
+			target: ErrNoDriverLibraries, want: []string{empty, "usr/lib/x86_64-linux-gnu", "libcuda.so." + inv.DriverVersion, "--driver-root"}},
 		{name: "real node without libraries", inv: &real, opts: []Option{WithDriverRoot(empty)}, target: ErrNoDriverLibraries},
 		{name: "bad vendor", inv: inv, opts: []Option{WithVendor("not a vendor")}, want: []string{"vendor"}},
 		{name: "bad class", inv: inv, opts: []Option{WithClass("a/b")}, want: []string{"class"}},
@@ -143,26 +142,5 @@ func TestDeviceNames(t *testing.T) {
 	if len(names) != 19 || names[0] != "nvidia.com/gpu=0" || names[8] != "nvidia.com/gpu="+inv.GPUs[0].UUID ||
 		names[16] != "nvidia.com/gpu=7:0" || names[18] != "nvidia.com/gpu=all" {
 		t.Fatalf("names = %v", names)
-	}
-}
-
-func TestDriverFilesSkipAliasedDirs(t *testing.T) {
-	root := t.TempDir()
-	lib := filepath.Join(root, "usr/lib/x86_64-linux-gnu")
-	if err := os.MkdirAll(lib, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(lib, "libcuda.so.1"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("usr/lib", filepath.Join(root, "lib")); err != nil { // merged /usr
-		t.Fatal(err)
-	}
-	files, err := findDriverFiles(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files.files) != 1 || files.files[0] != "/usr/lib/x86_64-linux-gnu/libcuda.so.1" {
-		t.Fatalf("files = %v, want the library once", files.files)
 	}
 }

@@ -73,7 +73,11 @@ type File struct {
 	// Path is the file's canonical path inside the driver root (no
 	// symlink on it); the container sees it at the same path.
 	Path string
-	Kind Kind
+	// Source, when set, is where the file is inside the driver root if the
+	// container sees it at another path (firmware under merged /usr is
+	// still looked for at /lib/firmware).
+	Source string
+	Kind   Kind
 	// SONAME is the name the dynamic linker loads a library by
 	// ("libcuda.so.1"), when it differs from the file's name and is known.
 	SONAME string
@@ -111,10 +115,18 @@ var (
 	firmwareDirs = []string{"/lib/firmware/nvidia", "/usr/lib/firmware/nvidia"}
 )
 
-// Discover finds the user-space of driver version under root.
+// Discover finds the user-space of driver version under root. An empty
+// version (an inventory that does not say) is the one the root's libcuda.so.1
+// or libnvidia-ml.so.1 points at.
 func Discover(root, version string) (*Driver, error) {
 	if !filepath.IsAbs(root) {
 		return nil, fmt.Errorf("driver root %q must be an absolute path", root)
+	}
+	if version == "" {
+		var err error
+		if version, err = inferVersion(filepath.Clean(root)); err != nil {
+			return nil, err
+		}
 	}
 	if !isVersion(version) {
 		return nil, fmt.Errorf("driver version %q is not a driver version (such as 580.95.05): the driver's libraries are found by it", version)
@@ -294,7 +306,10 @@ func (s *search) firmware() []File {
 	for _, dir := range firmwareDirs {
 		matches, _ := filepath.Glob(filepath.Join(s.root, dir, s.version, "gsp_*.bin"))
 		for _, m := range matches {
-			out = append(out, s.find(KindFirmware, path.Join(dir, s.version, filepath.Base(m)))...)
+			for _, f := range s.find(KindFirmware, path.Join(dir, s.version, filepath.Base(m))) {
+				f.Path, f.Source = path.Join(firmwareDirs[0], s.version, filepath.Base(m)), f.Path
+				out = append(out, f)
+			}
 		}
 	}
 	return out

@@ -15,7 +15,7 @@ import (
 
 // wantFiles is what Discover must find in a fake root: every compute
 // library of the root's version in its 64-bit directory, the tools, the GSP
-// firmware (under merged /usr) and the ICD file; never a graphics library,
+// firmware (at /lib/firmware, from under merged /usr) and the ICD file; never a graphics library,
 // the stale version or a 32-bit copy.
 func wantFiles(r *drivertest.Root) map[string]driver.Kind {
 	want := map[string]driver.Kind{driver.OpenCLICD: driver.KindICD}
@@ -26,7 +26,7 @@ func wantFiles(r *drivertest.Root) map[string]driver.Kind {
 		want[path.Join("/usr/bin", b)] = driver.KindBinary
 	}
 	for _, fw := range drivertest.Firmware {
-		want[path.Join("/usr/lib/firmware/nvidia", r.Version, fw)] = driver.KindFirmware
+		want[path.Join("/lib/firmware/nvidia", r.Version, fw)] = driver.KindFirmware
 	}
 	return want
 }
@@ -95,7 +95,11 @@ func TestEditsLinksAndLDCache(t *testing.T) {
 		t.Errorf("library dirs %v", e.LibraryDirs)
 	}
 	for _, m := range e.Mounts {
-		if m.HostPath != filepath.Join(r.Dir, m.ContainerPath) || !slices.Contains(m.Options, "ro") {
+		same := m.HostPath == filepath.Join(r.Dir, m.ContainerPath)
+		if strings.HasPrefix(m.ContainerPath, "/lib/firmware/") {
+			same = m.HostPath == filepath.Join(r.Dir, "/usr", m.ContainerPath)
+		}
+		if !same || !slices.Contains(m.Options, "ro") {
 			t.Errorf("mount %+v: want the same path read-only", m)
 		}
 		if info, err := os.Lstat(m.HostPath); err != nil || info.Mode()&os.ModeSymlink != 0 {
@@ -200,6 +204,24 @@ func TestDiscoverOtherLayouts(t *testing.T) {
 	})
 }
 
+// An inventory without a driver version gets the version libcuda.so.1
+// points at, not the stale one beside it.
+func TestDiscoverInfersVersion(t *testing.T) {
+	r := drivertest.New(t, drivertest.Options{})
+	d, err := driver.Discover(r.Dir, "")
+	if err != nil || d.Version != r.Version {
+		t.Fatalf("Discover(%s, \"\") = %+v, %v; want version %s", r.Dir, d, err, r.Version)
+	}
+	// Only the files, no links: the one version there.
+	r = drivertest.New(t, drivertest.Options{NoLDCache: true})
+	for _, p := range []string{"libcuda.so.1", "libnvidia-ml.so.1", "libcuda.so." + drivertest.StaleVersion} {
+		_ = os.Remove(filepath.Join(r.Dir, drivertest.LibDir, p))
+	}
+	if d, err = driver.Discover(r.Dir, ""); err != nil || d.Version != r.Version {
+		t.Fatalf("without links: %+v, %v; want version %s", d, err, r.Version)
+	}
+}
+
 func assertLibrary(t *testing.T, r *drivertest.Root, want, soname string) {
 	t.Helper()
 	d, err := driver.Discover(r.Dir, r.Version)
@@ -223,7 +245,7 @@ func TestDiscoverErrors(t *testing.T) {
 			want: []string{"590.44.01", "libcuda.so." + r.Version, drivertest.LibDir, "mismatch", "reboot"}},
 		{name: "no driver", root: t.TempDir(), version: r.Version, target: driver.ErrNoDriverLibraries,
 			want: []string{"--driver-root", "libcuda.so." + r.Version, "ld.so.cache"}},
-		{name: "no version", root: r.Dir, version: "", want: []string{"driver version"}},
+		{name: "no version, no driver", root: t.TempDir(), version: "", target: driver.ErrNoDriverLibraries, want: []string{"version is unknown"}},
 		{name: "a path as version", root: r.Dir, version: "../../etc", want: []string{"../../etc"}},
 		{name: "relative root", root: "run/nvidia/driver", version: r.Version, want: []string{"absolute"}},
 	}

@@ -68,7 +68,11 @@ func (d *Driver) Edits() Edits {
 		case KindMPS:
 			opts = mpsPipeRW
 		}
-		e.Mounts = append(e.Mounts, Mount{HostPath: filepath.Join(d.Root, f.Path), ContainerPath: f.Path, Options: slices.Clone(opts)})
+		source := f.Path
+		if f.Source != "" {
+			source = f.Source
+		}
+		e.Mounts = append(e.Mounts, Mount{HostPath: filepath.Join(d.Root, source), ContainerPath: f.Path, Options: slices.Clone(opts)})
 		if f.Kind != KindLibrary {
 			continue
 		}

@@ -36,3 +36,30 @@ func (s *search) otherVersions(names ...string) []string {
 	}
 	return out
 }
+
+// inferVersion finds the driver version from the libraries themselves: the
+// file the SONAME link libcuda.so.1 (or libnvidia-ml.so.1) points at, else
+// the only version whose files are there.
+func inferVersion(root string) (string, error) {
+	s := &search{root: root}
+	s.readLDCache()
+	for _, name := range []string{"libcuda.so", "libnvidia-ml.so"} {
+		for _, dir := range LibrarySearchDirs {
+			p, err := resolve(root, path.Join(dir, name+".1"))
+			if v := strings.TrimPrefix(path.Base(p), name+"."); err == nil && v != path.Base(p) && isVersion(v) && v != "1" {
+				return v, nil
+			}
+		}
+	}
+	versions := map[string]bool{}
+	for _, p := range s.otherVersions("libcuda.so") {
+		versions[strings.TrimPrefix(path.Base(p), "libcuda.so.")] = true
+	}
+	if len(versions) == 1 {
+		for v := range versions {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("%w under driver root %s: the driver version is unknown and the libraries do not tell it (found %d versions of libcuda.so); give the version NVML reports",
+		ErrNoDriverLibraries, root, len(versions))
+}
