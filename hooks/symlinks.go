@@ -26,7 +26,11 @@ type Symlinks struct {
 type symlink struct{ target, link string }
 
 // Run reads the OCI state from stdin and creates each link inside the
-// container's root. Every directory is resolved inside the root (a symlink
+// container's root. The root is the bundle's rootfs path, as for
+// update-ldcache: runc runs createContainer hooks in the container's mount
+// namespace before pivot_root, where that path is the container's root, and
+// the state's pid is the one in the container's pid namespace (1), so the
+// /proc/<pid>/root route of openContainerRoot does not apply. Every directory is resolved inside the root (a symlink
 // there cannot send the link to the host) and the link is created with
 // symlinkat in the directory it resolved to. A link already there with the
 // same target is left as it is (a restarted container); anything else
