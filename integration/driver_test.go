@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hotgpu/hotgpu/integration/harness"
+	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/driver/drivertest"
 	"github.com/hotgpu/hotgpu/internal/nvml"
 	"github.com/hotgpu/hotgpu/internal/testenv"
@@ -42,7 +44,8 @@ func simDriverVersion(t *testing.T) string {
 // SONAME and libcuda.so links in the container and refreshes its linker
 // cache, and ldconfig -p inside lists libcuda.so.1 and libcuda.so. A
 // read-only root gets the same: the hooks run before runc makes it
-// read-only.
+// read-only. A CRI container given the device by CDI (as kubelet's
+// allocation does) gets the same linker cache.
 func TestCtrRunDriverLibraries(t *testing.T) {
 	info, err := os.Stat(hostLDConfig)
 	if err != nil || !info.Mode().IsRegular() {
@@ -54,7 +57,8 @@ func TestCtrRunDriverLibraries(t *testing.T) {
 	startHotgpudNoNRI(t, "--cdi-dir", c.CDIDir, "--driver-root", root.Dir, "--hook-path", hook)
 
 	lib := drivertest.LibDir
-	script := fmt.Sprintf(`ls -l %[1]s/libcuda.so* && ls %[1]s/ && readlink -f %[1]s/libcuda.so && /sbin/ldconfig -p`, lib)
+	script := fmt.Sprintf(`ls -l %[1]s/libcuda.so* && ls %[1]s/ && readlink -f %[1]s/libcuda.so && /sbin/ldconfig -p &&
+		if touch /probe 2>/dev/null; then echo root-writable; else echo root-read-only; fi`, lib)
 	for name, flags := range map[string][]string{"read-write root": nil, "read-only root": {"--read-only"}} {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -68,6 +72,9 @@ func TestCtrRunDriverLibraries(t *testing.T) {
 			}
 			if res.ExitCode != 0 {
 				t.Fatalf("ctr run = %+v", res)
+			}
+			if mode := "root-read-only"; (name == "read-only root") != strings.Contains(res.Stdout, mode) {
+				t.Errorf("%s: container output %q", name, res.Stdout)
 			}
 			versioned := "libcuda.so." + root.Version
 			for _, want := range []string{
@@ -89,4 +96,29 @@ func TestCtrRunDriverLibraries(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("CRI CDIDevices", func(t *testing.T) {
+		pod := c.MustRunPod(t, "drvlib", nil)
+		id := c.MustRunContainer(t, pod, "main", harness.ContainerOptions{CDIDevices: []string{"nvidia.com/gpu=0"}})
+		// busybox has no ldconfig: read the cache the hook had ldconfig write.
+		cache, errOut, code := c.MustExec(t, id, "cat", driver.LDCachePath)
+		if code != 0 {
+			t.Fatalf("cat %s: exit %d: %s", driver.LDCachePath, code, errOut)
+		}
+		entries, err := driver.ParseLDCache([]byte(cache))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []driver.LDCacheEntry{
+			{Name: "libcuda.so.1", Path: lib + "/libcuda.so.1", Is64: true},
+			{Name: "libcuda.so", Path: lib + "/libcuda.so", Is64: true},
+		} {
+			if !slices.Contains(entries, want) {
+				t.Errorf("the container's linker cache lacks %+v: %+v", want, entries)
+			}
+		}
+		if out, _, _ := c.MustExec(t, id, "readlink", lib+"/libcuda.so.1"); strings.TrimSpace(out) != "libcuda.so."+root.Version {
+			t.Errorf("libcuda.so.1 -> %q, want libcuda.so.%s", out, root.Version)
+		}
+	})
 }
