@@ -9,8 +9,6 @@ import (
 	specs "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
-
-	"github.com/hotgpu/hotgpu/internal/hookenv"
 )
 
 // ErrNoGPUs means the inventory has no GPU to describe; a CDI spec needs at
@@ -95,41 +93,18 @@ func (o *options) node(n gpu.DeviceNode) *specs.DeviceNode {
 }
 
 // commonEdits are what every GPU container gets once, whichever GPUs it has:
-// control nodes, driver files and the linker-cache hook.
+// control nodes, the driver's files and the hooks that link and register
+// its libraries. A simulated inventory gets driver files only from a driver
+// root the caller names (a fake one, in tests).
 func (o *options) commonEdits(inv *gpu.Inventory) (specs.ContainerEdits, error) {
-	var edits specs.ContainerEdits
+	var nodes []*specs.DeviceNode
 	for _, n := range inv.Control {
-		edits.DeviceNodes = append(edits.DeviceNodes, o.node(n))
+		nodes = append(nodes, o.node(n))
 	}
 	if inv.Simulated != "" && !o.driverRootSet {
-		return edits, nil // a simulated node has no driver files to mount
+		return specs.ContainerEdits{DeviceNodes: nodes}, nil
 	}
-	files, err := findDriverFiles(o.driverRoot)
-	if err != nil {
-		return edits, err
-	}
-	edits.Mounts = files.mounts(o.driverRoot)
-	if len(files.libDirs) > 0 {
-		edits.Hooks = []*specs.Hook{o.ldcacheHook(files.libDirs)}
-	}
-	return edits, nil
-}
-
-// LDCacheHookTimeout is the runtime's limit, in seconds, on the spec's
-// update-ldcache hook.
-const LDCacheHookTimeout = 10
-
-// ldcacheHook makes the runtime refresh the container's linker cache so the
-// mounted libraries are found wherever the image's ld.so.conf points.
-func (o *options) ldcacheHook(dirs []string) *specs.Hook {
-	args := []string{filepath.Base(o.hookPath), "update-ldcache"}
-	for _, d := range dirs {
-		args = append(args, "--folder", d)
-	}
-	// The hook's own environment: without it runtimes pass theirs, and the
-	// hook re-executes itself to get this one at every container start.
-	// A bound on the hook: the runtime kills it rather than hang container
-	// creation (the hook stops itself earlier, hooks.DefaultLDCacheTimeout).
-	timeout := LDCacheHookTimeout
-	return &specs.Hook{HookName: "createContainer", Path: o.hookPath, Args: args, Env: hookenv.Env, Timeout: &timeout}
+	edits, err := driverEdits(o.driverRoot, o.hookPath, inv)
+	edits.DeviceNodes = nodes
+	return edits, err
 }

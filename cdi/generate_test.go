@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hotgpu/hotgpu/hooks"
+	"github.com/hotgpu/hotgpu/internal/driver/drivertest"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/nvml"
 )
@@ -37,12 +38,10 @@ func simInventory(t testing.TB, preset string, change func(*nvml.Sim) error) *gp
 	return inv
 }
 
+// driverRoot is a fake driver root of the simulation's driver version.
 func driverRoot(t testing.TB) string {
-	root, err := filepath.Abs("testdata/driver-root")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
+	inv := simInventory(t, "dgxa100", nil)
+	return drivertest.New(t, drivertest.Options{Version: inv.DriverVersion, Daemons: true}).Dir
 }
 
 func TestGenerateGolden(t *testing.T) {
@@ -108,7 +107,7 @@ func TestGenerateErrors(t *testing.T) {
 		{name: "nil inventory", inv: nil, target: ErrNoGPUs, want: []string{"nvidia-smi"}},
 		{name: "no GPUs", inv: &gpu.Inventory{}, target: ErrNoGPUs},
 		{name: "explicit driver root without libraries", inv: inv, opts: []Option{WithDriverRoot(empty)},
-			target: ErrNoDriverLibraries, want: []string{empty, "usr/lib/x86_64-linux-gnu", "libcuda.so.*", "--driver-root"}},
+			target: ErrNoDriverLibraries, want: []string{empty, "usr/lib/x86_64-linux-gnu", "libcuda.so." + inv.DriverVersion, "--driver-root"}},
 		{name: "real node without libraries", inv: &real, opts: []Option{WithDriverRoot(empty)}, target: ErrNoDriverLibraries},
 		{name: "bad vendor", inv: inv, opts: []Option{WithVendor("not a vendor")}, want: []string{"vendor"}},
 		{name: "bad class", inv: inv, opts: []Option{WithClass("a/b")}, want: []string{"class"}},
@@ -148,27 +147,6 @@ func TestDeviceNames(t *testing.T) {
 	}
 }
 
-func TestDriverFilesSkipAliasedDirs(t *testing.T) {
-	root := t.TempDir()
-	lib := filepath.Join(root, "usr/lib/x86_64-linux-gnu")
-	if err := os.MkdirAll(lib, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(lib, "libcuda.so.1"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("usr/lib", filepath.Join(root, "lib")); err != nil { // merged /usr
-		t.Fatal(err)
-	}
-	files, err := findDriverFiles(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files.files) != 1 || files.files[0] != "/usr/lib/x86_64-linux-gnu/libcuda.so.1" {
-		t.Fatalf("files = %v, want the library once", files.files)
-	}
-}
-
 // TestLostGPUHasNoDevice: a GPU NVML counts but cannot read gets no CDI
 // device and is not in "all"; the others keep their names.
 func TestLostGPUHasNoDevice(t *testing.T) {
@@ -192,11 +170,19 @@ func TestLostGPUHasNoDevice(t *testing.T) {
 	}
 }
 
-// TestLDCacheHookIsBounded: the runtime must kill a hung update-ldcache
-// hook rather than wait on container creation forever.
-func TestLDCacheHookIsBounded(t *testing.T) {
-	h := (&options{hookPath: DefaultHookPath}).ldcacheHook([]string{"/usr/lib64"})
-	if h.Timeout == nil || *h.Timeout <= 0 || time.Duration(*h.Timeout)*time.Second <= hooks.DefaultLDCacheTimeout {
-		t.Errorf("hook timeout %v: want one above the hook's own deadline %v", h.Timeout, hooks.DefaultLDCacheTimeout)
+// TestHooksAreBounded: the runtime must kill a hung hook (update-ldcache on
+// a FIFO, say) rather than wait on container creation forever.
+func TestHooksAreBounded(t *testing.T) {
+	spec, err := Generate(simInventory(t, "dgxa100", nil), WithDriverRoot(driverRoot(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.ContainerEdits.Hooks) == 0 {
+		t.Fatal("the spec has no hooks")
+	}
+	for _, h := range spec.ContainerEdits.Hooks {
+		if h.Timeout == nil || time.Duration(*h.Timeout)*time.Second <= hooks.DefaultLDCacheTimeout {
+			t.Errorf("hook %v: timeout %v, want one above the hook's own deadline %v", h.Args, h.Timeout, hooks.DefaultLDCacheTimeout)
+		}
 	}
 }

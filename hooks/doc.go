@@ -1,6 +1,7 @@
 // Package hooks holds the logic of the OCI hooks hotgpu asks runtimes to run:
-// update-ldcache, the createContainer hook of the CDI spec that makes the
-// mounted driver libraries visible to the container's linker, and prestart,
+// create-symlinks and update-ldcache, the createContainer hooks of the CDI
+// spec that make the driver libraries' SONAME links beside the mounted files
+// and make them visible to the container's linker, and prestart,
 // which gives GPUs to containers of runtimes without NRI.
 //
 // Hooks run as root on the host against a root filesystem the container

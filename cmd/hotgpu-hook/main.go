@@ -22,11 +22,13 @@ container's state (JSON) on stdin. You do not normally run it by hand: the CDI
 spec written by 'hotgpu cdi generate' references it.
 
 Usage:
+  hotgpu-hook create-symlinks --link TARGET::LINK [--link TARGET::LINK...]
   hotgpu-hook update-ldcache --folder DIR [--folder DIR...]
   hotgpu-hook prestart [--api-socket PATH] [--allow-all] [--standalone]
   hotgpu-hook install --dir DIR
 
 Commands:
+  create-symlinks make the driver libraries' SONAME links in the container
   update-ldcache  add the driver library folders to the container's linker cache
   prestart        give GPUs to containers of runtimes without NRI (Docker,
                   podman, CRI-O hooks.d); run at prestart/createRuntime and poststop;
@@ -59,6 +61,26 @@ Example (as a CDI spec hook):
 Flags:
 `
 
+const symlinksUsage = `create-symlinks is a createContainer hook. It finds the container's root from
+the bundle's config.json and creates each LINK (an absolute path inside the
+container) as a symbolic link to TARGET, such as the SONAME link
+libcuda.so.1 -> libcuda.so.580.95.05 beside a mounted driver library, or
+libcuda.so -> libcuda.so.1 for programs linked with -lcuda. Directories are
+resolved inside the container root: its symlinks cannot send a link to the
+host. A path that already exists is left as it is.
+
+Usage:
+  hotgpu-hook create-symlinks --link TARGET::LINK [--link TARGET::LINK...]
+
+Example (as a CDI spec hook):
+  hooks:
+    - hookName: createContainer
+      path: /usr/local/bin/hotgpu-hook
+      args: [hotgpu-hook, create-symlinks, --link, libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so]
+
+Flags:
+`
+
 func main() {
 	if hookenv.NeedsClean(os.Environ()) {
 		// Never run with an environment the container may have chosen.
@@ -86,6 +108,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "create-symlinks":
+		return createSymlinks(ctx, args[1:], stdin, stdout, stderr)
 	case "update-ldcache":
 		return updateLDCache(ctx, args[1:], stdin, stdout, stderr)
 	case "prestart":
@@ -95,6 +119,23 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	fmt.Fprintf(stderr, "hotgpu-hook: unknown command %q (see 'hotgpu-hook --help')\n", args[0])
 	return 2
+}
+
+func createSymlinks(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var s hooks.Symlinks
+	fs := flag.NewFlagSet("hotgpu-hook create-symlinks", flag.ContinueOnError)
+	fs.Func("link", "`TARGET::LINK` to create, LINK an absolute path inside the container (repeat for several)", func(v string) error {
+		s.Links = append(s.Links, v)
+		return nil
+	})
+	if code, ok := parseCommand(fs, symlinksUsage, args, stdout, stderr); !ok {
+		return code
+	}
+	if err := s.Run(ctx, stdin); err != nil {
+		fmt.Fprintf(stderr, "hotgpu-hook: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 func updateLDCache(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {

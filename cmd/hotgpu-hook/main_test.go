@@ -33,6 +33,9 @@ func TestRun(t *testing.T) {
 		{"unknown flag", []string{"update-ldcache", "--bogus"}, 2, "", "hotgpu-hook: flag provided but not defined"},
 		{"no folder", []string{"update-ldcache", "--ldconfig", "/bin/true"}, 1, "", "hotgpu-hook: no --folder"},
 		{"writes conf", []string{"update-ldcache", "--folder", "/usr/lib64", "--ldconfig", "/bin/true"}, 0, "", ""},
+		{"symlinks help", []string{"create-symlinks", "--help"}, 0, "TARGET::LINK", ""},
+		{"bad link", []string{"create-symlinks", "--link", "libcuda.so.1"}, 1, "", "hotgpu-hook: invalid --link"},
+		{"creates link", []string{"create-symlinks", "--link", "libcuda.so.1::/usr/lib64/libcuda.so"}, 0, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,5 +48,8 @@ func TestRun(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(bundle, "rootfs/etc/ld.so.conf.d/00-hotgpu.conf")); err != nil {
 		t.Fatal(err)
+	}
+	if target, err := os.Readlink(filepath.Join(bundle, "rootfs/usr/lib64/libcuda.so")); err != nil || target != "libcuda.so.1" {
+		t.Fatalf("create-symlinks made %q, %v", target, err)
 	}
 }

@@ -54,7 +54,7 @@ func (f *specFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.devRoot, "dev-root", "/", "root under which the host's /dev is found")
 	fs.StringVar(&f.vendor, "vendor", cdi.DefaultVendor, "vendor part of the device names")
 	fs.StringVar(&f.class, "class", cdi.DefaultClass, "class part of the device names")
-	fs.StringVar(&f.hookPath, "hook-path", cdi.DefaultHookPath, "host path of hotgpu-hook, run to update the container's linker cache")
+	fs.StringVar(&f.hookPath, "hook-path", cdi.DefaultHookPath, "host path of hotgpu-hook, run to make the libraries' links and update the container's linker cache")
 }
 
 // spec reads the inventory and builds the spec.
@@ -85,7 +85,8 @@ func (f *specFlags) spec() (*specs.Spec, error) {
 
 const generateUsage = `Print or write the CDI spec of this node's GPUs: devices 0..N-1, each GPU's
 UUID, MIG devices <gpu>:<mig> and all, with the control device nodes, the
-driver's libraries and tools, and a hook that updates the linker cache.
+driver's libraries of its version, tools, firmware and daemon sockets, and the
+hooks that make the libraries' SONAME links and update the linker cache.
 
 Usage:
   hotgpu cdi generate [flags]

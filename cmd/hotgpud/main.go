@@ -93,8 +93,10 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 		func(c *configv1.Config, v string) { c.CDI.Dir = v })
 	str("api-socket", def.API.Socket, "unix socket of the attach/detach API (root only)",
 		func(c *configv1.Config, v string) { c.API.Socket = v })
-	str("driver-root", def.DriverRoot, "root of the NVIDIA driver installation",
+	str("driver-root", def.DriverRoot, "root of the NVIDIA driver installation; with --simulate, a root other than / is used like a real one (a fake driver root for tests)",
 		func(c *configv1.Config, v string) { c.DriverRoot = v })
+	str("hook-path", def.HookPath, "host path of hotgpu-hook, which the CDI spec runs to link and register the driver libraries",
+		func(c *configv1.Config, v string) { c.HookPath = v })
 	str("annotation-namespaces", "", "comma-separated namespaces whose pods may ask for GPUs by annotation (default: none)",
 		func(c *configv1.Config, v string) { c.Annotations.Namespaces = splitList(v) })
 	maxPer := fs.Int("annotation-max", def.Annotations.MaxPerContainer, "most GPUs one container may ask for by annotation")

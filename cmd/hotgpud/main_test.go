@@ -16,14 +16,16 @@ func TestParseFlagsOverrideConfig(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _, err := parse([]string{"--config", cfgPath, "--state-dir", "/tmp/flag", "--annotation-namespaces", "a, b", "--no-nri"})
+	cfg, _, err := parse([]string{"--config", cfgPath, "--state-dir", "/tmp/flag", "--annotation-namespaces", "a, b", "--no-nri",
+		"--driver-root", "/tmp/fake-driver", "--hook-path", "/tmp/bin/hotgpu-hook"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Simulate != "pcie8" {
 		t.Errorf("file value lost: simulate = %q", cfg.Simulate)
 	}
-	if cfg.StateDir != "/tmp/flag" || !cfg.NRI.Disabled || !slices.Equal(cfg.Annotations.Namespaces, []string{"a", "b"}) {
+	if cfg.StateDir != "/tmp/flag" || !cfg.NRI.Disabled || !slices.Equal(cfg.Annotations.Namespaces, []string{"a", "b"}) ||
+		cfg.DriverRoot != "/tmp/fake-driver" || cfg.HookPath != "/tmp/bin/hotgpu-hook" {
 		t.Errorf("flags did not override: %+v", cfg)
 	}
 }
@@ -34,6 +36,7 @@ func TestParseErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--state-dir", "relative"}, "stateDir must be an absolute path"},
+		{[]string{"--hook-path", "hotgpu-hook"}, "hookPath must be an absolute path"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--log-level", "loud"}, "invalid --log-level"},
 		{[]string{"--annotation-namespaces", "Bad_NS"}, "not a Kubernetes namespace"},

@@ -16,7 +16,10 @@ func (d *Daemon) writeCDI(inv *gpu.Inventory) error {
 	opts := []cdi.Option{
 		cdi.WithVendor(d.cfg.CDI.Vendor), cdi.WithClass(d.cfg.CDI.Class), cdi.WithHookPath(d.cfg.HookPath),
 	}
-	if d.cfg.Simulate == "" {
+	// A simulated node has no driver of its own; a driver root other than
+	// the host's ("/") is used like a real one, so the library mounts and
+	// hooks run end to end against a fake driver root.
+	if d.cfg.Simulate == "" || (d.cfg.DriverRoot != "" && d.cfg.DriverRoot != "/") {
 		opts = append(opts, cdi.WithDriverRoot(d.cfg.DriverRoot))
 	}
 	if d.cfg.DevRoot != "" {
