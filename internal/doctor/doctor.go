@@ -91,4 +91,3 @@ func (c *Config) cdiOptions() []cdi.Option {
 	}
 	return opts
 }
-
