@@ -30,7 +30,7 @@ func attachTest(ctx context.Context, d Daemon, gpus []api.GPUStatus, argv []stri
 		return []Check{attachStep.warn("attach", "no free healthy GPU to test with: every GPU is held or unhealthy", "run it again when one is free ('hotgpu ls')")}
 	}
 	before := ledgerState(gpus)
-	sb, err := startSandbox(argv, cgroupRoot)
+	sb, err := startSandbox(argv, cgroupRoot, fmt.Sprintf("hotgpu-doctor-%d", os.Getpid()))
 	if err != nil {
 		return []Check{attachStep.fail("sandbox", err.Error(), "run doctor as root on the host, with /sys/fs/cgroup mounted")}
 	}
@@ -96,16 +96,19 @@ func detachAndRefuse(ctx context.Context, d Daemon, sb *sandbox, g gpu.GPU, targ
 		return false, []Check{attachStep.fail("detach", fmt.Sprintf("hotgpud could not detach GPU %d from the sandbox: %v", g.Index, err), "see hotgpud's log ('journalctl -u hotgpud')")}
 	}
 	out := []Check{attachStep.ok("detach", fmt.Sprintf("GPU %d detached", g.Index))}
-	if got := sb.open(node.Path); got != "ENOENT" {
+	got := sb.open(node.Path)
+	if got != "ENOENT" {
 		out = append(out, attachStep.fail("node removed", fmt.Sprintf("opening %s after detach gave %s, want ENOENT: the node hotgpu made is still there", node.Path, got), "see hotgpud's log"))
+	} else {
+		// A node made by the sandbox itself: only the device cgroup
+		// stands between it and the GPU now.
+		if err := sb.mknod(node.Path, node.Major, node.Minor); err != nil {
+			return true, append(out, attachStep.fail("revoked", "failed to make a node in the sandbox: "+err.Error(), "report it"))
+		}
+		got = sb.open(node.Path)
 	}
-	// A node made by the sandbox itself: only the device cgroup stands
-	// between it and the GPU now.
-	if err := sb.mknod(node.Path, node.Major, node.Minor); err != nil {
-		return true, append(out, attachStep.fail("revoked", "failed to make a node in the sandbox: "+err.Error(), "report it"))
-	}
-	if got := sb.open(node.Path); got != "EPERM" {
-		return true, append(out, attachStep.fail("revoked", fmt.Sprintf("opening a node %d:%d made in the sandbox after detach gave %s, want EPERM: the device cgroup still allows the GPU", node.Major, node.Minor, got),
+	if got != "EPERM" {
+		return true, append(out, attachStep.fail("revoked", fmt.Sprintf("opening %s (%d:%d) in the sandbox after detach gave %s, want EPERM: the device cgroup still allows the GPU", node.Path, node.Major, node.Minor, got),
 			"hotgpud did not revoke the grant: see its log, and report it"))
 	}
 	return true, append(out, attachStep.ok("revoked", fmt.Sprintf("the device cgroup refuses %d:%d again (EPERM)", node.Major, node.Minor)))

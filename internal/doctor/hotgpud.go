@@ -125,13 +125,16 @@ func kubeletCheck(st *api.Status) Check {
 // reconcileCheck: the periodic reconcile re-grants what was reset and
 // revokes what was re-granted; one that stopped running is a hung daemon.
 func reconcileCheck(st *api.Status, now time.Time) Check {
+	interval, err := time.ParseDuration(st.ReconcileInterval)
 	if st.LastReconcile.IsZero() {
-		return hotgpudStep.warn("reconcile", "no reconcile of live grants yet (hotgpud "+st.Version+")",
-			"wait one reconcile interval after start; a hotgpud that never reconciles is too old to say, or stuck: see its log")
+		if up, upErr := time.ParseDuration(st.Uptime); err == nil && upErr == nil && up < 3*interval+time.Minute {
+			return hotgpudStep.ok("reconcile", fmt.Sprintf("none yet: hotgpud started %s ago and reconciles every %s", up, interval))
+		}
+		return hotgpudStep.warn("reconcile", "no reconcile of live grants yet (hotgpud "+st.Version+", up "+st.Uptime+")",
+			"a hotgpud that does not report its reconciles is older than this hotgpu, or its reconcile loop is stuck: see its log")
 	}
 	age := now.Sub(st.LastReconcile).Round(time.Second)
 	detail := fmt.Sprintf("last reconcile %s ago (%s)", age, st.LastReconcile.Format(time.RFC3339))
-	interval, err := time.ParseDuration(st.ReconcileInterval)
 	if err != nil || interval <= 0 {
 		return hotgpudStep.ok("reconcile", detail)
 	}

@@ -60,14 +60,14 @@ func cgroupChecks(root string) []Check {
 // cgroupVersion names the hierarchy layout and returns the directory that
 // holds the containers' device cgroups.
 func cgroupVersion(root string) (version, devicesDir string) {
-	if isFS(root, unix.CGROUP2_SUPER_MAGIC) {
+	if isFS(root, cgroupV2Magic) {
 		return "v2 (unified at " + root + "): device access is an eBPF program per cgroup", root
 	}
 	devices := filepath.Join(root, "devices")
 	switch {
-	case isFS(filepath.Join(root, "unified"), unix.CGROUP2_SUPER_MAGIC):
+	case isFS(filepath.Join(root, "unified"), cgroupV2Magic):
 		return "v1 with a cgroup2 hierarchy at " + filepath.Join(root, "unified") + " (hybrid): device access is " + devices + "/*/devices.allow", devices
-	case isFS(devices, unix.CGROUP_SUPER_MAGIC):
+	case isFS(devices, cgroupV1Magic):
 		return "v1: device access is " + devices + "/*/devices.allow", devices
 	}
 	return "unknown: " + root + " is neither cgroup2 nor holds a v1 devices hierarchy (is /sys/fs/cgroup mounted?)", root
@@ -106,3 +106,9 @@ func containerScopes(dir string) string {
 	}
 	return ""
 }
+
+// The file system types of cgroup hierarchies.
+const (
+	cgroupV1Magic = unix.CGROUP_SUPER_MAGIC
+	cgroupV2Magic = unix.CGROUP2_SUPER_MAGIC
+)

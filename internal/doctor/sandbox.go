@@ -26,7 +26,7 @@ const SandboxArg = "doctor-sandbox"
 // /dev/null (runc's base, minus the other namespaces). hotgpud takes it for
 // a container: its root is not the host's.
 type sandbox struct {
-	name   string // hotgpu-doctor-<pid>: its cgroup and root's name
+	name   string // hotgpu-doctor-<pid>: its cgroup's and root's name
 	root   string // on the host: the tmpfs mount point, in the child's namespace only
 	cgroup string // the cgroup directory
 	v2     bool
@@ -36,9 +36,9 @@ type sandbox struct {
 }
 
 // startSandbox starts argv[0] argv[1:]... SandboxArg ROOT in a new sandbox
-// under cgroupRoot.
-func startSandbox(argv []string, cgroupRoot string) (s *sandbox, err error) {
-	s = &sandbox{name: fmt.Sprintf("hotgpu-doctor-%d", os.Getpid())}
+// under cgroupRoot, its cgroup and root named after name.
+func startSandbox(argv []string, cgroupRoot, name string) (s *sandbox, err error) {
+	s = &sandbox{name: name}
 	if s.root, err = os.MkdirTemp("", s.name+"-root-"); err != nil {
 		return nil, fmt.Errorf("failed to make the sandbox's root: %w", err)
 	}
@@ -81,7 +81,7 @@ func startSandbox(argv []string, cgroupRoot string) (s *sandbox, err error) {
 // the host has one (with runc's base rules), else in cgroup2.
 func (s *sandbox) makeCgroup(root string) error {
 	devices := filepath.Join(root, "devices")
-	if isFS(devices, unix.CGROUP_SUPER_MAGIC) {
+	if isFS(devices, cgroupV1Magic) {
 		s.cgroup = filepath.Join(devices, s.name)
 		if err := os.Mkdir(s.cgroup, 0o755); err != nil {
 			s.cgroup = ""
@@ -95,7 +95,7 @@ func (s *sandbox) makeCgroup(root string) error {
 		}
 		return nil
 	}
-	if !isFS(root, unix.CGROUP2_SUPER_MAGIC) {
+	if !isFS(root, cgroupV2Magic) {
 		return fmt.Errorf("%s has neither a cgroup v1 devices hierarchy nor cgroup2", root)
 	}
 	s.v2, s.cgroup = true, filepath.Join(root, s.name)
