@@ -109,7 +109,7 @@ func findCDIHelper(self string, lookPath func(string) (string, error)) (string, 
 	if p, err := lookPath(cdiHelperName); err == nil {
 		return p, nil
 	}
-	return "", fmt.Errorf("hotgpu cdi reads NVML through %s, the cgo build of this CLI, and found it neither in %s nor on PATH: "+
+	return "", fmt.Errorf("hotgpu cdi and hotgpu doctor read NVML through %s, the cgo build of this CLI, and found it neither in %s nor on PATH: "+
 		"install it with 'make install', or build it with 'go build -o %s ./cmd/hotgpu' (cgo enabled)",
 		cdiHelperName, dir, filepath.Join(dir, cdiHelperName))
 }

@@ -128,8 +128,20 @@ func printReport(out io.Writer, r *doctor.Report) error {
 	return err
 }
 
+const sandboxHelp = `Usage:
+  hotgpu ` + doctor.SandboxArg + ` ROOT
+
+The attach test's sandbox process: hotgpu doctor --attach-test runs it in a
+new mount namespace and device cgroup and drives it over stdin and stdout.
+`
+
 func runDoctorSandbox(_ context.Context, s stdio, args []string) error {
-	if code := doctor.SandboxMain(args, s.in, s.out); code != 0 {
+	fs := newFlagSet("hotgpu "+doctor.SandboxArg, sandboxHelp)
+	pos, err := interleaved(fs, args, s)
+	if err != nil {
+		return err
+	}
+	if code := doctor.SandboxMain(pos, s.in, s.out); code != 0 {
 		return exitStatus(code)
 	}
 	return nil

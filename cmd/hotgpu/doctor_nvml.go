@@ -21,7 +21,7 @@ func readInventory(_ context.Context, a nvmlArgs) (*gpu.Inventory, error) {
 // runDoctorNVML serves the cgo-free hotgpu's doctor: the inventory as JSON.
 func runDoctorNVML(ctx context.Context, s stdio, args []string) error {
 	var a nvmlArgs
-	fs := newFlagSet("hotgpu "+doctorNVMLCommand, "Print NVML's inventory of this node as JSON, for hotgpu doctor.\n")
+	fs := newFlagSet("hotgpu "+doctorNVMLCommand, "Usage:\n  hotgpu "+doctorNVMLCommand+" [flags]\n\nPrint NVML's inventory of this node as JSON, for hotgpu doctor.\n")
 	a.register(fs)
 	if err := parseFlags(fs, args, s); err != nil {
 		return err
