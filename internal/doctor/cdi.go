@@ -38,6 +38,7 @@ func cdiChecks(path string, inv *gpu.Inventory, driverRoot string, opts []cdi.Op
 	}
 	if !written {
 		if want == nil {
+			out[len(out)-1].Detail = "no CDI spec at " + path + ", and none to compare it with: NVML was not read (see the driver step)"
 			return out
 		}
 		if spec, check = validate(want); check.Status == Fail {
@@ -142,7 +143,10 @@ func conflictChecks(path string) []Check {
 func filesChecks(spec *specs.Spec, inv *gpu.Inventory, driverRoot string) []Check {
 	edits := spec.ContainerEdits
 	if len(edits.Mounts) == 0 {
-		if inv != nil && inv.Simulated != "" {
+		switch {
+		case inv == nil:
+			return []Check{cdiStep.skip("driver files", "the spec mounts no driver files, and NVML was not read to say whether it should")}
+		case inv.Simulated != "":
 			return []Check{cdiStep.skip("driver files", "a simulated node without --driver-root mounts no driver files")}
 		}
 		return []Check{cdiStep.fail("driver files", "the spec mounts no driver files: containers get nodes but no libcuda",

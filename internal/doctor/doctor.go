@@ -73,6 +73,10 @@ func Run(ctx context.Context, cfg Config) *Report {
 	r.add(cdiChecks(specPath, cfg.Inventory, cfg.DriverRoot, cfg.cdiOptions())...)
 	r.add(runtimeChecks(st, cfg.CgroupRoot)...)
 	r.add(daemonChecks...)
+	if st != nil && st.Simulated != "" && (cfg.Inventory == nil || cfg.Inventory.Simulated != st.Simulated) {
+		r.add(hotgpudStep.warn("simulation", "hotgpud simulates "+st.Simulated+"; the driver and CDI steps read another node",
+			"check the node hotgpud serves: hotgpu doctor --simulate "+st.Simulated))
+	}
 	if cfg.AttachTest {
 		d := cfg.Daemon
 		if st == nil {

@@ -28,8 +28,12 @@ const (
 // kernel is false for a simulated node without a fake /dev to check.
 func driverChecks(inv *gpu.Inventory, invErr error, procDevices, devRoot string, kernel bool) []Check {
 	if invErr != nil {
-		return []Check{driverStep.fail("nvml", invErr.Error(),
+		out := []Check{driverStep.fail("nvml", invErr.Error(),
 			"load the NVIDIA driver until 'nvidia-smi' lists the GPUs (on a node without GPUs, try --simulate dgxa100)")}
+		if majors, err := readProcDevices(procDevices); err == nil && kernel {
+			out = append(out, kernelChecks(majors, procDevices)...) // is the module even loaded?
+		}
+		return out
 	}
 	out := []Check{driverStep.ok("nvml", inventorySummary(inv))}
 	for _, g := range inv.GPUs {

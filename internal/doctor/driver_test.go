@@ -31,11 +31,14 @@ func TestDriverChecksNVML(t *testing.T) {
 }
 
 func TestDriverChecksNVMLFails(t *testing.T) {
-	cs := driverChecks(nil, errors.New("failed to initialize NVML: driver not loaded"), "", "", true)
-	if len(cs) != 1 {
-		t.Fatalf("want only the nvml check when NVML fails, got\n%s", dump(cs))
+	path := filepath.Join(t.TempDir(), "devices")
+	must(t, os.WriteFile(path, []byte("Character devices:\n  1 mem\n"), 0o644))
+	cs := driverChecks(nil, errors.New("failed to initialize NVML: driver not loaded"), path, "/", true)
+	expect(t, find(t, cs, StepDriver, "nvml"), Fail, "driver not loaded", "nvidia-smi", "--simulate")
+	expect(t, find(t, cs, StepDriver, "kernel module nvidia"), Fail, "not loaded")
+	if len(cs) != 3 {
+		t.Errorf("want the nvml and kernel module checks when NVML fails, got\n%s", dump(cs))
 	}
-	expect(t, cs[0], Fail, "driver not loaded", "nvidia-smi", "--simulate")
 }
 
 func TestDriverChecksLostAndMIG(t *testing.T) {

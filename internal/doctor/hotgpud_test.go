@@ -188,3 +188,9 @@ func TestCgroupDriver(t *testing.T) {
 		})
 	}
 }
+
+func TestRunSaysHotgpudSimulates(t *testing.T) {
+	cfg := startHotgpud(t, "pcie8")
+	r := Run(context.Background(), Config{Inventory: simulated(t, "dgxa100", nil), Socket: cfg.API.Socket, Daemon: api.NewClient(cfg.API.Socket), CDIDir: t.TempDir()})
+	expect(t, find(t, r.Checks, StepHotgpud, "simulation"), Warn, "hotgpud simulates pcie8", "hotgpu doctor --simulate pcie8")
+}
