@@ -29,8 +29,9 @@ type Config struct {
 	// container's); set means given on the command line.
 	DriverRoot    string
 	DriverRootSet bool
-	// DevRoot is where the host's /dev is ("/"); on a simulated node the
-	// kernel's view is checked only when DevRootSet.
+	// DevRoot is where the host's /dev is ("/"). A simulated node's nodes
+	// are checked only when DevRootSet (a fake /dev), its majors only when
+	// ProcDevices is set (a fake /proc/devices).
 	DevRoot    string
 	DevRootSet bool
 	// CDIDir is where to look for hotgpud's spec when hotgpud does not say.
@@ -49,7 +50,7 @@ func (c *Config) defaults() {
 		v string
 	}{
 		{&c.DriverRoot, "/"}, {&c.DevRoot, "/"}, {&c.CDIDir, DefaultCDIDir}, {&c.HookPath, cdi.DefaultHookPath},
-		{&c.ProcDevices, DefaultProcDevices}, {&c.CgroupRoot, DefaultCgroupRoot},
+		{&c.CgroupRoot, DefaultCgroupRoot},
 	} {
 		if *d.p == "" {
 			*d.p = d.v
@@ -60,10 +61,20 @@ func (c *Config) defaults() {
 // Run checks the node, step by step. Later steps use what earlier ones
 // found: hotgpud's spec path for the CDI step, its GPUs for the attach test.
 func Run(ctx context.Context, cfg Config) *Report {
+	onHost := cfg.Inventory == nil || cfg.Inventory.Simulated == ""
+	procDevices, devRoot := cfg.ProcDevices, cfg.DevRoot
+	if procDevices == "" && onHost {
+		procDevices = DefaultProcDevices
+	}
+	if devRoot == "" {
+		devRoot = "/"
+	}
+	if !onHost && !cfg.DevRootSet {
+		devRoot = ""
+	}
 	cfg.defaults()
 	r := &Report{}
-	kernel := cfg.Inventory == nil || cfg.Inventory.Simulated == "" || cfg.DevRootSet
-	r.add(driverChecks(cfg.Inventory, cfg.InventoryErr, cfg.ProcDevices, cfg.DevRoot, kernel)...)
+	r.add(driverChecks(cfg.Inventory, cfg.InventoryErr, procDevices, devRoot)...)
 
 	st, gpus, daemonChecks := hotgpudChecks(ctx, cfg.Socket, cfg.Daemon, time.Now())
 	specPath := filepath.Join(cfg.CDIDir, cdi.SpecFile(cdi.FormatYAML))

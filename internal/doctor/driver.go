@@ -24,36 +24,39 @@ const (
 )
 
 // driverChecks reads what NVML gave (inv, or why it could not) and the
-// kernel's view: the majors in procDevices and the nodes under devRoot.
-// kernel is false for a simulated node without a fake /dev to check.
-func driverChecks(inv *gpu.Inventory, invErr error, procDevices, devRoot string, kernel bool) []Check {
+// kernel's view: the majors in procDevices and the nodes under devRoot,
+// each left out when "" (a simulated node has no kernel driver of its own).
+func driverChecks(inv *gpu.Inventory, invErr error, procDevices, devRoot string) []Check {
+	var out []Check
 	if invErr != nil {
-		out := []Check{driverStep.fail("nvml", invErr.Error(),
-			"load the NVIDIA driver until 'nvidia-smi' lists the GPUs (on a node without GPUs, try --simulate dgxa100)")}
-		if majors, err := readProcDevices(procDevices); err == nil && kernel {
-			out = append(out, kernelChecks(majors, procDevices)...) // is the module even loaded?
+		out = append(out, driverStep.fail("nvml", invErr.Error(),
+			"load the NVIDIA driver until 'nvidia-smi' lists the GPUs (on a node without GPUs, try --simulate dgxa100)"))
+	} else {
+		out = append(out, driverStep.ok("nvml", inventorySummary(inv)))
+		for _, g := range inv.GPUs {
+			out = append(out, gpuCheck(g))
 		}
-		return out
-	}
-	out := []Check{driverStep.ok("nvml", inventorySummary(inv))}
-	for _, g := range inv.GPUs {
-		out = append(out, gpuCheck(g))
-	}
-	for _, p := range inv.Problems {
-		if kernel && strings.Contains(p, procUVM) {
-			continue // the /proc/devices check says it, with the fix
+		for _, p := range inv.Problems {
+			if procDevices != "" && strings.Contains(p, procUVM) {
+				continue // the /proc/devices check says it, with the fix
+			}
+			out = append(out, driverStep.warn("driver problem", p, "see the message"))
 		}
-		out = append(out, driverStep.warn("driver problem", p, "see the message"))
 	}
-	if !kernel {
+	if procDevices == "" && devRoot == "" {
 		return append(out, driverStep.skip("kernel", "a simulated node: the host's /proc/devices and /dev say nothing about it (give --dev-root to check a fake /dev)"))
 	}
-	majors, err := readProcDevices(procDevices)
-	if err != nil {
-		return append(out, driverStep.fail("kernel", err.Error(), "run doctor on the host, with /proc mounted"))
+	if procDevices != "" {
+		majors, err := readProcDevices(procDevices)
+		if err != nil {
+			return append(out, driverStep.fail("kernel", err.Error(), "run doctor on the host, with /proc mounted"))
+		}
+		out = append(out, kernelChecks(majors, procDevices)...) // also when NVML failed: is the module even loaded?
 	}
-	out = append(out, kernelChecks(majors, procDevices)...)
-	return append(out, nodeChecks(inv, devRoot)...)
+	if devRoot != "" && inv != nil {
+		out = append(out, nodeChecks(inv, devRoot)...)
+	}
+	return out
 }
 
 func inventorySummary(inv *gpu.Inventory) string {

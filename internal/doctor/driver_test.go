@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/nvml"
 	"github.com/hotgpu/hotgpu/internal/testenv"
@@ -20,7 +22,7 @@ func TestDriverChecksNVML(t *testing.T) {
 	for _, preset := range presets {
 		t.Run(preset, func(t *testing.T) {
 			inv := simulated(t, preset, nil)
-			cs := driverChecks(inv, nil, "", "", false)
+			cs := driverChecks(inv, nil, "", "")
 			expect(t, find(t, cs, StepDriver, "nvml"), OK, inv.DriverVersion, inv.CUDAVersion, fmt.Sprintf("%d GPU(s)", len(inv.GPUs)), "simulated "+preset)
 			for _, g := range inv.GPUs {
 				expect(t, find(t, cs, StepDriver, "gpu "+strconv.Itoa(g.Index)), OK, g.UUID, g.PCIBusID, "minor "+strconv.Itoa(g.Minor), "MIG off")
@@ -33,7 +35,7 @@ func TestDriverChecksNVML(t *testing.T) {
 func TestDriverChecksNVMLFails(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "devices")
 	must(t, os.WriteFile(path, []byte("Character devices:\n  1 mem\n"), 0o644))
-	cs := driverChecks(nil, errors.New("failed to initialize NVML: driver not loaded"), path, "/", true)
+	cs := driverChecks(nil, errors.New("failed to initialize NVML: driver not loaded"), path, "/")
 	expect(t, find(t, cs, StepDriver, "nvml"), Fail, "driver not loaded", "nvidia-smi", "--simulate")
 	expect(t, find(t, cs, StepDriver, "kernel module nvidia"), Fail, "not loaded")
 	if len(cs) != 3 {
@@ -46,7 +48,7 @@ func TestDriverChecksLostAndMIG(t *testing.T) {
 		must(t, s.LoseGPU("2"))
 		must(t, s.EnableMIG("5", "1g.5gb", "1g.5gb"))
 	})
-	cs := driverChecks(inv, nil, "", "", false)
+	cs := driverChecks(inv, nil, "", "")
 	expect(t, find(t, cs, StepDriver, "gpu 2"), Fail, "LOST", "Xid 79", "nvidia-smi -r -i 2")
 	expect(t, find(t, cs, StepDriver, "gpu 5"), OK, "MIG on, 2 instance(s)")
 }
@@ -79,7 +81,7 @@ func TestDriverChecksKernel(t *testing.T) {
 		t.Run(preset, func(t *testing.T) {
 			inv := simulated(t, preset, nil)
 			procDevices, devRoot := fakeKernel(t, inv, true)
-			cs := driverChecks(inv, nil, procDevices, devRoot, true)
+			cs := driverChecks(inv, nil, procDevices, devRoot)
 			expect(t, find(t, cs, StepDriver, "kernel module nvidia"), OK, "major 195")
 			expect(t, find(t, cs, StepDriver, "kernel module nvidia-uvm"), OK, "major 511")
 			want := len(inv.GPUs) + len(inv.Control)
@@ -89,7 +91,7 @@ func TestDriverChecksKernel(t *testing.T) {
 			must(t, os.Remove(filepath.Join(devRoot, "dev/nvidia1")))
 			must(t, unix.Mknod(filepath.Join(devRoot, "dev/nvidia1"), unix.S_IFCHR|0o666, int(unix.Mkdev(195, 9))))
 			must(t, os.Remove(filepath.Join(devRoot, "dev/nvidia2")))
-			cs = driverChecks(inv, nil, procDevices, devRoot, true)
+			cs = driverChecks(inv, nil, procDevices, devRoot)
 			expect(t, find(t, cs, StepDriver, "/dev/nvidia1"), Fail, "195:1", "195:9", "nvidia-modprobe")
 			expect(t, find(t, cs, StepDriver, "/dev/nvidia2"), Warn, "missing", "nvidia-modprobe -c=")
 			expect(t, find(t, cs, StepDriver, "device nodes"), OK, fmt.Sprintf("%d of %d nodes", want-2, want))
@@ -101,7 +103,7 @@ func TestDriverChecksNoUVM(t *testing.T) {
 	inv := simulated(t, "pcie8", nil)
 	procDevices, devRoot := fakeKernel(t, inv, false)
 	inv.Problems = []string{"the nvidia-uvm kernel module is not loaded"}
-	cs := driverChecks(inv, nil, procDevices, devRoot, true)
+	cs := driverChecks(inv, nil, procDevices, devRoot)
 	expect(t, find(t, cs, StepDriver, "kernel module nvidia-uvm"), Warn, "no nvidia-uvm", "nvidia-modprobe -u -c=0")
 	for _, c := range cs {
 		if c.Name == "driver problem" && strings.Contains(c.Detail, "nvidia-uvm") {
@@ -115,8 +117,23 @@ func TestDriverChecksNoDriverModule(t *testing.T) {
 	path := filepath.Join(dir, "devices")
 	must(t, os.WriteFile(path, []byte("Character devices:\n  1 mem\n"), 0o644))
 	inv := simulated(t, "dgxa100", nil)
-	cs := driverChecks(inv, nil, path, dir, true)
+	cs := driverChecks(inv, nil, path, dir)
 	expect(t, find(t, cs, StepDriver, "kernel module nvidia"), Fail, "not loaded", "modprobe nvidia")
-	cs = driverChecks(inv, nil, filepath.Join(dir, "missing"), dir, true)
+	cs = driverChecks(inv, nil, filepath.Join(dir, "missing"), dir)
 	expect(t, find(t, cs, StepDriver, "kernel"), Fail, "device majors")
+}
+
+// TestRunChecksAFakeKernel: a simulated node's kernel view is checked
+// against a fake /dev and /proc/devices when given, else skipped.
+func TestRunChecksAFakeKernel(t *testing.T) {
+	inv := simulated(t, "dgxa100", nil)
+	procDevices, devRoot := fakeKernel(t, inv, true)
+	socket := filepath.Join(t.TempDir(), "none.sock")
+	cfg := Config{Inventory: inv, Socket: socket, Daemon: api.NewClient(socket), CDIDir: t.TempDir()}
+	expect(t, find(t, Run(context.Background(), cfg).Checks, StepDriver, "kernel"), Skip, "simulated")
+
+	cfg.DevRoot, cfg.DevRootSet, cfg.ProcDevices = devRoot, true, procDevices
+	cs := Run(context.Background(), cfg).Checks
+	expect(t, find(t, cs, StepDriver, "kernel module nvidia"), OK, "major 195")
+	expect(t, find(t, cs, StepDriver, "device nodes"), OK, filepath.Join(devRoot, "dev"))
 }
