@@ -88,7 +88,7 @@ func runDoctor(ctx context.Context, s stdio, args []string) error {
 	if err := checkFormat(*output, "text", "json"); err != nil {
 		return err
 	}
-	cfg := doctor.Config{Socket: *socket, Daemon: api.NewClient(*socket), DriverRoot: a.driverRoot, DriverRootSet: a.driverRoot != "",
+	cfg := doctor.Config{Simulate: a.simulate, Socket: *socket, Daemon: api.NewClient(*socket), DriverRoot: a.driverRoot, DriverRootSet: a.driverRoot != "",
 		DevRoot: a.devRoot, DevRootSet: a.devRoot != "/", CDIDir: *cdiDir, AttachTest: *attachTest}
 	cfg.Inventory, cfg.InventoryErr = readInventory(ctx, a)
 	if *attachTest {

@@ -22,6 +22,9 @@ type Config struct {
 	// InventoryErr is why it could not, when it could not.
 	Inventory    *gpu.Inventory
 	InventoryErr error
+	// Simulate names the simulated node asked for ("" for NVML's): the
+	// host's kernel says nothing about it, even when it could not be read.
+	Simulate string
 	// Socket is hotgpud's API socket; Daemon talks to it.
 	Socket string
 	Daemon Daemon
@@ -61,7 +64,7 @@ func (c *Config) defaults() {
 // Run checks the node, step by step. Later steps use what earlier ones
 // found: hotgpud's spec path for the CDI step, its GPUs for the attach test.
 func Run(ctx context.Context, cfg Config) *Report {
-	onHost := cfg.Inventory == nil || cfg.Inventory.Simulated == ""
+	onHost := cfg.Simulate == "" && (cfg.Inventory == nil || cfg.Inventory.Simulated == "")
 	procDevices, devRoot := cfg.ProcDevices, cfg.DevRoot
 	if procDevices == "" && onHost {
 		procDevices = DefaultProcDevices

@@ -137,3 +137,13 @@ func TestRunChecksAFakeKernel(t *testing.T) {
 	expect(t, find(t, cs, StepDriver, "kernel module nvidia"), OK, "major 195")
 	expect(t, find(t, cs, StepDriver, "device nodes"), OK, filepath.Join(devRoot, "dev"))
 }
+
+// TestRunSimulatedWithoutNVML: a simulation that could not be read is still
+// not checked against the host's kernel, which has no driver for it.
+func TestRunSimulatedWithoutNVML(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "none.sock")
+	cs := Run(context.Background(), Config{Simulate: "dgxa100", InventoryErr: errors.New("hotgpu-cdi not found"),
+		Socket: socket, Daemon: api.NewClient(socket), CDIDir: t.TempDir()}).Checks
+	expect(t, find(t, cs, StepDriver, "nvml"), Fail, "hotgpu-cdi not found")
+	expect(t, find(t, cs, StepDriver, "kernel"), Skip, "simulated")
+}
