@@ -48,13 +48,21 @@ func attachTest(ctx context.Context, d Daemon, gpus []api.GPUStatus, argv []stri
 	return append(out, cleanupCheck(ctx, d, sb, before))
 }
 
+// freeGPU picks a GPU nobody holds, healthy, MIG off if one is.
 func freeGPU(gpus []api.GPUStatus) (gpu.GPU, bool) {
+	var found []gpu.GPU
 	for _, g := range gpus {
 		if g.Grant == nil && g.Healthy && g.Lost == "" {
-			return g.GPU, true
+			found = append(found, g.GPU)
 		}
 	}
-	return gpu.GPU{}, false
+	if len(found) == 0 {
+		return gpu.GPU{}, false
+	}
+	if i := slices.IndexFunc(found, func(g gpu.GPU) bool { return !g.MIGEnabled }); i >= 0 {
+		return found[i], true
+	}
+	return found[0], true
 }
 
 // ledgerState is each GPU's holder, to compare before and after.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
@@ -134,4 +135,25 @@ func TestAttachTestCatchesADetachThatDoesNotRevoke(t *testing.T) {
 	expect(t, find(t, r.Checks, StepAttachTest, "node removed"), Fail, "ENXIO")
 	expect(t, find(t, r.Checks, StepAttachTest, "revoked"), Fail, "still allows")
 	expect(t, find(t, r.Checks, StepAttachTest, "cleanup"), Fail, "the ledger changed")
+}
+
+func TestFreeGPU(t *testing.T) {
+	gpus := make([]api.GPUStatus, 4)
+	for i := range gpus {
+		gpus[i].Index, gpus[i].Healthy = i, true
+	}
+	gpus[0].Grant = &ledger.Grant{Reason: ledger.Attach}
+	gpus[1].Healthy = false
+	gpus[2].MIGEnabled = true
+	if g, ok := freeGPU(gpus); !ok || g.Index != 3 {
+		t.Errorf("freeGPU = %d, %v; want 3, the free healthy one with MIG off", g.Index, ok)
+	}
+	gpus[3].Lost = "GPU is lost"
+	if g, ok := freeGPU(gpus); !ok || g.Index != 2 {
+		t.Errorf("freeGPU = %d, %v; want 2, the only free one left", g.Index, ok)
+	}
+	gpus[2].Grant = &ledger.Grant{Reason: ledger.Attach}
+	if _, ok := freeGPU(gpus); ok {
+		t.Error("freeGPU found a GPU where none is free")
+	}
 }

@@ -150,7 +150,9 @@ func TestLedgerCheck(t *testing.T) {
 func TestRuntimeChecks(t *testing.T) {
 	up := &api.Status{NRIConnected: true, CDISpec: "/var/run/cdi/hotgpu.yaml"}
 	expect(t, find(t, runtimeChecks(up, t.TempDir()), StepRuntime, "nri"), OK, "connected")
-	expect(t, find(t, runtimeChecks(up, t.TempDir()), StepRuntime, "cdi"), OK, "/var/run/cdi in cdi_spec_dirs")
+	expect(t, find(t, runtimeChecks(up, t.TempDir()), StepRuntime, "cdi"), OK, "/var/run/cdi in cdi_spec_dirs (its defaults)")
+	elsewhere := &api.Status{CDISpec: "/opt/cdi/hotgpu.yaml"}
+	expect(t, find(t, runtimeChecks(elsewhere, t.TempDir()), StepRuntime, "cdi"), OK, "/opt/cdi in cdi_spec_dirs (not a default: add it)")
 	down := &api.Status{}
 	expect(t, find(t, runtimeChecks(down, t.TempDir()), StepRuntime, "nri"), Warn, "not connected")
 	expect(t, find(t, runtimeChecks(down, t.TempDir()), StepRuntime, "cdi"), Warn, "no CDI spec")

@@ -31,7 +31,14 @@ func runtimeChecks(st *api.Status, cgroupRoot string) []Check {
 			"enable NRI in containerd (config v3: [plugins.'io.containerd.nri.v1.nri'] disable = false) and restart containerd; hotgpud reconnects by itself"))
 	}
 	if st != nil && st.CDISpec != "" {
-		out = append(out, runtimeStep.ok("cdi", fmt.Sprintf("hotgpud writes %s: containerd needs enable_cdi = true and %s in cdi_spec_dirs (its defaults)", st.CDISpec, filepath.Dir(st.CDISpec))))
+		dir := filepath.Dir(st.CDISpec)
+		where := dir + " in cdi_spec_dirs"
+		if dir == "/var/run/cdi" || dir == "/etc/cdi" {
+			where += " (its defaults)"
+		} else {
+			where += " (not a default: add it)"
+		}
+		out = append(out, runtimeStep.ok("cdi", fmt.Sprintf("hotgpud writes %s: containerd reads it with enable_cdi = true and %s", st.CDISpec, where)))
 	} else if st != nil {
 		out = append(out, runtimeStep.warn("cdi", "hotgpud reports no CDI spec written", "see hotgpud's log ('journalctl -u hotgpud') for why it could not write it"))
 	}
