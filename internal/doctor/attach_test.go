@@ -157,3 +157,26 @@ func TestFreeGPU(t *testing.T) {
 		t.Error("freeGPU found a GPU where none is free")
 	}
 }
+
+// refusingDaemon refuses every attach, as hotgpud refuses a process whose
+// cgroup v2 device rules it cannot read.
+type refusingDaemon struct{ Daemon }
+
+func (refusingDaemon) Attach(context.Context, api.AttachRequest) (*attach.Result, error) {
+	return nil, &api.StatusError{Code: 422, Msg: "refusing pid 42: a cgroup v2 device program must keep the container's own devices"}
+}
+
+func TestAttachRefused(t *testing.T) {
+	g := simulated(t, "pcie8", nil).GPUs[0]
+	for _, v2 := range []bool{false, true} {
+		attached, cs := attachAndOpen(context.Background(), refusingDaemon{}, &sandbox{v2: v2}, g, attach.Target{PID: 42})
+		if attached || len(cs) != 1 {
+			t.Fatalf("v2=%v: attached=%v, checks\n%s", v2, attached, dump(cs))
+		}
+		if v2 {
+			expect(t, cs[0], Warn, "refused", "cgroup v2", "expected on cgroup v2")
+		} else {
+			expect(t, cs[0], Fail, "could not attach", "journalctl")
+		}
+	}
+}
