@@ -14,6 +14,7 @@ import (
 	specs "tags.cncf.io/container-device-interface/specs-go"
 
 	"github.com/hotgpu/hotgpu/cdi"
+	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/nvml"
 )
 
@@ -59,28 +60,35 @@ func (f *specFlags) register(fs *flag.FlagSet) {
 
 // spec reads the inventory and builds the spec.
 func (f *specFlags) spec() (*specs.Spec, error) {
+	opts := []cdi.Option{cdi.WithVendor(f.vendor), cdi.WithClass(f.class), cdi.WithDevRoot(f.devRoot), cdi.WithHookPath(f.hookPath)}
+	if f.driverRoot != "" {
+		opts = append(opts, cdi.WithDriverRoot(f.driverRoot))
+	}
+	inv, err := f.inventory()
+	if err != nil {
+		return nil, err
+	}
+	return cdi.Generate(inv, opts...)
+}
+
+// inventory reads the GPUs from NVML, or from the simulated node.
+func (f *specFlags) inventory() (*gpu.Inventory, error) {
 	var nvmlOpts []nvml.Option
 	if f.simulate == "" || f.devRoot != "/" { // a simulated node has no /dev of the host's
 		nvmlOpts = append(nvmlOpts, nvml.WithDevRoot(f.devRoot))
 	}
-	opts := []cdi.Option{cdi.WithVendor(f.vendor), cdi.WithClass(f.class), cdi.WithDevRoot(f.devRoot), cdi.WithHookPath(f.hookPath)}
 	if f.simulate != "" {
 		nvmlOpts = append(nvmlOpts, nvml.WithSimulate(f.simulate))
 	}
 	if f.driverRoot != "" {
 		nvmlOpts = append(nvmlOpts, nvml.WithDriverRoot(f.driverRoot))
-		opts = append(opts, cdi.WithDriverRoot(f.driverRoot))
 	}
 	p, err := nvml.New(nvmlOpts...)
 	if err != nil {
 		return nil, err
 	}
 	defer p.Close()
-	inv, err := p.Inventory()
-	if err != nil {
-		return nil, err
-	}
-	return cdi.Generate(inv, opts...)
+	return p.Inventory()
 }
 
 const generateUsage = `Print or write the CDI spec of this node's GPUs: devices 0..N-1, each GPU's

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -35,22 +36,16 @@ func (e exitStatus) Error() string { return fmt.Sprintf("%s exited %d", cdiHelpe
 
 // runHelper runs `hotgpu-cdi cdi args...` on s and passes on its exit code.
 func runHelper(ctx context.Context, s stdio, self string, lookPath func(string) (string, error), args []string) error {
-	if os.Getenv(cdiHelperEnv) != "" {
-		return errHelperLoop
-	}
-	helper, err := findCDIHelper(self, lookPath)
+	cmd, err := helperCommand(ctx, self, lookPath, append([]string{"cdi"}, args...))
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, helper, append([]string{"cdi"}, args...)...)
-	cmd.Args[0] = cdiHelperName
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = s.in, s.out, s.err
-	cmd.Env = append(os.Environ(), cdiHelperEnv+"=1")
 	err = cmd.Run()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) {
 		if err != nil {
-			return fmt.Errorf("failed to run %s: %w", helper, err)
+			return fmt.Errorf("failed to run %s: %w", cmd.Path, err)
 		}
 		return nil
 	}
@@ -60,6 +55,41 @@ func runHelper(ctx context.Context, s stdio, self string, lookPath func(string) 
 		return exitStatus(128 + int(ws.Signal()))
 	}
 	return exitStatus(exit.ExitCode())
+}
+
+// helperCommand is `hotgpu-cdi args...`, marked as the helper.
+func helperCommand(ctx context.Context, self string, lookPath func(string) (string, error), args []string) (*exec.Cmd, error) {
+	if os.Getenv(cdiHelperEnv) != "" {
+		return nil, errHelperLoop
+	}
+	helper, err := findCDIHelper(self, lookPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, helper, args...)
+	cmd.Args[0] = cdiHelperName
+	cmd.Env = append(os.Environ(), cdiHelperEnv+"=1")
+	return cmd, nil
+}
+
+// helperOutput runs `hotgpu-cdi args...` and returns what it prints; what
+// it says on stderr when it fails is the error.
+func helperOutput(ctx context.Context, self string, lookPath func(string) (string, error), args []string) ([]byte, error) {
+	cmd, err := helperCommand(ctx, self, lookPath, args)
+	if err != nil {
+		return nil, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimPrefix(strings.TrimSpace(stderr.String()), "hotgpu: ")
+		if msg == "" {
+			msg = err.Error()
+		}
+		return nil, errors.New(msg)
+	}
+	return out, nil
 }
 
 // findCDIHelper looks for hotgpu-cdi next to self (the running hotgpu, so a
@@ -79,7 +109,7 @@ func findCDIHelper(self string, lookPath func(string) (string, error)) (string, 
 	if p, err := lookPath(cdiHelperName); err == nil {
 		return p, nil
 	}
-	return "", fmt.Errorf("hotgpu cdi reads NVML through %s, the cgo build of this CLI, and found it neither in %s nor on PATH: "+
+	return "", fmt.Errorf("hotgpu cdi and hotgpu doctor read NVML through %s, the cgo build of this CLI, and found it neither in %s nor on PATH: "+
 		"install it with 'make install', or build it with 'go build -o %s ./cmd/hotgpu' (cgo enabled)",
 		cdiHelperName, dir, filepath.Join(dir, cdiHelperName))
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 
 	cdiapi "tags.cncf.io/container-device-interface/pkg/cdi"
 	specs "tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/hotgpu/hotgpu/internal/doctor"
 )
 
 var generateArgs = []string{"cdi", "generate", "--simulate", "dgxa100", "--format", "json", "--output", "-"}
@@ -71,11 +74,29 @@ func TestCgoFreeBuild(t *testing.T) {
 	if err := cmd.Run(); cmd.ProcessState.ExitCode() != 2 || !strings.HasPrefix(stderr.String(), "hotgpu: flag provided but not defined") {
 		t.Errorf("bad flag through the helper: %v, stderr %q; want exit 2 and one hotgpu: message", err, stderr.String())
 	}
+	checkDoctorNVML(t, hotgpu, doctor.OK, "simulated dgxa100")
 	must(t, os.Remove(helper))
 	cmd = exec.Command(hotgpu, "cdi", "list", "--simulate", "dgxa100")
 	cmd.Env = append(os.Environ(), "PATH=/nonexistent")
 	if out, err := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "make install") {
 		t.Errorf("no helper: %v %q; want exit 1 saying how to install it", err, out)
+	}
+	checkDoctorNVML(t, hotgpu, doctor.Fail, "make install")
+}
+
+// checkDoctorNVML runs the cgo-free hotgpu's doctor, which reads NVML
+// through the helper, and checks its driver step's first line.
+func checkDoctorNVML(t *testing.T, hotgpu string, status doctor.Status, says string) {
+	t.Helper()
+	cmd := exec.Command(hotgpu, "doctor", "--simulate", "dgxa100", "--socket", filepath.Join(t.TempDir(), "none.sock"), "--cdi-dir", t.TempDir(), "-o", "json")
+	cmd.Env = append(os.Environ(), "PATH=/nonexistent")
+	out, _ := cmd.Output()
+	var r doctor.Report
+	if err := json.Unmarshal(out, &r); err != nil || len(r.Checks) == 0 {
+		t.Fatalf("hotgpu doctor -o json: %v:\n%s", err, out)
+	}
+	if c := r.Checks[0]; c.Name != "nvml" || c.Status != status || !strings.Contains(c.Detail, says) {
+		t.Errorf("doctor through %s: %+v; want nvml %s saying %q", cdiHelperName, c, status, says)
 	}
 }
 

@@ -23,6 +23,9 @@ type command struct {
 	Name    string
 	Summary string // one line for the parent's help
 	Run     func(ctx context.Context, s stdio, args []string) error
+	// Hidden commands are run by hotgpu itself (its helper, doctor's
+	// sandbox), not by people: help does not list them.
+	Hidden bool
 }
 
 // stdio is where a command reads and writes; tests pass buffers.
@@ -81,6 +84,9 @@ func dispatch(ctx context.Context, s stdio, prefix, help string, table []*comman
 func summaries(table []*command) string {
 	var b strings.Builder
 	for _, c := range table {
+		if c.Hidden {
+			continue
+		}
 		fmt.Fprintf(&b, "  %-10s %s\n", c.Name, c.Summary)
 	}
 	return b.String()

@@ -6,6 +6,8 @@
 package api
 
 import (
+	"time"
+
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -55,6 +57,10 @@ type Status struct {
 	DevicePlugin string `json:"devicePlugin"`
 	CDISpec      string `json:"cdiSpec,omitempty"`
 	Uptime       string `json:"uptime"`
+	// LastReconcile is when the last full reconcile of live grants ended
+	// (zero before the first); ReconcileInterval is how often one runs.
+	LastReconcile     time.Time `json:"lastReconcile,omitzero"`
+	ReconcileInterval string    `json:"reconcileInterval,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

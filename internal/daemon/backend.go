@@ -43,6 +43,10 @@ func (d *Daemon) Status() api.Status {
 		Version: version.Version, Simulated: inv.Simulated, DriverVersion: inv.DriverVersion, CUDAVersion: inv.CUDAVersion,
 		GPUs: len(inv.GPUs), Held: len(d.ledger.Grants()), Unhealthy: d.health.count(),
 		Containers: d.registry.Len(), Uptime: time.Since(d.started).Round(time.Second).String(),
+		ReconcileInterval: d.cfg.ReconcileInterval.Duration.String(),
+	}
+	if t := d.lastReconcile.Load(); t != 0 {
+		s.LastReconcile = time.Unix(0, t)
 	}
 	if d.plugin != nil {
 		s.NRIConnected = d.plugin.Connected()

@@ -51,6 +51,8 @@ type Daemon struct {
 	metrics  *metrics.Metrics
 	started  time.Time
 	cdiPath  atomic.Value // string
+	// lastReconcile is when the last full reconcile ended (unix nanoseconds).
+	lastReconcile atomic.Int64
 
 	// devicePlugin is the kubelet device plugin; nil when disabled.
 	devicePlugin *deviceplugin.Plugin
@@ -287,6 +289,7 @@ func (d *Daemon) reconcile(id string) {
 	if err != nil {
 		d.log.WithError(err).Warn("failed to check quarantined GPUs")
 	}
+	d.lastReconcile.Store(time.Now().UnixNano())
 }
 
 // refreshInventory re-reads NVML and rewrites the CDI spec when the GPUs
