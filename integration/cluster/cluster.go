@@ -199,3 +199,7 @@ func (c *Cluster) LogTails(n int) string {
 	}
 	return b.String()
 }
+
+// LogPath is the log file of a component: etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler or kubelet.
+func (c *Cluster) LogPath(component string) string { return c.path(component + ".log") }
