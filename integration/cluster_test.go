@@ -20,7 +20,7 @@ import (
 
 // startCluster starts a private containerd and a single-node cluster in
 // front of it; both go when t ends (or earlier with c.Cleanup).
-func startCluster(t *testing.T, labels map[string]string) (*cluster.Cluster, *harness.Containerd) {
+func startCluster(t testing.TB, labels map[string]string) (*cluster.Cluster, *harness.Containerd) {
 	t.Helper()
 	bins := harness.Deps(t)
 	if testing.Short() {

@@ -38,7 +38,7 @@ type hotgpuCluster struct {
 // imports it into the cluster's containerd, applies deploy/ through an
 // overlay, and waits until the DaemonSet's pod is Ready and the node
 // offers 8 nvidia.com/gpu.
-func deployHotgpu(t *testing.T) *hotgpuCluster {
+func deployHotgpu(t testing.TB) *hotgpuCluster {
 	t.Helper()
 	c, ctr := startCluster(t, map[string]string{"nvidia.com/gpu.present": "true"})
 	h := &hotgpuCluster{Cluster: c, ctr: ctr, host: filepath.Join(c.Dir, "host")}
@@ -71,7 +71,7 @@ func deployHotgpu(t *testing.T) *hotgpuCluster {
 	return h
 }
 
-func (h *hotgpuCluster) buildImage(t *testing.T) string {
+func (h *hotgpuCluster) buildImage(t testing.TB) string {
 	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -92,7 +92,7 @@ func (h *hotgpuCluster) buildImage(t *testing.T) string {
 // simulated GPUs, and the test's private host paths (containerd's NRI
 // socket dir and CDI dir, kubelet's pod-resources dir, a state, API, driver
 // and hook dir). kubelet's device-plugins dir is the real one: it is fixed.
-func (h *hotgpuCluster) writeOverlay(t *testing.T) string {
+func (h *hotgpuCluster) writeOverlay(t testing.TB) string {
 	t.Helper()
 	deploy, err := filepath.Abs("../deploy")
 	if err != nil {
