@@ -40,48 +40,51 @@ func (c *Cluster) writePKI(nodeIP net.IP) (*pkiFiles, error) {
 	c.Server = "https://127.0.0.1:" + port
 	// 10.96.0.1 is the kubernetes Service's IP in --service-cluster-ip-range.
 	ips := []net.IP{net.ParseIP("127.0.0.1"), nodeIP, net.ParseIP("10.96.0.1")}
-	certs := []struct {
-		pair       func() (keyPair, error)
-		name       string
-		cert, key  *string
-		kubeconfig *string
+	files := []struct {
+		name      string
+		pair      func() (keyPair, error)
+		cert, key *string
 	}{
-		{func() (keyPair, error) {
+		{"apiserver", func() (keyPair, error) {
 			return c.ca.server("kube-apiserver", ips, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
-		}, "apiserver", &f.APIServerCert, &f.APIServerKey, nil},
-		{func() (keyPair, error) { return c.ca.client("kube-apiserver-kubelet-client", "system:masters") },
-			"apiserver-kubelet-client", &f.KubeletClientCert, &f.KubeletClientKey, nil},
-		{func() (keyPair, error) { return c.ca.server(c.NodeName, []net.IP{nodeIP}, c.NodeName) },
-			"kubelet", &f.KubeletCert, &f.KubeletKey, nil},
-		{func() (keyPair, error) { return c.ca.client("hotgpu-admin", "system:masters") },
-			"admin", nil, nil, &c.AdminKubeconfig},
-		{func() (keyPair, error) { return c.ca.client("system:kube-controller-manager") },
-			"controller-manager", nil, nil, &f.ControllerManager},
-		{func() (keyPair, error) { return c.ca.client("system:kube-scheduler") },
-			"scheduler", nil, nil, &f.Scheduler},
-		{func() (keyPair, error) { return c.ca.client("system:node:"+c.NodeName, "system:nodes") },
-			"kubelet-client", nil, nil, &f.Kubelet},
+		}, &f.APIServerCert, &f.APIServerKey},
+		// The API server's client certificate for kubelets (logs, exec).
+		{"apiserver-kubelet-client", func() (keyPair, error) {
+			return c.ca.client("kube-apiserver-kubelet-client", "system:masters")
+		}, &f.KubeletClientCert, &f.KubeletClientKey},
+		{"kubelet", func() (keyPair, error) { return c.ca.server(c.NodeName, []net.IP{nodeIP}, c.NodeName) },
+			&f.KubeletCert, &f.KubeletKey},
 	}
-	for _, x := range certs {
+	for _, x := range files {
 		pair, err := x.pair()
 		if err != nil {
 			return nil, err
 		}
-		if x.name == "admin" {
-			if c.client, err = newClient(c.Server, c.ca.pem, pair); err != nil {
-				return nil, err
-			}
-		}
-		if x.kubeconfig != nil {
-			*x.kubeconfig = c.path("pki", x.name+".kubeconfig")
-			if err := writeKubeconfig(*x.kubeconfig, c.Server, c.ca.pem, pair); err != nil {
-				return nil, err
-			}
-			continue
-		}
 		if *x.cert, *x.key, err = pair.write(dir, x.name); err != nil {
 			return nil, err
 		}
+	}
+	admin, err := c.writeUser("admin", "hotgpu-admin", "system:masters")
+	if err != nil {
+		return nil, err
+	}
+	c.AdminKubeconfig = c.path("pki", "admin.kubeconfig")
+	if c.client, err = newClient(c.Server, c.ca.pem, admin); err != nil {
+		return nil, err
+	}
+	for _, u := range []struct {
+		name, user string
+		groups     []string
+		kubeconfig *string
+	}{
+		{"controller-manager", "system:kube-controller-manager", nil, &f.ControllerManager},
+		{"scheduler", "system:kube-scheduler", nil, &f.Scheduler},
+		{"kubelet-client", "system:node:" + c.NodeName, []string{"system:nodes"}, &f.Kubelet},
+	} {
+		if _, err := c.writeUser(u.name, u.user, u.groups...); err != nil {
+			return nil, err
+		}
+		*u.kubeconfig = c.path("pki", u.name+".kubeconfig")
 	}
 	if f.SAKey, f.SAPub, err = serviceAccountKey(dir); err != nil {
 		return nil, err
@@ -134,6 +137,19 @@ func (c *Cluster) startAPIServer(ctx context.Context, f *pkiFiles, etcdURL strin
 		return err
 	}
 	return c.waitAPIServer(ctx)
+}
+
+// writeUser writes pki/NAME.kubeconfig for a user with a client
+// certificate (CN=user, O=groups) and returns the certificate.
+func (c *Cluster) writeUser(name, user string, groups ...string) (keyPair, error) {
+	pair, err := c.ca.client(user, groups...)
+	if err != nil {
+		return keyPair{}, err
+	}
+	if err := writeKubeconfig(c.path("pki", name+".kubeconfig"), c.Server, c.ca.pem, pair); err != nil {
+		return keyPair{}, fmt.Errorf("failed to write kubeconfig for %s: %w", user, err)
+	}
+	return pair, nil
 }
 
 // waitAPIServer waits until /readyz answers ok (etcd reached, bootstrap RBAC

@@ -4,7 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
-	"path/filepath"
+	"strings"
 )
 
 // writeKubeconfig writes a kubeconfig for one user of the cluster, with the
@@ -35,13 +35,9 @@ current-context: hotgpu-it
 // certificate with CN=user, O=groups) and returns its path; what the user
 // may do is up to the RBAC rules a test creates.
 func (c *Cluster) UserKubeconfig(user string, groups ...string) (string, error) {
-	pair, err := c.ca.client(user, groups...)
-	if err != nil {
+	name := "user-" + strings.NewReplacer("/", "_", ":", "_").Replace(user)
+	if _, err := c.writeUser(name, user, groups...); err != nil {
 		return "", err
 	}
-	path := filepath.Join(c.Dir, "kubeconfig-"+user)
-	if err := writeKubeconfig(path, c.Server, c.ca.pem, pair); err != nil {
-		return "", fmt.Errorf("failed to write kubeconfig for %s: %w", user, err)
-	}
-	return path, nil
+	return c.path("pki", name+".kubeconfig"), nil
 }
