@@ -95,3 +95,13 @@ func (s *sysctl) restore() error {
 	}
 	return nil
 }
+
+// GuardHostPath remembers how a host path is now and returns what puts it
+// back (for tests that run a kubelet without this package).
+func GuardHostPath(path string) (restore func() error, err error) {
+	h, err := guardHostPath(path)
+	if err != nil {
+		return nil, err
+	}
+	return h.restore, nil
+}
