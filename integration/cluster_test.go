@@ -19,13 +19,17 @@ import (
 )
 
 // startCluster starts a private containerd and a single-node cluster in
-// front of it; both go when t ends (or earlier with c.Cleanup).
+// front of it; both go when t ends (or earlier with c.Cleanup), and t
+// fails if they left a trace on the host.
 func startCluster(t testing.TB, labels map[string]string) (*cluster.Cluster, *harness.Containerd) {
 	t.Helper()
 	bins := harness.Deps(t)
 	if testing.Short() {
 		t.Skip("-short: the cluster suite builds the control plane once (~15 min) and runs ~1 min")
 	}
+	// Registered first, so it runs after every other cleanup.
+	before := snapshotHost(t)
+	t.Cleanup(func() { compareHost(t, before, snapshotHost(t)) })
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -134,15 +138,25 @@ func deletePod(t testing.TB, c *cluster.Cluster, ns, name string) {
 	})
 }
 
-// hostTraces are host paths a Kubernetes node writes by default; the
-// cluster must leave each exactly as it found it.
+// hostTraces are host paths a Kubernetes node, and hotgpu's DaemonSet with
+// its default paths, write; the cluster must leave each as it found it.
 var hostTraces = []string{
 	"/etc/kubernetes", "/etc/cni", "/var/lib/kubelet", "/var/lib/cni", "/var/log/pods",
 	"/var/log/containers", "/var/run/netns", "/var/run/kubernetes", "/usr/libexec/kubernetes",
 	"/opt/cni", "/root/.kube",
+	"/opt/hotgpu", "/run/hotgpu", "/var/lib/hotgpu", "/var/run/cdi", "/etc/cdi", "/var/run/nri",
 }
 
-func snapshotHost(t *testing.T) map[string]string {
+func compareHost(t testing.TB, before, after map[string]string) {
+	t.Helper()
+	for _, p := range append(hostTraces, "ip_forward") {
+		if before[p] != after[p] {
+			t.Errorf("host path %s changed by the cluster:\nbefore:\n%s\nafter:\n%s", p, before[p], after[p])
+		}
+	}
+}
+
+func snapshotHost(t testing.TB) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, p := range hostTraces {
@@ -224,12 +238,7 @@ func TestClusterBasics(t *testing.T) {
 	if _, err := os.Stat(c.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cluster dir %s left behind: %v", c.Dir, err)
 	}
-	after := snapshotHost(t)
-	for _, p := range append(hostTraces, "ip_forward") {
-		if before[p] != after[p] {
-			t.Errorf("host path %s changed by the cluster:\nbefore:\n%s\nafter:\n%s", p, before[p], after[p])
-		}
-	}
+	compareHost(t, before, snapshotHost(t))
 }
 
 func processAlive(pid int) bool {
