@@ -16,6 +16,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/integration/cluster"
 	"github.com/hotgpu/hotgpu/integration/harness"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // startCluster starts a private containerd and a single-node cluster in
@@ -43,6 +44,9 @@ func startCluster(t testing.TB, labels map[string]string) (*cluster.Cluster, *ha
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c, err := cluster.Start(ctx, cluster.Options{Bins: kbins, Containerd: ctr, NodeLabels: labels})
+	if errors.Is(err, cluster.ErrDevicePluginDirBusy) {
+		testenv.Skip(t, err.Error())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,13 +96,17 @@ func (c *Cluster) start(ctx context.Context) error {
 	return c.waitNodeReady(ctx)
 }
 
+// ErrDevicePluginDirBusy is returned by Start when another kubelet serves
+// DevicePluginDir on this host.
+var ErrDevicePluginDirBusy = errors.New("a kubelet already serves " + DevicePluginDir + " on this host; the cluster needs the device-plugins dir to itself")
+
 // claimHostPaths refuses to share the device-plugins dir with a kubelet that
 // already serves it and remembers the host paths to put back.
 func (c *Cluster) claimHostPaths() error {
 	sock := filepath.Join(DevicePluginDir, "kubelet.sock")
 	if conn, err := net.DialTimeout("unix", sock, time.Second); err == nil {
 		conn.Close()
-		return fmt.Errorf("a kubelet already serves %s on this host; the cluster needs the device-plugins dir to itself", sock)
+		return ErrDevicePluginDirBusy
 	}
 	for _, p := range []string{DevicePluginDir, filepath.Join(cniCacheDir, "results"), containerLogs} {
 		h, err := guardHostPath(p)

@@ -12,4 +12,7 @@
 //
 // It is not a general Kubernetes launcher: one node, no kube-proxy, no
 // CoreDNS (Service IPs route nowhere), pod IPs reached from the host only.
+// The API server listens on 127.0.0.1: a pod that talks to it (an in-cluster
+// client) must run with hostNetwork and KUBERNETES_SERVICE_HOST/PORT set to
+// Server's address, since the kubernetes Service's IP does not route.
 package cluster
