@@ -20,6 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	podresources "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/hotgpu/hotgpu/integration/cluster"
 	"github.com/hotgpu/hotgpu/integration/harness"
 	"github.com/hotgpu/hotgpu/internal/testenv"
 )
@@ -75,6 +76,8 @@ func startKubelet(t *testing.T, c *harness.Containerd) *kubelet {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "the kubelet test needs root: kubelet, containerd and "+kubeletPluginDir)
 	}
+	// Registered first, so it runs after kubelet is stopped and cleaned up.
+	expectUnchanged(t, kubeletLogLinks)
 	claimPluginDir(t)
 	bin := buildKubelet(t)
 	dir, err := os.MkdirTemp("", "hgkl-")
@@ -139,8 +142,31 @@ resolvConf: ""
 `
 }
 
+// kubeletLogLinks is where kubelet links every container's log, whatever
+// its flags (compiled in, like kubeletPluginDir).
+const kubeletLogLinks = "/var/log/containers"
+
+// expectUnchanged fails t if, when t ends, dir's entries differ from now.
+func expectUnchanged(t *testing.T, dir string) {
+	t.Helper()
+	list := func() string {
+		entries, _ := os.ReadDir(dir)
+		names := make([]string, len(entries))
+		for i, e := range entries {
+			names[i] = e.Name()
+		}
+		return strings.Join(names, "\n")
+	}
+	before := list()
+	t.Cleanup(func() {
+		if after := list(); after != before {
+			t.Errorf("%s changed by the test:\nbefore:\n%s\nafter:\n%s", dir, before, after)
+		}
+	})
+}
+
 // claimPluginDir makes sure no other kubelet serves kubeletPluginDir and
-// removes what this test leaves there.
+// removes what this test leaves there and in kubeletLogLinks.
 func claimPluginDir(t *testing.T) {
 	t.Helper()
 	sock := filepath.Join(kubeletPluginDir, "kubelet.sock")
@@ -150,7 +176,14 @@ func claimPluginDir(t *testing.T) {
 	}
 	_, statErr := os.Stat("/var/lib/kubelet")
 	created := errors.Is(statErr, os.ErrNotExist)
+	restoreLogLinks, err := cluster.GuardHostPath(kubeletLogLinks)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
+		if err := restoreLogLinks(); err != nil {
+			t.Errorf("failed to remove kubelet's log links: %v", err)
+		}
 		if created {
 			_ = os.RemoveAll("/var/lib/kubelet")
 			return

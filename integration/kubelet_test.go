@@ -73,7 +73,7 @@ func TestRealKubelet(t *testing.T) {
 	ids := checkTwoGPUs(t, c, d, pr, ctr)
 
 	free := freeGPU(t, d, ids)
-	checkAttachWithdraws(t, c, d, pr, free)
+	checkAttachWithdraws(t, c, k, d, pr, free)
 
 	// kubelet restart: it deletes our socket and re-creates kubelet.sock.
 	k.restart()
@@ -146,11 +146,14 @@ func checkTwoGPUs(t *testing.T, c *harness.Containerd, d *hotgpud, pr podResourc
 }
 
 // checkAttachWithdraws attaches a free GPU live to another container: kubelet
-// must stop counting it as allocatable until it is detached.
-func checkAttachWithdraws(t *testing.T, c *harness.Containerd, d *hotgpud, pr podResourcesClient, free string) {
+// must stop counting it as allocatable until it is detached. The container
+// is kubelet's (a static pod): kubelet kills a pod it did not create in its
+// containerd ("orphaned pod we had not seen before") at its next
+// housekeeping, which made the attach fail now and then.
+func checkAttachWithdraws(t *testing.T, c *harness.Containerd, k *kubelet, d *hotgpud, pr podResourcesClient, free string) {
 	t.Helper()
-	pod := c.MustRunPod(t, "other", nil)
-	other := c.MustRunContainer(t, pod, "main", harness.ContainerOptions{})
+	k.runStaticPod("other", strings.NewReplacer("name: gpu2", "name: other", "    resources:\n      limits:\n        "+gpuResource+": 2\n", "").Replace(gpuPod))
+	other := waitContainer(t, c, "other", "main")
 	target := attach.Target{ContainerID: other}
 	if _, err := d.api.Attach(context.Background(), api.AttachRequest{Target: target, IDs: []string{free}}); err != nil {
 		t.Fatalf("attach %s: %v", free, err)

@@ -24,6 +24,7 @@ type options struct {
 	liveRounds, apiPerRound   int
 	cdiRuns, containers       int
 	goCount, integrationCount int
+	clusterCount              int
 	benchtime                 string
 	idle                      time.Duration
 }
@@ -39,6 +40,7 @@ func main() {
 	flag.IntVar(&o.containers, "containers", 1000, "figures 4 and 5: containers recorded in hotgpud")
 	flag.IntVar(&o.goCount, "go-count", 5, "go test -count for the Go benchmarks")
 	flag.IntVar(&o.integrationCount, "integration-count", 3, "go test -count for integration's BenchmarkAttachDetach (0: skip it)")
+	flag.IntVar(&o.clusterCount, "cluster-count", 1, "figure 6: go test -count for integration's cluster benchmarks (0: skip them)")
 	flag.StringVar(&o.benchtime, "benchtime", "300ms", "go test -benchtime for the Go benchmarks")
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "figure 5: how long to watch hotgpud's CPU at idle")
 	flag.Parse()
