@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/nri/pkg/stub"
 	"github.com/sirupsen/logrus"
 
+	"github.com/hotgpu/hotgpu/cdi"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/policy"
@@ -47,6 +48,10 @@ type Plugin struct {
 	registry    *registry.Registry
 	policy      policy.Policy
 	log         *logrus.Entry
+	// driver and hookPath give containers the driver's user-space
+	// (WithDriver); nil gives device nodes only.
+	driver   Driver
+	hookPath string
 
 	// afterUpdate is told about containers whose resources the runtime
 	// updated, so live grants are re-checked: runc 1.5 skips device rules on
@@ -103,7 +108,7 @@ func (allHealthy) Healthy(string) bool { return true }
 func New(inv Inventory, l *ledger.Ledger, reg *registry.Registry, opts ...Option) (*Plugin, error) {
 	p := &Plugin{
 		name: "hotgpu", index: "10", socket: api.DefaultSocketPath, vendor: "nvidia.com/gpu",
-		inv: inv, ledger: l, registry: reg, health: allHealthy{},
+		inv: inv, ledger: l, registry: reg, health: allHealthy{}, hookPath: cdi.DefaultHookPath,
 		log: logrus.NewEntry(logrus.StandardLogger()),
 	}
 	for _, o := range opts {

@@ -19,6 +19,7 @@ import (
 	"github.com/hotgpu/hotgpu/deviceplugin"
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/metrics"
@@ -51,6 +52,9 @@ type Daemon struct {
 	metrics  *metrics.Metrics
 	started  time.Time
 	cdiPath  atomic.Value // string
+	// driver is the driver's user-space found with the inventory; nil
+	// when the node has none to give (simulated, no driver root).
+	driver atomic.Pointer[driver.Driver]
 
 	// devicePlugin is the kubelet device plugin; nil when disabled.
 	devicePlugin *deviceplugin.Plugin
@@ -124,6 +128,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 			plugin.WithAfterUpdate(d.onUpdate),
 			plugin.WithOnSync(d.onSync),
 			plugin.WithFailpoint(failpoint),
+			plugin.WithDriver(d, cfg.HookPath),
 		)
 		if err != nil {
 			return nil, err
