@@ -1,0 +1,105 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotgpu/hotgpu/integration/harness"
+	"github.com/hotgpu/hotgpu/internal/driver/drivertest"
+	"github.com/hotgpu/hotgpu/internal/policy"
+	"github.com/hotgpu/hotgpu/internal/testenv"
+)
+
+// TestDriverLibrariesEveryPath runs CRI pods through containerd with
+// hotgpud plugged in over NRI, --simulate with a fake driver root and the
+// built hotgpu-hook: a container given a GPU by annotation, and one created
+// with no GPU under the hotplug annotation that gets one by live attach,
+// both see libcuda.so.1 and libcuda.so through their linker cache (the
+// host's static ldconfig, mounted in, lists it), with read-write and
+// read-only roots. Before, both had device nodes only.
+func TestDriverLibrariesEveryPath(t *testing.T) {
+	info, err := os.Stat(hostLDConfig)
+	if err != nil || !info.Mode().IsRegular() {
+		testenv.Skipf(t, "needs glibc's static %s (package libc-bin): %v", hostLDConfig, err)
+	}
+	c := harness.StartContainerd(t, harness.Options{Bins: harness.Deps(t)})
+	root := drivertest.New(t, drivertest.Options{Version: simDriverVersion(t)})
+	d := startHotgpud(t, c, "--driver-root", root.Dir, "--hook-path", buildBin(t, "./cmd/hotgpu-hook"))
+
+	for _, ro := range []bool{false, true} {
+		opts := harness.ContainerOptions{ReadOnlyRoot: ro, ReadOnlyMounts: map[string]string{hostLDConfig: "/sbin/ldconfig"}}
+		suffix := map[bool]string{false: "", true: ", read-only root"}[ro]
+		t.Run("annotation"+suffix, func(t *testing.T) {
+			name := fmt.Sprint("ann-", time.Now().UnixNano())
+			pod := c.MustRunPod(t, name, map[string]string{"gpus.hotgpu.dev/container.app": "1"})
+			id := c.MustRunContainer(t, pod, "app", opts)
+			checkDriverLibraries(t, c, id, root, ro)
+			if len(gpuNodes(t, c, id)) != 1 {
+				t.Errorf("GPU nodes %v, want one", gpuNodes(t, c, id))
+			}
+		})
+		t.Run("hotplug then live attach"+suffix, func(t *testing.T) {
+			name := fmt.Sprint("hot-", time.Now().UnixNano())
+			pod := c.MustRunPod(t, name, map[string]string{policy.HotplugAnnotation: "true"})
+			id := c.MustRunContainer(t, pod, "app", opts)
+			if n := append(gpuNodes(t, c, id), controlNodes(t, c, id)...); len(n) != 0 || len(heldBy(t, d, id)) != 0 {
+				t.Fatalf("hotplug container before attach has nodes %v, GPUs %v", n, heldBy(t, d, id))
+			}
+			mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/"+name, "--count", "1")
+			gpus := heldBy(t, d, id)
+			if len(gpus) != 1 {
+				t.Fatalf("attach: the ledger gives the container %v", gpus)
+			}
+			if got := openIn(t, c, id, "/dev/"+nodeNames(gpus...)[0]); got != "ENXIO" {
+				t.Errorf("attached GPU: open = %s, want ENXIO (allowed, no driver)", got)
+			}
+			checkDriverLibraries(t, c, id, root, ro)
+			// Detach takes the GPU; the libraries stay (read-only files of
+			// the host driver, harmless without a device node).
+			mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/"+name, "--all")
+			if n := gpuNodes(t, c, id); len(n) != 0 {
+				t.Errorf("after detach the container has %v", n)
+			}
+			checkDriverLibraries(t, c, id, root, ro)
+		})
+	}
+	t.Run("no annotation, no driver", func(t *testing.T) {
+		pod := c.MustRunPod(t, "plain", nil)
+		id := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{})
+		if out, _, code := c.MustExec(t, id, "ls", drivertest.LibDir); code == 0 && strings.Contains(out, "libcuda") {
+			t.Errorf("a container that asked nothing has driver files:\n%s", out)
+		}
+	})
+}
+
+// checkDriverLibraries checks that ldconfig -p in the container lists the
+// fake driver's libcuda.so.1 and libcuda.so, resolving to its version, and
+// that a read-only root stayed read-only.
+func checkDriverLibraries(t *testing.T, c *harness.Containerd, id string, root *drivertest.Root, ro bool) {
+	t.Helper()
+	lib := drivertest.LibDir
+	out, errOut, code := c.MustExec(t, id, "sh", "-c", fmt.Sprintf(`/sbin/ldconfig -p && readlink -f %s/libcuda.so &&
+		if touch /probe 2>/dev/null; then echo root-writable; else echo root-read-only; fi`, lib))
+	if code != 0 {
+		t.Fatalf("ldconfig -p in the container: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"libcuda.so.1 (libc6,x86-64) => " + lib + "/libcuda.so.1",
+		"libcuda.so (libc6,x86-64) => " + lib + "/libcuda.so",
+		"libnvidia-ml.so.1 (libc6,x86-64) => " + lib + "/libnvidia-ml.so.1",
+		lib + "/libcuda.so." + root.Version + "\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("container output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, drivertest.StaleVersion) {
+		t.Errorf("container sees the stale driver %s:\n%s", drivertest.StaleVersion, out)
+	}
+	if want := map[bool]string{false: "root-writable", true: "root-read-only"}[ro]; !strings.Contains(out, want) {
+		t.Errorf("container output lacks %q:\n%s", want, out)
+	}
+}
