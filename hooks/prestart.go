@@ -168,7 +168,7 @@ func (p *Prestart) reserve(ctx context.Context, c *container, req gpuRequest, cg
 		return nil, nil, false, err
 	}
 	if req.All {
-		return inv.GPUs, inv.Control, false, nil
+		return p.whole(inv.GPUs), inv.Control, false, nil
 	}
 	found, err := inv.LookupAll(req.IDs)
 	if err != nil {
@@ -177,7 +177,24 @@ func (p *Prestart) reserve(ctx context.Context, c *container, req gpuRequest, cg
 	for _, g := range found {
 		gpus = append(gpus, *g)
 	}
+	if err := wholeGPUs(gpus); err != nil {
+		return nil, nil, false, err
+	}
 	return gpus, inv.Control, false, nil
+}
+
+// whole leaves the GPUs with MIG enabled out of "all": their CUDA runs
+// only through MIG devices, which the hook does not grant.
+func (p *Prestart) whole(gpus []gpu.GPU) []gpu.GPU {
+	var out []gpu.GPU
+	for _, g := range gpus {
+		if err := wholeGPUs([]gpu.GPU{g}); err != nil {
+			p.logf("left out of all: %v", err)
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
 }
 
 func (r gpuRequest) String() string {

@@ -166,7 +166,9 @@ func (p *Plugin) cdiGPUs(inv *gpu.Inventory, c *api.Container) ([]*gpu.GPU, erro
 		switch {
 		case name == "all":
 			for i := range inv.GPUs {
-				gpus = append(gpus, &inv.GPUs[i])
+				if inv.GPUs[i].Lost == "" { // as the spec's "all" device
+					gpus = append(gpus, &inv.GPUs[i])
+				}
 			}
 		default:
 			g, err := cdiGPU(inv, name)
