@@ -126,13 +126,13 @@ func TestStandaloneRefusesMIGEnabledGPUs(t *testing.T) {
 	var log strings.Builder
 	p := NewStandalone("", false, &log).WithDriverProc(dir, filepath.Join(dir, "devices"))
 	c := &container{state: oci.State{ID: "c1", Pid: 1234}}
-	gpus, _, _, err := p.reserve(context.Background(), c, gpuRequest{IDs: []string{"1"}}, "/c1")
-	if !errors.Is(err, ErrMIGEnabled) || gpus != nil {
-		t.Errorf("MIG-enabled GPU 1 asked by index: GPUs %v, err %v; want ErrMIGEnabled", gpus, err)
+	res, _, err := p.reserve(context.Background(), c, gpuRequest{IDs: []string{"1"}}, "/c1")
+	if !errors.Is(err, ErrMIGEnabled) || res != nil {
+		t.Errorf("MIG-enabled GPU 1 asked by index: %v, err %v; want ErrMIGEnabled", res, err)
 	}
-	gpus, _, _, err = p.reserve(context.Background(), c, gpuRequest{All: true}, "/c1")
-	if err != nil || len(gpus) != 1 || gpus[0].Index != 0 {
-		t.Errorf("all: GPUs %v, err %v; want GPU 0 alone", gpus, err)
+	res, _, err = p.reserve(context.Background(), c, gpuRequest{All: true}, "/c1")
+	if err != nil || len(res.GPUs) != 1 || res.GPUs[0].Index != 0 {
+		t.Errorf("all: %v, err %v; want GPU 0 alone", res, err)
 	}
 	if !strings.Contains(log.String(), "MIG") {
 		t.Errorf("the GPU left out of all is not logged: %q", log.String())

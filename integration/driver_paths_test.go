@@ -1,11 +1,15 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	oci "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/hotgpu/hotgpu/integration/harness"
 	"github.com/hotgpu/hotgpu/internal/driver/drivertest"
@@ -102,4 +106,73 @@ func checkDriverLibraries(t *testing.T, c *harness.Containerd, id string, root *
 	if want := map[bool]string{false: "root-writable", true: "root-read-only"}[ro]; !strings.Contains(out, want) {
 		t.Errorf("container output lacks %q:\n%s", want, out)
 	}
+}
+
+// TestHookRuncDriverLibraries: hotgpu-hook prestart under runc run directly
+// (as Docker and podman run it) mounts the driver's files into the
+// container's mount namespace itself, since a hook cannot add mounts to the
+// spec: with hotgpud, which names the fake driver root's files, and
+// standalone, which finds them under --driver-root for the kernel module's
+// version; read-write and read-only roots. ldconfig -p inside lists
+// libcuda.so.1 and libcuda.so.
+func TestHookRuncDriverLibraries(t *testing.T) {
+	info, err := os.Stat(hostLDConfig)
+	if err != nil || !info.Mode().IsRegular() {
+		testenv.Skipf(t, "needs glibc's static %s (package libc-bin): %v", hostLDConfig, err)
+	}
+	e := newRuncEnv(t)
+	root := drivertest.New(t, drivertest.Options{Version: simDriverVersion(t)})
+	must(t, os.WriteFile(filepath.Join(e.proc, "version"),
+		[]byte("NVRM version: NVIDIA UNIX x86_64 Kernel Module  "+root.Version+"  Tue Jan 1 00:00:00 UTC 2026\n"), 0o444))
+	d := startHotgpudNoNRI(t, "--driver-root", root.Dir, "--hook-path", e.hook)
+	lib := drivertest.LibDir
+	script := fmt.Sprintf(`/sbin/ldconfig -p && busybox readlink -f %s/libcuda.so &&
+		if busybox touch /probe 2>/dev/null; then echo root-writable; else echo root-read-only; fi`, lib)
+	modes := map[string][]string{
+		"hotgpud":    {"--api-socket", d.socket},
+		"standalone": {"--standalone", "--api-socket", "", "--driver-root", root.Dir},
+	}
+	for name, hookArgs := range modes {
+		for _, ro := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, read-only root %t", name, ro), func(t *testing.T) {
+				id := fmt.Sprint("hook-drv-", time.Now().UnixNano())
+				b := e.bundle(id, script, []string{"NVIDIA_VISIBLE_DEVICES=0"}, nil, hookArgs...)
+				editSpec(t, b, func(s *oci.Spec) {
+					s.Root.Readonly = ro
+					s.Mounts = append(s.Mounts, oci.Mount{Destination: "/sbin/ldconfig", Source: hostLDConfig, Type: "bind", Options: []string{"rbind", "ro"}})
+				})
+				stdout, stderr, code := e.run(id, b)
+				if code != 0 {
+					t.Fatalf("runc run exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+				}
+				for _, want := range []string{
+					"libcuda.so.1 (libc6,x86-64) => " + lib + "/libcuda.so.1",
+					"libcuda.so (libc6,x86-64) => " + lib + "/libcuda.so",
+					lib + "/libcuda.so." + root.Version + "\n",
+					map[bool]string{false: "root-writable", true: "root-read-only"}[ro],
+				} {
+					if !strings.Contains(stdout, want) {
+						t.Errorf("container output lacks %q:\nstdout:\n%s\nstderr:\n%s", want, stdout, stderr)
+					}
+				}
+				if mounts := readFile(t, "/proc/self/mountinfo"); strings.Contains(mounts, b) {
+					t.Errorf("a mount of the container is left in the host's namespace:\n%s", mounts)
+				}
+			})
+		}
+	}
+}
+
+// editSpec changes the bundle's config.json.
+func editSpec(t *testing.T, bundle string, edit func(*oci.Spec)) {
+	t.Helper()
+	path := filepath.Join(bundle, "config.json")
+	var spec oci.Spec
+	data, err := os.ReadFile(path)
+	must(t, err)
+	must(t, json.Unmarshal(data, &spec))
+	edit(&spec)
+	data, err = json.Marshal(&spec)
+	must(t, err)
+	must(t, os.WriteFile(path, data, 0o644))
 }
