@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -64,10 +65,12 @@ func mountDriver(ctx context.Context, c *container, pid int, e *driver.Edits) er
 		if !same(int(root.Fd()), &want) {
 			return fmt.Errorf("failed to find the container root: %s in the container's mount namespace is not the bundle's root filesystem", c.rootfs)
 		}
+		targets := make([]string, len(e.Mounts))
 		for i, m := range e.Mounts {
-			if err := mountns.Attach(trees[i], root, m.ContainerPath); err != nil {
-				return err
-			}
+			targets[i] = m.ContainerPath
+		}
+		if _, err := mountns.Attach(root, trees, targets); err != nil {
+			return err
 		}
 		return finishDriver(ctx, root, c.rootfs, e)
 	})
@@ -108,4 +111,53 @@ func linkTargets(e *driver.Edits) error {
 		}
 	}
 	return nil
+}
+
+// GiveRunning gives a running container, the one process pid belongs to,
+// the driver's user-space that a container created with the GPU gets:
+// e's files mounted at their paths in its mount namespace (cloned here,
+// attached from a thread that joined it: the container needs no tool of
+// its own), the SONAME links and the linker cache rebuilt by the host's
+// ldconfig chrooted into the container's root. Files it shows already (the
+// same file: given at creation, or by an earlier attach) are left as they
+// are; when all are there it changes nothing. A root it cannot create the
+// mount points in (a read-only root) gets nothing and an error that says
+// so. It returns how many files it mounted.
+func GiveRunning(ctx context.Context, pid int, e *driver.Edits) (int, error) {
+	if e == nil || len(e.Mounts) == 0 {
+		return 0, nil
+	}
+	if err := linkTargets(e); err != nil {
+		return 0, err
+	}
+	rootPath := "/proc/" + strconv.Itoa(pid) + "/root"
+	root, err := os.OpenFile(rootPath, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("failed to open the root of pid %d (has the container exited?): %w", pid, err)
+	}
+	defer root.Close()
+	trees := make([]*mountns.Tree, 0, len(e.Mounts))
+	defer func() {
+		for _, t := range trees {
+			t.Close()
+		}
+	}()
+	targets := make([]string, 0, len(e.Mounts))
+	for _, m := range e.Mounts {
+		t, err := mountns.Clone(m.HostPath, m.Options)
+		if err != nil {
+			return 0, err
+		}
+		trees, targets = append(trees, t), append(targets, m.ContainerPath)
+	}
+	var n int
+	if err := mountns.Enter(pid, func() (err error) {
+		n, err = mountns.Attach(root, trees, targets)
+		return err
+	}); err != nil || n == 0 {
+		return n, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, DefaultLDCacheTimeout)
+	defer cancel()
+	return n, finishDriver(ctx, root, rootPath, e)
 }

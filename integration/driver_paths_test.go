@@ -52,7 +52,9 @@ func TestDriverLibrariesEveryPath(t *testing.T) {
 			if n := append(gpuNodes(t, c, id), controlNodes(t, c, id)...); len(n) != 0 || len(heldBy(t, d, id)) != 0 {
 				t.Fatalf("hotplug container before attach has nodes %v, GPUs %v", n, heldBy(t, d, id))
 			}
-			mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/"+name, "--count", "1")
+			if out := mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/"+name, "--count", "1"); !strings.Contains(out, "driver files already in the container") {
+				t.Errorf("attach to a hotplug container: %s", out)
+			}
 			gpus := heldBy(t, d, id)
 			if len(gpus) != 1 {
 				t.Fatalf("attach: the ledger gives the container %v", gpus)
@@ -70,6 +72,41 @@ func TestDriverLibrariesEveryPath(t *testing.T) {
 			checkDriverLibraries(t, c, id, root, ro)
 		})
 	}
+	// A container created with no GPU and no annotation gets the driver
+	// at attach, mounted into its running mount namespace; a read-only
+	// root cannot take new mount points, so it gets the GPU, no driver
+	// files, nothing changed, and a note that says what to do.
+	t.Run("live attach mounts the driver", func(t *testing.T) {
+		pod := c.MustRunPod(t, "live-drv", nil)
+		id := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{ReadOnlyMounts: map[string]string{hostLDConfig: "/sbin/ldconfig"}})
+		if out, _, _ := c.MustExec(t, id, "/sbin/ldconfig", "-p"); strings.Contains(out, "libcuda") {
+			t.Fatalf("before attach the container lists libcuda:\n%s", out)
+		}
+		out := mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/live-drv", "--count", "1")
+		if !strings.Contains(out, "driver files mounted into the container") {
+			t.Errorf("attach output: %s", out)
+		}
+		checkDriverLibraries(t, c, id, root, false)
+		if again := mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/live-drv", "--count", "1"); !strings.Contains(again, "driver files already in the container") {
+			t.Errorf("second attach output: %s", again)
+		}
+		mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/live-drv", "--all")
+		checkDriverLibraries(t, c, id, root, false) // detach leaves them
+	})
+	t.Run("live attach, read-only root", func(t *testing.T) {
+		pod := c.MustRunPod(t, "live-ro", nil)
+		id := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{ReadOnlyRoot: true, ReadOnlyMounts: map[string]string{hostLDConfig: "/sbin/ldconfig"}})
+		before, _, _ := c.MustExec(t, id, "ls", "-la", drivertest.LibDir, "/usr/lib")
+		out := mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/live-ro", "--count", "1")
+		if len(heldBy(t, d, id)) != 1 || !strings.Contains(out, "driver files not given") ||
+			!strings.Contains(out, "read-only file system") || !strings.Contains(out, policy.HotplugAnnotation) {
+			t.Errorf("attach to a read-only root: GPUs %v, output: %s", heldBy(t, d, id), out)
+		}
+		if after, _, _ := c.MustExec(t, id, "ls", "-la", drivertest.LibDir, "/usr/lib"); after != before {
+			t.Errorf("a refused driver mount changed the container:\n%s\n->\n%s", before, after)
+		}
+		mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/live-ro", "--all")
+	})
 	t.Run("no annotation, no driver", func(t *testing.T) {
 		pod := c.MustRunPod(t, "plain", nil)
 		id := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{})

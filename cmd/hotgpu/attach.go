@@ -179,6 +179,9 @@ func printResult(s stdio, output, verb string, res *attach.Result) error {
 	if res.Nodes != "" {
 		fmt.Fprintf(s.out, "nodes: %s\n", res.Nodes)
 	}
+	if res.Driver != "" {
+		fmt.Fprintf(s.out, "driver: %s\n", res.Driver)
+	}
 	for _, g := range res.Quarantined {
 		fmt.Fprintf(s.out, "quarantined GPU %d: a process still holds it; no one gets it until it lets go (see hotgpu ls)\n", g.Index)
 	}

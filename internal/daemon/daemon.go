@@ -55,6 +55,8 @@ type Daemon struct {
 	// driver is the driver's user-space found with the inventory; nil
 	// when the node has none to give (simulated, no driver root).
 	driver atomic.Pointer[driver.Driver]
+	// driverMu serialises giving the driver to running containers.
+	driverMu sync.Mutex
 
 	// devicePlugin is the kubelet device plugin; nil when disabled.
 	devicePlugin *deviceplugin.Plugin

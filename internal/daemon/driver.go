@@ -1,8 +1,14 @@
 package daemon
 
 import (
+	"context"
+	"fmt"
+
+	"github.com/hotgpu/hotgpu/hooks"
 	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/policy"
 )
 
 // usesDriverRoot reports whether containers get the driver's files from
@@ -40,3 +46,33 @@ func (d *Daemon) DriverEdits() *driver.Edits {
 	e := drv.Edits()
 	return &e
 }
+
+// giveDriver gives a container that just got GPUs live the driver's
+// user-space, unless it has it already (created with a GPU, or with the
+// hotplug annotation): the GPU is given either way, and the answer says
+// what was done or, when nothing could be (a read-only root), what to do.
+func (d *Daemon) giveDriver(h ledger.Holder) string {
+	e := d.DriverEdits()
+	if e == nil {
+		return ""
+	}
+	d.driverMu.Lock() // two attaches to one container mount each file once
+	defer d.driverMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*hooks.DefaultLDCacheTimeout)
+	defer cancel()
+	n, err := giveRunning(ctx, h.PID, e)
+	log := d.log.WithFields(map[string]any{"container": h.String(), "files": n})
+	switch {
+	case err != nil:
+		log.WithError(err).Warn("driver files not given to the container")
+		return fmt.Sprintf("driver files not given (%v): CUDA in it needs them; create the container with the pod annotation %s: \"true\" "+
+			"(read-only roots get them only at creation)", err, policy.HotplugAnnotation)
+	case n == 0:
+		return "driver files already in the container"
+	}
+	log.Info("driver files mounted into the running container")
+	return fmt.Sprintf("driver files mounted into the container: %d, with their links and linker cache", n)
+}
+
+// giveRunning is hooks.GiveRunning; tests replace it.
+var giveRunning = hooks.GiveRunning

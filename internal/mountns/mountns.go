@@ -104,51 +104,134 @@ func Clone(hostPath string, options []string) (*Tree, error) {
 // a directory's tree) is already at the path: it is left as it is.
 var ErrNotMountpoint = errors.New("is neither a regular file nor a directory")
 
-// Attach mounts t at target inside root (a directory of the current mount
-// namespace): every component is resolved inside root (a symlink cannot
-// lead out of it), missing directories and the mount point (an empty file,
-// or a directory) are created, and an existing file of the same kind is
-// mounted over, as a runtime mounts over what the image has there.
-func Attach(t *Tree, root *os.File, target string) error {
+// Attach mounts each tree at its target inside root (a directory of the
+// current mount namespace), as a runtime mounts over what an image has
+// there: every component is resolved inside root (a symlink cannot lead
+// out of it), missing directories and mount points (an empty file, or a
+// directory) are created, and an existing file of the same kind is
+// mounted over. A target that already shows the tree's very file (the same
+// device and inode: mounted before) is left as it is. All mount points are
+// made before anything is mounted; if one cannot be, those made are
+// removed and nothing is mounted. It returns how many trees it mounted.
+func Attach(root *os.File, trees []*Tree, targets []string) (int, error) {
+	if len(trees) != len(targets) {
+		return 0, fmt.Errorf("failed to mount: %d trees for %d targets", len(trees), len(targets))
+	}
+	var points []point
+	defer func() {
+		for _, p := range points {
+			p.close()
+		}
+	}()
+	for i, target := range targets {
+		p, err := prepare(root, trees[i], target)
+		if err != nil {
+			for _, q := range points {
+				q.remove()
+			}
+			return 0, err
+		}
+		points = append(points, p)
+	}
+	n := 0
+	for i, p := range points {
+		if p.fd < 0 {
+			continue // already there
+		}
+		if err := unix.MoveMount(int(trees[i].f.Fd()), "", p.fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+			return n, fmt.Errorf("failed to mount %s at %s in the container: %w", trees[i].f.Name(), targets[i], err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// point is a mount point ready for a tree: an O_PATH handle on it (-1 when
+// the tree's file is there already), and, when Attach made it, how to
+// remove it.
+type point struct {
+	dir     *os.File
+	name    string
+	fd      int
+	created bool
+}
+
+func (p point) close() {
+	if p.fd >= 0 {
+		unix.Close(p.fd)
+	}
+	p.dir.Close()
+}
+
+// remove takes away a mount point Attach made, before anything is mounted.
+func (p point) remove() {
+	if !p.created {
+		return
+	}
+	flags := 0
+	if p.fd >= 0 {
+		var st unix.Stat_t
+		if unix.Fstat(p.fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			flags = unix.AT_REMOVEDIR
+		}
+	}
+	_ = unix.Unlinkat(int(p.dir.Fd()), p.name, flags)
+}
+
+func prepare(root *os.File, t *Tree, target string) (point, error) {
 	if !path.IsAbs(target) || path.Clean(target) != target || target == "/" {
-		return fmt.Errorf("failed to mount at %q: give a clean absolute path inside the container", target)
+		return point{}, fmt.Errorf("failed to mount at %q: give a clean absolute path inside the container", target)
 	}
 	dir, err := pathrs.MkdirAllHandle(root, path.Dir(target), 0o755)
 	if err != nil {
-		return fmt.Errorf("failed to create %s in the container: %w", path.Dir(target), err)
+		return point{}, fmt.Errorf("failed to create %s in the container: %w", path.Dir(target), err)
 	}
-	defer dir.Close()
-	point, err := mountpoint(dir, path.Base(target), t.dir)
-	if err != nil {
-		return fmt.Errorf("failed to create the mount point %s in the container: %w", target, err)
+	p := point{dir: dir, name: path.Base(target), fd: -1}
+	if p.fd, p.created, err = mountpoint(dir, p.name, t.dir); err != nil {
+		if p.created { // made, then found unusable: an empty file or dir of ours
+			flags := 0
+			if t.dir {
+				flags = unix.AT_REMOVEDIR
+			}
+			_ = unix.Unlinkat(int(dir.Fd()), p.name, flags)
+		}
+		dir.Close()
+		return point{}, fmt.Errorf("failed to create the mount point %s in the container: %w", target, err)
 	}
-	defer unix.Close(point)
-	if err := unix.MoveMount(int(t.f.Fd()), "", point, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
-		return fmt.Errorf("failed to mount %s at %s in the container: %w", t.f.Name(), target, err)
+	if t.same(p.fd) {
+		unix.Close(p.fd)
+		p.fd = -1
 	}
-	return nil
+	return p, nil
+}
+
+// same reports whether fd is the tree's own file.
+func (t *Tree) same(fd int) bool {
+	var a, b unix.Stat_t
+	return unix.Fstat(fd, &a) == nil && unix.Fstat(int(t.f.Fd()), &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 // mountpoint creates name in dir (an empty file, or a directory) unless it
-// exists, and returns an O_PATH handle on it that followed no symlink.
-func mountpoint(dir *os.File, name string, isDir bool) (int, error) {
-	var err error
+// exists, and returns an O_PATH handle on it that followed no symlink, and
+// whether it made it.
+func mountpoint(dir *os.File, name string, isDir bool) (fd int, created bool, err error) {
 	if isDir {
 		err = unix.Mkdirat(int(dir.Fd()), name, 0o755)
 	} else {
 		err = unix.Mknodat(int(dir.Fd()), name, unix.S_IFREG|0o644, 0)
 	}
 	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return -1, err
+		return -1, false, err
 	}
-	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	created = err == nil
+	fd, err = unix.Openat(int(dir.Fd()), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return -1, created, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return -1, err
+		return -1, created, err
 	}
 	want := []uint32{unix.S_IFREG}
 	if isDir {
@@ -156,7 +239,7 @@ func mountpoint(dir *os.File, name string, isDir bool) (int, error) {
 	}
 	if !slices.Contains(want, st.Mode&unix.S_IFMT) {
 		unix.Close(fd)
-		return -1, fmt.Errorf("the image's %s %w", name, ErrNotMountpoint)
+		return -1, created, fmt.Errorf("the image's %s %w", name, ErrNotMountpoint)
 	}
-	return fd, nil
+	return fd, created, nil
 }

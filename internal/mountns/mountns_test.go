@@ -90,7 +90,8 @@ func TestAttachInAnotherNamespace(t *testing.T) {
 			return err
 		}
 		defer r.Close()
-		return Attach(tree, r, target)
+		_, err = Attach(r, []*Tree{tree}, []string{target})
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -135,12 +136,66 @@ func TestAttachLeavesOtherFiles(t *testing.T) {
 			return err
 		}
 		defer r.Close()
-		return Attach(tree, r, "/lib")
+		_, err = Attach(r, []*Tree{tree}, []string{"/lib"})
+		return err
 	})
 	if !errors.Is(err, ErrNotMountpoint) {
 		t.Errorf("mount over a FIFO: err = %v, want ErrNotMountpoint", err)
 	}
 	if _, err := Clone(src, []string{"rw", "shared"}); err == nil {
 		t.Error("an unsupported option was accepted")
+	}
+}
+
+// TestAttachOnceAndAllOrNothing: a tree whose file is already at its
+// target is not mounted again; when one mount point cannot be made, the
+// ones made for the others are removed and nothing is mounted.
+func TestAttachOnceAndAllOrNothing(t *testing.T) {
+	pid := inPrivateNS(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "lib")
+	root := filepath.Join(dir, "rootfs")
+	if err := os.WriteFile(src, []byte("driver"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(root, "etc", "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	attach := func(targets ...string) (int, error) {
+		var n int
+		err := Enter(pid, func() error {
+			r, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			var trees []*Tree
+			for range targets {
+				tree, err := Clone(src, []string{"ro"})
+				if err != nil {
+					return err
+				}
+				defer tree.Close()
+				trees = append(trees, tree)
+			}
+			n, err = Attach(r, trees, targets)
+			return err
+		})
+		return n, err
+	}
+	if n, err := attach("/usr/lib/a.so", "/etc/fifo"); !errors.Is(err, ErrNotMountpoint) || n != 0 {
+		t.Fatalf("mounted %d, err %v; want nothing and ErrNotMountpoint", n, err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "usr/lib/a.so")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the mount point made for a.so was left: %v", err)
+	}
+	if n, err := attach("/usr/lib/a.so"); n != 1 || err != nil {
+		t.Fatalf("first attach: mounted %d, err %v", n, err)
+	}
+	if n, err := attach("/usr/lib/a.so"); n != 0 || err != nil {
+		t.Errorf("second attach: mounted %d, err %v; want the file left as it is", n, err)
 	}
 }
