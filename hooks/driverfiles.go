@@ -8,6 +8,7 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -159,5 +160,15 @@ func GiveRunning(ctx context.Context, pid int, e *driver.Edits) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, DefaultLDCacheTimeout)
 	defer cancel()
-	return n, finishDriver(ctx, root, rootPath, e)
+	if err := finishDriver(ctx, root, rootPath, e); err != nil {
+		return n, err
+	}
+	if len(e.LibraryDirs) > 0 && findLDConfig() == "" {
+		return n, fmt.Errorf("%w (looked for %s): the linker cache lists none of the driver's libraries", ErrNoLDConfig, strings.Join(DefaultLDConfigs, ", "))
+	}
+	return n, nil
 }
+
+// ErrNoLDConfig means the files were mounted and linked but no host
+// ldconfig was found to rebuild the container's linker cache.
+var ErrNoLDConfig = errors.New("no ldconfig to rebuild the container's linker cache")

@@ -1,6 +1,8 @@
 // Package plugin is hotgpud's containerd NRI plugin: it injects GPU device
-// nodes, per-GPU cgroup rules and NVIDIA_VISIBLE_DEVICES into pod containers
-// at creation (from the kubelet allocation or a policy-checked annotation),
+// nodes, per-GPU cgroup rules, NVIDIA_VISIBLE_DEVICES and the driver's
+// user-space (mounts and createContainer hooks) into pod containers at
+// creation (from the kubelet allocation or a policy-checked annotation;
+// the hotplug annotation gives the driver alone, for a later attach),
 // releases GPUs when containers go away, and reconciles the ledger with the
 // containers that really exist whenever the runtime (re)connects.
 //

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hotgpu/hotgpu/hooks"
 	"github.com/hotgpu/hotgpu/internal/driver"
@@ -63,6 +65,10 @@ func (d *Daemon) giveDriver(h ledger.Holder) string {
 	n, err := giveRunning(ctx, h.PID, e)
 	log := d.log.WithFields(map[string]any{"container": h.String(), "files": n})
 	switch {
+	case errors.Is(err, hooks.ErrNoLDConfig):
+		log.WithError(err).Warn("driver files mounted; the linker cache not rebuilt")
+		return fmt.Sprintf("driver files mounted into the container: %d, with their links, but %v; "+
+			"set LD_LIBRARY_PATH=%s in it", n, err, strings.Join(e.LibraryDirs, ":"))
 	case err != nil:
 		log.WithError(err).Warn("driver files not given to the container")
 		return fmt.Sprintf("driver files not given (%v): CUDA in it needs them; create the container with the pod annotation %s: \"true\" "+
