@@ -13,6 +13,7 @@ import (
 	"github.com/hotgpu/hotgpu/cdi"
 	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/driver/drivertest"
+	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/policy"
 )
 
@@ -192,4 +193,31 @@ func TestHotplugAnnotation(t *testing.T) {
 			t.Errorf("adjustment %v, err %v; want none", adj, err)
 		}
 	})
+}
+
+// A kubelet allocation claimed by env (runtimes without CDI) gets the
+// driver as an annotation does; one given as CDI devices gets it from the
+// runtime, through the spec, so the plugin adds nothing.
+func TestKubeletPathsGetDriverLibraries(t *testing.T) {
+	f := newFixture(t, 4)
+	withDriver(t, f)
+	const token = "5f0c8a0e1d2b3c4d5e6f708192a3b4c5"
+	g1 := f.inv.GPUs[1].UUID
+	if err := f.l.Acquire(ledger.Holder{Token: token}, ledger.Kubelet, ledger.Active, g1); err != nil {
+		t.Fatal(err)
+	}
+	c1 := ctr("c1", "app", "HOTGPU_VISIBLE_DEVICES="+g1)
+	c1.Annotations = map[string]string{policy.AllocationAnnotation: token}
+	adj, _, err := f.p.CreateContainer(context.Background(), pod("default", "p", nil), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mountsOf(adj)[drivertest.LibDir+"/libcuda.so."+drivertest.Version] == nil || len(createHooks(adj)) != 2 {
+		t.Errorf("env allocation lacks the driver: mounts %v, hooks %v", mountsOf(adj), createHooks(adj))
+	}
+	c2 := ctr("c2", "app")
+	c2.CDIDevices = []*api.CDIDevice{{Name: "nvidia.com/gpu=2"}}
+	if adj, _, err := f.p.CreateContainer(context.Background(), pod("default", "q", nil), c2); err != nil || adj != nil {
+		t.Errorf("CDI allocation: adjustment %v, err %v; want none (the spec carries the driver)", adj, err)
+	}
 }
