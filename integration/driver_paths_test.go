@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,21 @@ func TestDriverLibrariesEveryPath(t *testing.T) {
 			t.Errorf("a refused driver mount changed the container:\n%s\n->\n%s", before, after)
 		}
 		mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/live-ro", "--all")
+	})
+	t.Run("live attach by pid, ctr container", func(t *testing.T) {
+		id, pid := ctrTask(t, c, "--mount", "type=bind,src="+hostLDConfig+",dst=/sbin/ldconfig,options=rbind:ro")
+		out := mustCLI(t, d, "attach", "--pid", strconv.Itoa(pid), "--count", "1")
+		if !strings.Contains(out, "driver files mounted into the container") {
+			t.Errorf("attach output: %s", out)
+		}
+		res := ctrExec(t, c, id, "/sbin/ldconfig", "-p")
+		lib := drivertest.LibDir
+		for _, want := range []string{"libcuda.so.1 (libc6,x86-64) => " + lib + "/libcuda.so.1", "libcuda.so (libc6,x86-64) => " + lib + "/libcuda.so"} {
+			if !strings.Contains(res.Stdout, want) {
+				t.Errorf("ldconfig -p in the ctr container lacks %q: %+v", want, res)
+			}
+		}
+		mustCLI(t, d, "detach", "--pid", strconv.Itoa(pid), "--all")
 	})
 	t.Run("no annotation, no driver", func(t *testing.T) {
 		pod := c.MustRunPod(t, "plain", nil)
