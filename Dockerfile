@@ -36,6 +36,9 @@ LABEL org.opencontainers.image.source="https://github.com/hotgpu/hotgpu" \
       org.opencontainers.image.description="hotgpu: NVIDIA GPUs for containers at creation and while they run"
 COPY --from=build /out/hotgpud /out/hotgpu /out/hotgpu-cdi /out/hotgpu-hook /usr/local/bin/
 COPY etc/hotgpud.yaml /etc/hotgpu/hotgpud.yaml
+# glibc's static ldconfig (distroless has none): a live attach rebuilds the
+# container's linker cache with it, chrooted into the container's root.
+COPY --from=build /sbin/ldconfig /sbin/ldconfig
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/hotgpud"]
 CMD ["--config", "/etc/hotgpu/hotgpud.yaml"]

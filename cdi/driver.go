@@ -13,18 +13,21 @@ var ErrNoDriverLibraries = driver.ErrNoDriverLibraries
 
 // HookTimeout is the runtime's limit, in seconds, on each of the spec's
 // hooks.
-const HookTimeout = 10
+const HookTimeout = driver.HookTimeout
 
 // driverEdits are the driver's user-space as CDI edits: package driver's
 // mounts, and its createContainer hooks (SONAME links, then the linker
-// cache) run through hotgpu-hook at hookPath. At least one library of the
-// driver's version must exist: a spec without them would give containers
-// device nodes they cannot use.
-func driverEdits(root, hookPath string, inv *gpu.Inventory) (specs.ContainerEdits, error) {
+// cache) run through hotgpu-hook at hookPath. d is the driver found for
+// the inventory's version, or nil to find it under root here. At least one
+// library of the driver's version must exist: a spec without them would
+// give containers device nodes they cannot use.
+func driverEdits(d *driver.Driver, root, hookPath string, inv *gpu.Inventory) (specs.ContainerEdits, error) {
 	var edits specs.ContainerEdits
-	d, err := driver.Discover(root, inv.DriverVersion)
-	if err != nil {
-		return edits, err
+	if d == nil {
+		var err error
+		if d, err = driver.Discover(root, inv.DriverVersion); err != nil {
+			return edits, err
+		}
 	}
 	e := d.Edits()
 	for _, m := range e.Mounts {

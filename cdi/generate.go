@@ -101,10 +101,10 @@ func (o *options) commonEdits(inv *gpu.Inventory) (specs.ContainerEdits, error) 
 	for _, n := range inv.Control {
 		nodes = append(nodes, o.node(n))
 	}
-	if inv.Simulated != "" && !o.driverRootSet {
+	if inv.Simulated != "" && !o.driverRootSet && o.driver == nil {
 		return specs.ContainerEdits{DeviceNodes: nodes}, nil
 	}
-	edits, err := driverEdits(o.driverRoot, o.hookPath, inv)
+	edits, err := driverEdits(o.driver, o.driverRoot, o.hookPath, inv)
 	edits.DeviceNodes = nodes
 	return edits, err
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 
 	"tags.cncf.io/container-device-interface/pkg/parser"
+
+	"github.com/hotgpu/hotgpu/internal/driver"
 )
 
 // Defaults for Generate.
@@ -25,6 +27,8 @@ type options struct {
 	driverRootSet bool
 	devRoot       string
 	hookPath      string
+	// driver, when set, is the driver already found (WithDriver).
+	driver *driver.Driver
 }
 
 func defaultOptions() options {
@@ -91,6 +95,19 @@ func WithHookPath(path string) Option {
 			return fmt.Errorf("hook path %q must be an absolute path", path)
 		}
 		o.hookPath = path
+		return nil
+	}
+}
+
+// WithDriver gives the driver's user-space already found for the
+// inventory's version (hotgpud finds it once for every path that gives
+// containers GPUs), so the spec carries the same files as the others.
+func WithDriver(d *driver.Driver) Option {
+	return func(o *options) error {
+		if d == nil {
+			return fmt.Errorf("WithDriver needs a driver found by driver.Discover")
+		}
+		o.driver = d
 		return nil
 	}
 }

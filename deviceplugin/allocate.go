@@ -95,9 +95,13 @@ func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids []string, err er
 		if !p.health.Healthy(g.UUID) {
 			return nil, status.Errorf(codes.FailedPrecondition, "GPU %d (%s) is unhealthy; see `hotgpu health`", g.Index, g.UUID)
 		}
+		if g.MIGEnabled {
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"GPU %d (%s) has MIG enabled: it is not allocatable as a whole GPU (disable MIG mode, or use a MIG strategy)", g.Index, g.UUID)
+		}
 		if cur, held := p.ledger.Lookup(g.UUID); held && !p.takesOver(cur) {
 			return nil, status.Errorf(codes.FailedPrecondition,
-				"GPU %d (%s) is held by %s (%s); it is not allocatable until released (hotgpu detach)", g.Index, g.UUID, cur.Holder, cur.Reason)
+				"GPU %d (%s) is held by %s; it is not allocatable until released (hotgpu detach)", g.Index, g.UUID, p.ledger.HeldBy(g.UUID))
 		}
 		uuids = append(uuids, g.UUID)
 	}

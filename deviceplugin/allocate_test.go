@@ -41,6 +41,15 @@ func TestAllocate(t *testing.T) {
 		{name: "held by a running kubelet container",
 			setup: func(f *fixture) { mustDo(f.ledger.Acquire(attached, ledger.Kubelet, ledger.Active, f.uuid(6))) },
 			ids:   func(f *fixture) []string { return []string{f.uuid(6)} }, wantCode: codes.FailedPrecondition, wantMsg: "held by"},
+		{name: "quarantined: the ledger's own wording",
+			setup: func(f *fixture) {
+				mustDo(f.ledger.Acquire(attached, ledger.Attach, ledger.Active, f.uuid(4)))
+				mustDo(f.ledger.Quarantine(attached.ContainerID, "pid 42 holds it", f.uuid(4)))
+			},
+			ids: func(f *fixture) []string { return []string{f.uuid(4)} }, wantCode: codes.FailedPrecondition, wantMsg: "held by quarantine: pid 42 holds it"},
+		{name: "MIG enabled: not a whole GPU",
+			setup: func(f *fixture) { f.inv.GPUs[2].MIGEnabled = true },
+			ids:   func(f *fixture) []string { return []string{f.uuid(2)} }, wantCode: codes.FailedPrecondition, wantMsg: "MIG enabled"},
 		{name: "no devices", ids: func(*fixture) []string { return nil }, wantCode: codes.InvalidArgument},
 		{name: "too many devices", ids: func(f *fixture) []string { return slices.Repeat([]string{f.uuid(0)}, maxIDs+1) },
 			wantCode: codes.InvalidArgument},
@@ -224,5 +233,19 @@ func TestAllocateFailureKeepsTheLedger(t *testing.T) {
 	}
 	if got := l.Grants(); len(got) != 1 || got[0].Holder.Token != "old" {
 		t.Fatalf("ledger after a failed Allocate = %+v, want the old allocation only", got)
+	}
+}
+
+// A GPU with MIG enabled is not advertised as a whole GPU: kubelet would
+// hand it to a pod whose CUDA then sees no usable device (strategy none).
+func TestDevicesSkipMIGEnabled(t *testing.T) {
+	f := newFixture(t, "dgxa100")
+	f.inv.GPUs[3].MIGEnabled = true
+	var ids []string
+	for _, d := range f.p.devices() {
+		ids = append(ids, d.ID)
+	}
+	if slices.Contains(ids, f.uuid(3)) || len(ids) != len(f.inv.GPUs)-1 {
+		t.Errorf("devices %v: want every GPU but the MIG-enabled %s", ids, f.uuid(3))
 	}
 }

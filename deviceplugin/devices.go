@@ -10,11 +10,16 @@ import (
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
-// devices is what kubelet may allocate now, one entry per GPU, by UUID.
+// devices is what kubelet may allocate now, one entry per GPU, by UUID. A
+// GPU with MIG enabled is no whole GPU: CUDA in a pod given it would find
+// no usable device, so it is not advertised (MIG strategy none).
 func (p *Plugin) devices() []*pluginapi.Device {
 	inv := p.inv.Inventory()
 	out := make([]*pluginapi.Device, 0, len(inv.GPUs))
 	for _, g := range inv.GPUs {
+		if g.MIGEnabled {
+			continue
+		}
 		out = append(out, &pluginapi.Device{ID: g.UUID, Health: p.state(g.UUID)})
 	}
 	return out

@@ -75,7 +75,28 @@ func (p procInventory) Inventory() (*gpu.Inventory, error) {
 	if p.hasNode("nvidia-modeset") {
 		inv.Control = append(inv.Control, gpu.DeviceNode{Path: "/dev/nvidia-modeset", Major: gpu.NvidiaMajor, Minor: modesetMinor})
 	}
+	inv.DriverVersion = p.driverVersion()
 	return inv, nil
+}
+
+// driverVersion is the kernel module's version, the one the user-space
+// libraries must match, from the driver's "version" file ("NVRM version:
+// NVIDIA UNIX x86_64 Kernel Module  580.95.05  ..."); "" when it does not
+// say.
+func (p procInventory) driverVersion() string {
+	data, err := os.ReadFile(filepath.Join(p.driverProc, "version"))
+	if err != nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	_, rest, ok := strings.Cut(line, "Kernel Module")
+	if !ok {
+		return ""
+	}
+	if f := strings.Fields(rest); len(f) > 0 {
+		return f[0]
+	}
+	return ""
 }
 
 // modesetMinor is the minor of /dev/nvidia-modeset, fixed by the driver.

@@ -1,11 +1,15 @@
 package hooks
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	oci "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
 )
@@ -107,5 +111,30 @@ func TestProcInventoryModesetWhenPresent(t *testing.T) {
 		if got := slices.Contains(inv.Control, modeset); got != present {
 			t.Errorf("host has nvidia-modeset: %v; control nodes %v", present, inv.Control)
 		}
+	}
+}
+
+// TestStandaloneRefusesMIGEnabledGPUs: the standalone hook, reading the
+// driver's procfs, refuses a MIG-enabled GPU asked by id (its CUDA would
+// find no device) and leaves it out of "all".
+func TestStandaloneRefusesMIGEnabledGPUs(t *testing.T) {
+	dir := fakeDriverProc(t, map[string]string{
+		"0000:07:00.0": info("GPU-aaaaaaaa-0000-0000-0000-000000000000", "0", "No"),
+		"0000:0f:00.0": info("GPU-bbbbbbbb-0000-0000-0000-000000000000", "1", "No"),
+	})
+	writeFile(t, filepath.Join(dir, "capabilities/gpu1/mig/gi3/access"), "DeviceFileMinor: 30\n")
+	var log strings.Builder
+	p := NewStandalone("", false, &log).WithDriverProc(dir, filepath.Join(dir, "devices"))
+	c := &container{state: oci.State{ID: "c1", Pid: 1234}}
+	res, _, err := p.reserve(context.Background(), c, gpuRequest{IDs: []string{"1"}}, "/c1")
+	if !errors.Is(err, ErrMIGEnabled) || res != nil {
+		t.Errorf("MIG-enabled GPU 1 asked by index: %v, err %v; want ErrMIGEnabled", res, err)
+	}
+	res, _, err = p.reserve(context.Background(), c, gpuRequest{All: true}, "/c1")
+	if err != nil || len(res.GPUs) != 1 || res.GPUs[0].Index != 0 {
+		t.Errorf("all: %v, err %v; want GPU 0 alone", res, err)
+	}
+	if !strings.Contains(log.String(), "MIG") {
+		t.Errorf("the GPU left out of all is not logged: %q", log.String())
 	}
 }

@@ -13,6 +13,7 @@ import (
 	oci "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/hotplug"
 )
@@ -37,6 +38,9 @@ type Prestart struct {
 	Standalone bool
 	// Inventory finds the GPUs in standalone mode when hotgpud does not run.
 	Inventory Inventory
+	// DriverRoot is where a standalone hook finds the driver's files when
+	// hotgpud does not run ("" gives none); hotgpud names them otherwise.
+	DriverRoot string
 	// Log gets one line per decision (the runtime keeps a hook's stderr).
 	Log io.Writer
 }
@@ -52,7 +56,7 @@ func NewPrestart(socket string, allowAll bool, log io.Writer) *Prestart {
 // answers (socket "" never asks), and otherwise grants from the kernel
 // driver's procfs alone.
 func NewStandalone(socket string, allowAll bool, log io.Writer) *Prestart {
-	p := &Prestart{AllowAll: allowAll, Log: log, Standalone: true, Socket: socket,
+	p := &Prestart{AllowAll: allowAll, Log: log, Standalone: true, Socket: socket, DriverRoot: "/",
 		Inventory: procInventory{driverProc: DefaultDriverProc, procDevices: DefaultProcDevices}}
 	if socket != "" {
 		p.Recorder = api.NewClient(socket)
@@ -109,11 +113,16 @@ func (p *Prestart) grant(ctx context.Context, c *container) error {
 	if err != nil {
 		return err
 	}
-	gpus, control, recorded, err := p.reserve(ctx, c, req, cgroupPath)
+	res, recorded, err := p.reserve(ctx, c, req, cgroupPath)
 	if err != nil {
 		return err
 	}
-	if err := apply(c, target, gpus, control); err != nil {
+	gpus := res.GPUs
+	err = mountDriver(ctx, c, target.PID, res.Driver)
+	if err == nil {
+		err = apply(c, target, gpus, res.Control)
+	}
+	if err != nil {
 		if recorded {
 			if rerr := p.Recorder.HookRelease(ctx, c.state.ID); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("failed to release the GPUs recorded in hotgpud (it releases them when the container is gone): %w", rerr))
@@ -121,7 +130,7 @@ func (p *Prestart) grant(ctx context.Context, c *container) error {
 		}
 		return err
 	}
-	p.logf("container %s: granted GPUs %v (%s, recorded in hotgpud: %t)", c.state.ID, indices(gpus), req.From, recorded)
+	p.logf("container %s: granted GPUs %v (%s, recorded in hotgpud: %t, driver files: %d)", c.state.ID, indices(gpus), req.From, recorded, driverFiles(res.Driver))
 	return nil
 }
 
@@ -143,41 +152,89 @@ func targetOf(pid int) (*hotplug.Target, string, error) {
 }
 
 // reserve asks hotgpud to record the GPUs, or, when it does not run and the
-// hook is standalone, finds them in the driver's inventory.
-func (p *Prestart) reserve(ctx context.Context, c *container, req gpuRequest, cgroupPath string) (gpus []gpu.GPU, control []gpu.DeviceNode, recorded bool, err error) {
+// hook is standalone, finds them in the driver's inventory. The answer
+// names the GPUs, the control nodes and the driver's files.
+func (p *Prestart) reserve(ctx context.Context, c *container, req gpuRequest, cgroupPath string) (res *api.HookReservation, recorded bool, err error) {
 	if p.Recorder != nil {
 		res, err := p.Recorder.HookReserve(ctx, api.HookReserveRequest{
 			ContainerID: c.state.ID, PID: c.state.Pid, Cgroup: cgroupPath, IDs: req.IDs, All: req.All})
 		switch {
+		case err == nil && res.Driver != nil:
+			if err := linkTargets(res.Driver); err != nil {
+				return nil, false, fmt.Errorf("hotgpud named bad driver files: %w", err)
+			}
+			return res, true, nil
 		case err == nil:
-			return res.GPUs, res.Control, true, nil
+			return res, true, nil
 		case !daemonDown(err):
-			return nil, nil, false, fmt.Errorf("hotgpud refused GPUs %s for container %s: %w", req, c.state.ID, err)
+			return nil, false, fmt.Errorf("hotgpud refused GPUs %s for container %s: %w", req, c.state.ID, err)
 		case !p.Standalone:
-			return nil, nil, false, fmt.Errorf("hotgpud does not answer at %s (socket missing or stale), so GPUs %s for container %s "+
+			return nil, false, fmt.Errorf("hotgpud does not answer at %s (socket missing or stale), so GPUs %s for container %s "+
 				"cannot be recorded in its ledger and are not granted: start hotgpud (systemctl start hotgpud) and create the container again, "+
 				"or, on a node where hotgpud does not run, give hotgpu-hook prestart --standalone: %w", p.Socket, req, c.state.ID, err)
 		}
 		p.logf("hotgpud is not running; standalone: granting without recording in its ledger")
 	}
 	if !p.Standalone || p.Inventory == nil {
-		return nil, nil, false, errors.New("no GPU inventory: hotgpud is not configured and the hook is not standalone")
+		return nil, false, errors.New("no GPU inventory: hotgpud is not configured and the hook is not standalone")
 	}
 	inv, err := p.Inventory.Inventory()
 	if err != nil {
-		return nil, nil, false, err
+		return nil, false, err
 	}
+	res = &api.HookReservation{Control: inv.Control, Driver: p.standaloneDriver(inv.DriverVersion)}
 	if req.All {
-		return inv.GPUs, inv.Control, false, nil
+		res.GPUs = p.whole(inv.GPUs)
+		return res, false, nil
 	}
 	found, err := inv.LookupAll(req.IDs)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, false, err
 	}
 	for _, g := range found {
-		gpus = append(gpus, *g)
+		res.GPUs = append(res.GPUs, *g)
 	}
-	return gpus, inv.Control, false, nil
+	if err := wholeGPUs(res.GPUs); err != nil {
+		return nil, false, err
+	}
+	return res, false, nil
+}
+
+// standaloneDriver finds the driver's files under DriverRoot for version
+// (the kernel module's; "" lets the libraries tell). None found is logged,
+// not fatal: the node may give them another way (NVIDIA's runtime).
+func (p *Prestart) standaloneDriver(version string) *driver.Edits {
+	if p.DriverRoot == "" {
+		return nil
+	}
+	d, err := driver.Discover(p.DriverRoot, version)
+	if err != nil {
+		p.logf("no driver files given: %v", err)
+		return nil
+	}
+	e := d.Edits()
+	return &e
+}
+
+func driverFiles(e *driver.Edits) int {
+	if e == nil {
+		return 0
+	}
+	return len(e.Mounts)
+}
+
+// whole leaves the GPUs with MIG enabled out of "all": their CUDA runs
+// only through MIG devices, which the hook does not grant.
+func (p *Prestart) whole(gpus []gpu.GPU) []gpu.GPU {
+	var out []gpu.GPU
+	for _, g := range gpus {
+		if err := wholeGPUs([]gpu.GPU{g}); err != nil {
+			p.logf("left out of all: %v", err)
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
 }
 
 func (r gpuRequest) String() string {

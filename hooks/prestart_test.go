@@ -193,9 +193,9 @@ func TestPrestartFailsClosed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			inv := &fakeInventory{}
 			p := &Prestart{Recorder: &fakeRecorder{reserveErr: tt.err}, Socket: missing, Inventory: inv}
-			gpus, _, recorded, err := p.reserve(context.Background(), c, req, "/c1")
-			if err == nil || gpus != nil || recorded || inv.reads != 0 {
-				t.Fatalf("hotgpud down: got GPUs %v recorded %t err %v (inventory read %d times); want a refusal and nothing read", gpus, recorded, err, inv.reads)
+			res, recorded, err := p.reserve(context.Background(), c, req, "/c1")
+			if err == nil || res != nil || recorded || inv.reads != 0 {
+				t.Fatalf("hotgpud down: got %v recorded %t err %v (inventory read %d times); want a refusal and nothing read", res, recorded, err, inv.reads)
 			}
 			for _, want := range []string{"hotgpud does not answer", missing, "systemctl start hotgpud", "--standalone"} {
 				if !strings.Contains(err.Error(), want) {
@@ -204,9 +204,9 @@ func TestPrestartFailsClosed(t *testing.T) {
 			}
 
 			p.Standalone = true
-			gpus, _, recorded, err = p.reserve(context.Background(), c, req, "/c1")
-			if err != nil || len(gpus) != 1 || gpus[0].Index != 1 || recorded || inv.reads != 1 {
-				t.Fatalf("standalone: got GPUs %v recorded %t err %v; want GPU 1 from the inventory, unrecorded", gpus, recorded, err)
+			res, recorded, err = p.reserve(context.Background(), c, req, "/c1")
+			if err != nil || len(res.GPUs) != 1 || res.GPUs[0].Index != 1 || recorded || inv.reads != 1 {
+				t.Fatalf("standalone: got %v recorded %t err %v; want GPU 1 from the inventory, unrecorded", res, recorded, err)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/nri/pkg/api"
+	"github.com/sirupsen/logrus"
 
 	"github.com/hotgpu/hotgpu/internal/alloc"
 	"github.com/hotgpu/hotgpu/internal/gpu"
@@ -33,9 +34,16 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.
 	p.registry.Put(toRegistry(pod, c))
 	inv := p.inv.Inventory()
 	req, err := p.decide(inv, pod, c)
+	var hot bool
+	if err == nil {
+		hot, err = p.policy.Hotplug(pod.GetNamespace(), pod.GetAnnotations())
+	}
 	if err != nil {
 		log.WithError(err).Warn("refused container")
 		return nil, nil, err
+	}
+	if req == nil && hot {
+		return p.hotplugReady(log, c), nil, nil
 	}
 	if req == nil {
 		return nil, nil, nil
@@ -53,7 +61,25 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.
 	if !req.inject {
 		return nil, nil, nil
 	}
-	return adjustment(inv, c, req.gpus), nil, nil
+	adj := adjustment(inv, c, req.gpus)
+	p.addDriver(adj, c)
+	return adj, nil, nil
+}
+
+// hotplugReady answers a container that asks no GPU: one whose pod carries
+// policy.HotplugAnnotation gets the driver's user-space now, so that a GPU
+// attached later is usable by CUDA (live attach adds only device nodes: it
+// cannot mount into a running container). It gets no device node and no
+// cgroup rule, and nothing is recorded in the ledger: attach adds the GPU
+// and control nodes, and detach takes them away again.
+func (p *Plugin) hotplugReady(log *logrus.Entry, c *api.Container) *api.ContainerAdjustment {
+	adj := &api.ContainerAdjustment{}
+	if !p.addDriver(adj, c) {
+		log.Warn("hotplug container: this node has no driver files to give; GPUs attached later will have device nodes only")
+		return nil
+	}
+	log.Info("driver files given for a later attach")
+	return adj
 }
 
 // decide finds the container's request: the kubelet allocation (CDI devices
@@ -140,7 +166,9 @@ func (p *Plugin) cdiGPUs(inv *gpu.Inventory, c *api.Container) ([]*gpu.GPU, erro
 		switch {
 		case name == "all":
 			for i := range inv.GPUs {
-				gpus = append(gpus, &inv.GPUs[i])
+				if inv.GPUs[i].Lost == "" { // as the spec's "all" device
+					gpus = append(gpus, &inv.GPUs[i])
+				}
 			}
 		default:
 			g, err := cdiGPU(inv, name)

@@ -1,6 +1,8 @@
 // Package plugin is hotgpud's containerd NRI plugin: it injects GPU device
-// nodes, per-GPU cgroup rules and NVIDIA_VISIBLE_DEVICES into pod containers
-// at creation (from the kubelet allocation or a policy-checked annotation),
+// nodes, per-GPU cgroup rules, NVIDIA_VISIBLE_DEVICES and the driver's
+// user-space (mounts and createContainer hooks) into pod containers at
+// creation (from the kubelet allocation or a policy-checked annotation;
+// the hotplug annotation gives the driver alone, for a later attach),
 // releases GPUs when containers go away, and reconciles the ledger with the
 // containers that really exist whenever the runtime (re)connects.
 //
@@ -20,6 +22,7 @@ import (
 	"github.com/containerd/nri/pkg/stub"
 	"github.com/sirupsen/logrus"
 
+	"github.com/hotgpu/hotgpu/cdi"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/policy"
@@ -47,6 +50,10 @@ type Plugin struct {
 	registry    *registry.Registry
 	policy      policy.Policy
 	log         *logrus.Entry
+	// driver and hookPath give containers the driver's user-space
+	// (WithDriver); nil gives device nodes only.
+	driver   Driver
+	hookPath string
 
 	// afterUpdate is told about containers whose resources the runtime
 	// updated, so live grants are re-checked: runc 1.5 skips device rules on
@@ -103,7 +110,7 @@ func (allHealthy) Healthy(string) bool { return true }
 func New(inv Inventory, l *ledger.Ledger, reg *registry.Registry, opts ...Option) (*Plugin, error) {
 	p := &Plugin{
 		name: "hotgpu", index: "10", socket: api.DefaultSocketPath, vendor: "nvidia.com/gpu",
-		inv: inv, ledger: l, registry: reg, health: allHealthy{},
+		inv: inv, ledger: l, registry: reg, health: allHealthy{}, hookPath: cdi.DefaultHookPath,
 		log: logrus.NewEntry(logrus.StandardLogger()),
 	}
 	for _, o := range opts {

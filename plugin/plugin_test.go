@@ -269,3 +269,22 @@ func TestRemoveReleasesAndSynchronizeReconciles(t *testing.T) {
 		t.Fatal("registry not replaced on sync")
 	}
 }
+
+// CDI "all" names the GPUs the spec's "all" device carries: not a lost
+// one, which has no node in the spec and which the ledger must not record
+// as held by the container (it would stay held once the GPU is back).
+func TestCDIAllSkipsLostGPUs(t *testing.T) {
+	f := newFixture(t, 4)
+	f.inv.GPUs[1].Lost = "GPU is lost"
+	c := ctr("c1", "app")
+	c.CDIDevices = []*api.CDIDevice{{Name: "nvidia.com/gpu=all"}}
+	if _, _, err := f.p.CreateContainer(context.Background(), pod("default", "p", nil), c); err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range f.inv.GPUs {
+		_, held := f.l.Lookup(g.UUID)
+		if held != (i != 1) {
+			t.Errorf("GPU %d (lost %q): held = %v", i, g.Lost, held)
+		}
+	}
+}

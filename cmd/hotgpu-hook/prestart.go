@@ -26,8 +26,16 @@ left alone: their GPUs come from kubelet or hotgpud's NRI plugin.
 
 For each GPU it writes one cgroup rule (c 195:N rwm; never a wildcard) and
 creates /dev/nvidiaN, /dev/nvidiactl and /dev/nvidia-uvm* inside the
-container, walking the container's /dev without following any symlink. The
-GPUs are first recorded in hotgpud's ledger (a GPU held by another container
+container, walking the container's /dev without following any symlink. It
+also gives the container the driver's user-space that a CDI spec would: the
+driver's libraries, binaries and firmware mounted read-only at their own
+paths, the SONAME and libcuda.so links beside them, and the linker cache
+rebuilt (the host's ldconfig -r on the container's root), so CUDA can use the
+GPUs. An OCI hook cannot add mounts to the spec, so it mounts them into the
+container's mount namespace itself, before pivot_root (a read-only root is
+made read-only after it). hotgpud names the files; with --standalone and no
+hotgpud they are found under --driver-root for the kernel module's version.
+The GPUs are first recorded in hotgpud's ledger (a GPU held by another container
 is refused). When hotgpud does not answer (its socket is missing or stale),
 the hook fails closed: the container is not created and nothing is granted,
 since a grant hotgpud does not know about could give a pod's GPU to a second
@@ -53,6 +61,7 @@ func prestart(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	standalone := fs.Bool("standalone", false, "when hotgpud does not answer, grant from the driver's procfs without any ledger (default: fail)")
 	driverProc := fs.String("driver-proc", hooks.DefaultDriverProc, "the NVIDIA driver's procfs directory, read in --standalone mode when hotgpud is not running")
 	procDevices := fs.String("proc-devices", hooks.DefaultProcDevices, "the kernel's device major list")
+	driverRoot := fs.String("driver-root", "/", `where the driver's files are, in --standalone mode when hotgpud is not running ("" = give none)`)
 	timeout := fs.Duration("timeout", 8*time.Second, "give up after this long (below the runtime's hook timeout, 10 s in etc/hooks.d, so the hook can still roll back)")
 	if code, ok := parseCommand(fs, prestartUsage, args, stdout, stderr); !ok {
 		return code
@@ -66,6 +75,7 @@ func prestart(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	h := hooks.NewPrestart(*socket, *allowAll, stderr)
 	if *standalone {
 		h = hooks.NewStandalone(*socket, *allowAll, stderr).WithDriverProc(*driverProc, *procDevices)
+		h.DriverRoot = *driverRoot
 	}
 	if err := h.Run(ctx, stdin); err != nil {
 		fmt.Fprintf(stderr, "hotgpu-hook: %v\n", err)

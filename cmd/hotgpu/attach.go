@@ -27,6 +27,13 @@ mknod is needed in the image. If any step fails, every step is undone. In a
 container whose /dev is shared with the host (-v /dev:/dev, a hostPath /dev)
 it only grants the devices: the host's nodes are used, none is made there.
 
+CUDA also needs the driver's libraries: unless the container has them (made
+with a GPU, or with the pod annotation gpus.hotgpu.dev/hotplug: "true"),
+hotgpud mounts them into it read-only, with their links and linker cache, and
+says so ("driver: ..."). A read-only root cannot take them: it gets the GPU
+and a note; create such containers with the hotplug annotation. Detach leaves
+the libraries.
+
 TARGET is one of:
   --container ID                 CRI/NRI container id (or a unique prefix)
   --pod NS/NAME [--container-name NAME]
@@ -178,6 +185,9 @@ func printResult(s stdio, output, verb string, res *attach.Result) error {
 	}
 	if res.Nodes != "" {
 		fmt.Fprintf(s.out, "nodes: %s\n", res.Nodes)
+	}
+	if res.Driver != "" {
+		fmt.Fprintf(s.out, "driver: %s\n", res.Driver)
 	}
 	for _, g := range res.Quarantined {
 		fmt.Fprintf(s.out, "quarantined GPU %d: a process still holds it; no one gets it until it lets go (see hotgpu ls)\n", g.Index)

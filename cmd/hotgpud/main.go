@@ -95,7 +95,7 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 		func(c *configv1.Config, v string) { c.API.Socket = v })
 	str("driver-root", def.DriverRoot, "root of the NVIDIA driver installation; with --simulate, a root other than / is used like a real one (a fake driver root for tests)",
 		func(c *configv1.Config, v string) { c.DriverRoot = v })
-	str("hook-path", def.HookPath, "host path of hotgpu-hook, which the CDI spec runs to link and register the driver libraries",
+	str("hook-path", def.HookPath, "host path of hotgpu-hook, which the CDI spec and the NRI plugin run to link and register the driver libraries",
 		func(c *configv1.Config, v string) { c.HookPath = v })
 	str("annotation-namespaces", "", "comma-separated namespaces whose pods may ask for GPUs by annotation (default: none)",
 		func(c *configv1.Config, v string) { c.Annotations.Namespaces = splitList(v) })

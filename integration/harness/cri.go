@@ -135,6 +135,11 @@ type ContainerOptions struct {
 	Annotations map[string]string
 	AddCaps     []string // CRI form, without "CAP_": e.g. "SYS_ADMIN" (MKNOD is in containerd's default set)
 	Privileged  bool
+	// ReadOnlyRoot makes the container's root filesystem read-only.
+	ReadOnlyRoot bool
+	// ReadOnlyMounts bind-mounts host paths (keys) read-only at container
+	// paths (values).
+	ReadOnlyMounts map[string]string
 }
 
 // CreateContainer creates a container in a pod made by RunPod/RunPodSandbox.
@@ -169,9 +174,13 @@ func containerConfig(name string, o ContainerOptions) *runtimeapi.ContainerConfi
 		Annotations: o.Annotations,
 		LogPath:     name + ".log",
 		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
-			Privileged:   o.Privileged,
-			Capabilities: &runtimeapi.Capability{AddCapabilities: o.AddCaps},
+			Privileged:     o.Privileged,
+			Capabilities:   &runtimeapi.Capability{AddCapabilities: o.AddCaps},
+			ReadonlyRootfs: o.ReadOnlyRoot,
 		}},
+	}
+	for host, ctr := range o.ReadOnlyMounts {
+		cfg.Mounts = append(cfg.Mounts, &runtimeapi.Mount{HostPath: host, ContainerPath: ctr, Readonly: true})
 	}
 	keys := make([]string, 0, len(o.Env))
 	for k := range o.Env {

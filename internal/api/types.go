@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
@@ -88,6 +89,10 @@ type HookReserveRequest struct {
 type HookReservation struct {
 	GPUs    []gpu.GPU        `json:"gpus"`
 	Control []gpu.DeviceNode `json:"control"`
+	// Driver is the driver's user-space the hook mounts into the container
+	// (the CDI spec's files, links and library dirs); nil when the node has
+	// none to give.
+	Driver *driver.Edits `json:"driver,omitempty"`
 }
 
 // HookReleaseRequest frees the GPUs the hook recorded for a container: when

@@ -28,6 +28,9 @@ type Result struct {
 	// Quarantined are the detached GPUs a process still held: nobody gets
 	// them until it lets go.
 	Quarantined []gpu.GPU `json:"quarantined,omitempty"`
+	// Driver says what attach did about the driver's user-space in the
+	// container (mounted now, there already, or why not given).
+	Driver string `json:"driver,omitempty"`
 }
 
 // ErrBusy is returned when a process still has a GPU open.

@@ -13,7 +13,12 @@ func (d *Daemon) Attach(t attach.Target, ids []string, count int) (*attach.Resul
 	if err := d.waitRebuilt(); err != nil {
 		return nil, err
 	}
-	return d.attach.Attach(t, ids, count)
+	res, err := d.attach.Attach(t, ids, count)
+	if err != nil {
+		return nil, err
+	}
+	res.Driver = d.giveDriver(res.Holder)
+	return res, nil
 }
 
 // Detach implements api.Backend.

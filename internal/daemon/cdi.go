@@ -9,18 +9,23 @@ import (
 
 // writeCDI regenerates the CDI spec from inv and replaces the file
 // atomically, so runtimes never read a half-written spec.
+// The driver's files are found here, with the inventory, for every path.
 func (d *Daemon) writeCDI(inv *gpu.Inventory) error {
+	drv, err := d.discoverDriver(inv)
 	if d.cfg.CDI.Disabled {
+		if err != nil {
+			d.log.WithError(err).Error("no driver libraries for containers given GPUs by annotation")
+		}
 		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("failed to generate CDI spec: %w", err)
 	}
 	opts := []cdi.Option{
 		cdi.WithVendor(d.cfg.CDI.Vendor), cdi.WithClass(d.cfg.CDI.Class), cdi.WithHookPath(d.cfg.HookPath),
 	}
-	// A simulated node has no driver of its own; a driver root other than
-	// the host's ("/") is used like a real one, so the library mounts and
-	// hooks run end to end against a fake driver root.
-	if d.cfg.Simulate == "" || (d.cfg.DriverRoot != "" && d.cfg.DriverRoot != "/") {
-		opts = append(opts, cdi.WithDriverRoot(d.cfg.DriverRoot))
+	if drv != nil {
+		opts = append(opts, cdi.WithDriver(drv))
 	}
 	if d.cfg.DevRoot != "" {
 		opts = append(opts, cdi.WithDevRoot(d.cfg.DevRoot))

@@ -19,6 +19,7 @@ import (
 	"github.com/hotgpu/hotgpu/deviceplugin"
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/metrics"
@@ -53,6 +54,11 @@ type Daemon struct {
 	cdiPath  atomic.Value // string
 	// lastReconcile is when the last full reconcile ended (unix nanoseconds).
 	lastReconcile atomic.Int64
+	// driver is the driver's user-space found with the inventory; nil
+	// when the node has none to give (simulated, no driver root).
+	driver atomic.Pointer[driver.Driver]
+	// driverMu serialises giving the driver to running containers.
+	driverMu sync.Mutex
 
 	// devicePlugin is the kubelet device plugin; nil when disabled.
 	devicePlugin *deviceplugin.Plugin
@@ -126,6 +132,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 			plugin.WithAfterUpdate(d.onUpdate),
 			plugin.WithOnSync(d.onSync),
 			plugin.WithFailpoint(failpoint),
+			plugin.WithDriver(d, cfg.HookPath),
 		)
 		if err != nil {
 			return nil, err

@@ -52,7 +52,7 @@ func (d *Daemon) HookReserve(req api.HookReserveRequest) (*api.HookReservation, 
 		return nil, err
 	}
 	d.log.WithFields(map[string]any{"container": h.String(), "gpus": fresh}).Info("recorded GPUs granted by hotgpu-hook")
-	return &api.HookReservation{GPUs: gpus, Control: inv.Control}, nil
+	return &api.HookReservation{GPUs: gpus, Control: inv.Control, Driver: d.DriverEdits()}, nil
 }
 
 // HookRelease implements api.HookBackend: it frees the container's hook

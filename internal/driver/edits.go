@@ -38,6 +38,10 @@ type Symlink struct {
 // String is the TARGET::LINK form hotgpu-hook create-symlinks takes.
 func (l Symlink) String() string { return l.Target + "::" + l.Link }
 
+// HookTimeout is the runtime's limit, in seconds, on each hook: the
+// runtime kills a hook rather than hang container creation.
+const HookTimeout = 10
+
 // Hook is an OCI createContainer hook: it runs in the container's mount
 // namespace after the mounts are made and before the container's process
 // starts (and before a read-only root is made read-only).

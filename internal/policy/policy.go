@@ -31,6 +31,13 @@ const (
 // token. Environment variables are no such proof: any pod can set them.
 const AllocationAnnotation = "gpus.hotgpu.dev/allocation"
 
+// HotplugAnnotation on a pod, "true", asks that its containers be made
+// ready for live attach: created with the driver's user-space (libraries,
+// their links and linker cache) and no GPU, so a later attach only adds
+// the GPU. It is checked like a GPU annotation: only the namespaces the
+// configuration lists may set it.
+const HotplugAnnotation = "gpus.hotgpu.dev/hotplug"
+
 // MaxIDs bounds how many GPU ids one request may list.
 const MaxIDs = 64
 
@@ -95,6 +102,25 @@ func (p Policy) FromAnnotations(namespace, container string, annotations map[str
 		return Request{}, true, fmt.Errorf("%d GPUs requested, at most %d allowed per container", req.N(), p.MaxPerContainer)
 	}
 	return req, true, nil
+}
+
+// Hotplug reports whether the pod's annotations ask for its containers to
+// be made ready for live attach (HotplugAnnotation). "false" asks nothing;
+// any value but "true" and "false", or the annotation in a namespace the
+// configuration does not list, is an error that names the annotation.
+func (p Policy) Hotplug(namespace string, annotations map[string]string) (bool, error) {
+	value, ok := annotations[HotplugAnnotation]
+	if !ok || value == "false" {
+		return false, nil
+	}
+	if value != "true" {
+		return false, fmt.Errorf("annotation %s=%q: give \"true\" or \"false\"", HotplugAnnotation, truncate(value))
+	}
+	if !slices.Contains(p.Namespaces, namespace) {
+		return false, fmt.Errorf("annotation %s: %w: namespace %q may not ask for GPUs by annotation (allowed: %s)",
+			HotplugAnnotation, ErrNamespaceNotAllowed, namespace, listOrNone(p.Namespaces))
+	}
+	return true, nil
 }
 
 // ParseRequest reads "N" (a count) or a comma-separated list of GPU indices

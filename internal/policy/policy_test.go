@@ -114,3 +114,29 @@ func FuzzParseRequest(f *testing.F) {
 }
 
 func ptr(s string) *string { return &s }
+
+func TestHotplug(t *testing.T) {
+	p := Policy{Namespaces: []string{"ml"}, MaxPerContainer: 4}
+	for name, tc := range map[string]struct {
+		ns, value string
+		set, want bool
+		err       string
+	}{
+		"absent":            {ns: "ml"},
+		"true":              {ns: "ml", value: "true", set: true, want: true},
+		"false":             {ns: "default", value: "false", set: true},
+		"other value":       {ns: "ml", value: "yes", set: true, err: `give "true" or "false"`},
+		"namespace refused": {ns: "default", value: "true", set: true, err: "namespace not allowed"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ann := map[string]string{}
+			if tc.set {
+				ann[HotplugAnnotation] = tc.value
+			}
+			got, err := p.Hotplug(tc.ns, ann)
+			if got != tc.want || (tc.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Hotplug = %v, %v; want %v, %q", got, err, tc.want, tc.err)
+			}
+		})
+	}
+}

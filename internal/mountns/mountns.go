@@ -1,0 +1,245 @@
+// Package mountns bind-mounts host files into another process's mount
+// namespace (a container's), from a static Go program.
+//
+// The mount is cloned in the caller's namespace (open_tree), then attached
+// from a thread that has joined the container's namespace (move_mount): the
+// kernel attaches mounts only inside the caller's own namespace. Go cannot
+// move a whole process into another mount namespace (its threads share one
+// fs_struct, and setns(CLONE_NEWNS) refuses that), so Enter gives one
+// locked thread its own fs_struct (unshare(CLONE_FS)) and joins there; the
+// thread is thrown away afterwards. It is not for anything that must run
+// in the container's other namespaces or under its credentials.
+package mountns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"runtime"
+	"slices"
+	"strconv"
+
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
+	"golang.org/x/sys/unix"
+)
+
+// Enter runs f on a thread that has joined the mount namespace of pid. f
+// must not start goroutines that touch files (they run on other threads,
+// in the caller's namespace); processes it starts inherit the namespace.
+func Enter(pid int, f func() error) error {
+	nsPath := "/proc/" + strconv.Itoa(pid) + "/ns/mnt"
+	ns, err := os.Open(nsPath)
+	if err != nil {
+		return fmt.Errorf("failed to open the mount namespace of pid %d (has it exited?): %w", pid, err)
+	}
+	defer ns.Close()
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the goroutine ends on this thread, and the
+		// runtime then ends the thread, namespace and all.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			done <- fmt.Errorf("failed to leave the shared filesystem context: %w", err)
+			return
+		}
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
+			done <- fmt.Errorf("failed to join the mount namespace %s: %w", nsPath, err)
+			return
+		}
+		done <- f()
+	}()
+	return <-done
+}
+
+// Tree is a detached copy of a host file's or directory's mount, ready to
+// be attached in another mount namespace.
+type Tree struct {
+	f   *os.File
+	dir bool
+}
+
+// Close releases the tree; one never attached goes with it.
+func (t *Tree) Close() error { return t.f.Close() }
+
+// attrs are the mount options Clone applies; "bind" is what Clone is, and
+// an option not listed here is refused.
+var attrs = map[string]uint64{
+	"ro": unix.MOUNT_ATTR_RDONLY, "nosuid": unix.MOUNT_ATTR_NOSUID,
+	"nodev": unix.MOUNT_ATTR_NODEV, "noexec": unix.MOUNT_ATTR_NOEXEC,
+	"bind": 0, "rbind": 0,
+}
+
+// Clone makes a detached bind mount of host path with options (as in a
+// CDI or OCI mount: ro, nosuid, nodev, noexec, bind), in the caller's
+// mount namespace.
+func Clone(hostPath string, options []string) (*Tree, error) {
+	var set uint64
+	for _, o := range options {
+		a, ok := attrs[o]
+		if !ok {
+			return nil, fmt.Errorf("failed to mount %s: option %q is not supported here", hostPath, o)
+		}
+		set |= a
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(hostPath, &st); err != nil {
+		return nil, fmt.Errorf("failed to mount %s: %w", hostPath, err)
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, hostPath, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("failed to clone the mount of %s: %w", hostPath, err)
+	}
+	t := &Tree{f: os.NewFile(uintptr(fd), hostPath), dir: st.Mode&unix.S_IFMT == unix.S_IFDIR}
+	if set != 0 {
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: set}); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("failed to set options %v on the mount of %s: %w", options, hostPath, err)
+		}
+	}
+	return t, nil
+}
+
+// ErrNotMountpoint means something other than a file (or a directory, for
+// a directory's tree) is already at the path: it is left as it is.
+var ErrNotMountpoint = errors.New("is neither a regular file nor a directory")
+
+// Attach mounts each tree at its target inside root (a directory of the
+// current mount namespace), as a runtime mounts over what an image has
+// there: every component is resolved inside root (a symlink cannot lead
+// out of it), missing directories and mount points (an empty file, or a
+// directory) are created, and an existing file of the same kind is
+// mounted over. A target that already shows the tree's very file (the same
+// device and inode: mounted before) is left as it is. All mount points are
+// made before anything is mounted; if one cannot be, those made are
+// removed and nothing is mounted. It returns how many trees it mounted.
+func Attach(root *os.File, trees []*Tree, targets []string) (int, error) {
+	if len(trees) != len(targets) {
+		return 0, fmt.Errorf("failed to mount: %d trees for %d targets", len(trees), len(targets))
+	}
+	var points []point
+	defer func() {
+		for _, p := range points {
+			p.close()
+		}
+	}()
+	for i, target := range targets {
+		p, err := prepare(root, trees[i], target)
+		if err != nil {
+			for _, q := range points {
+				q.remove()
+			}
+			return 0, err
+		}
+		points = append(points, p)
+	}
+	n := 0
+	for i, p := range points {
+		if p.fd < 0 {
+			continue // already there
+		}
+		if err := unix.MoveMount(int(trees[i].f.Fd()), "", p.fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+			return n, fmt.Errorf("failed to mount %s at %s in the container: %w", trees[i].f.Name(), targets[i], err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// point is a mount point ready for a tree: an O_PATH handle on it (-1 when
+// the tree's file is there already), and, when Attach made it, how to
+// remove it.
+type point struct {
+	dir     *os.File
+	name    string
+	fd      int
+	created bool
+}
+
+func (p point) close() {
+	if p.fd >= 0 {
+		unix.Close(p.fd)
+	}
+	p.dir.Close()
+}
+
+// remove takes away a mount point Attach made, before anything is mounted.
+func (p point) remove() {
+	if !p.created {
+		return
+	}
+	flags := 0
+	if p.fd >= 0 {
+		var st unix.Stat_t
+		if unix.Fstat(p.fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			flags = unix.AT_REMOVEDIR
+		}
+	}
+	_ = unix.Unlinkat(int(p.dir.Fd()), p.name, flags)
+}
+
+func prepare(root *os.File, t *Tree, target string) (point, error) {
+	if !path.IsAbs(target) || path.Clean(target) != target || target == "/" {
+		return point{}, fmt.Errorf("failed to mount at %q: give a clean absolute path inside the container", target)
+	}
+	dir, err := pathrs.MkdirAllHandle(root, path.Dir(target), 0o755)
+	if err != nil {
+		return point{}, fmt.Errorf("failed to create %s in the container: %w", path.Dir(target), err)
+	}
+	p := point{dir: dir, name: path.Base(target), fd: -1}
+	if p.fd, p.created, err = mountpoint(dir, p.name, t.dir); err != nil {
+		if p.created { // made, then found unusable: an empty file or dir of ours
+			flags := 0
+			if t.dir {
+				flags = unix.AT_REMOVEDIR
+			}
+			_ = unix.Unlinkat(int(dir.Fd()), p.name, flags)
+		}
+		dir.Close()
+		return point{}, fmt.Errorf("failed to create the mount point %s in the container: %w", target, err)
+	}
+	if t.same(p.fd) {
+		unix.Close(p.fd)
+		p.fd = -1
+	}
+	return p, nil
+}
+
+// same reports whether fd is the tree's own file.
+func (t *Tree) same(fd int) bool {
+	var a, b unix.Stat_t
+	return unix.Fstat(fd, &a) == nil && unix.Fstat(int(t.f.Fd()), &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// mountpoint creates name in dir (an empty file, or a directory) unless it
+// exists, and returns an O_PATH handle on it that followed no symlink, and
+// whether it made it.
+func mountpoint(dir *os.File, name string, isDir bool) (fd int, created bool, err error) {
+	if isDir {
+		err = unix.Mkdirat(int(dir.Fd()), name, 0o755)
+	} else {
+		err = unix.Mknodat(int(dir.Fd()), name, unix.S_IFREG|0o644, 0)
+	}
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, false, err
+	}
+	created = err == nil
+	fd, err = unix.Openat(int(dir.Fd()), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, created, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, created, err
+	}
+	want := []uint32{unix.S_IFREG}
+	if isDir {
+		want = []uint32{unix.S_IFDIR}
+	}
+	if !slices.Contains(want, st.Mode&unix.S_IFMT) {
+		unix.Close(fd)
+		return -1, created, fmt.Errorf("the image's %s %w", name, ErrNotMountpoint)
+	}
+	return fd, created, nil
+}
