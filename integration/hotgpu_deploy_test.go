@@ -89,7 +89,9 @@ func (h *hotgpuCluster) buildImage(t testing.TB) string {
 }
 
 // writeOverlay writes a kustomize overlay of deploy/: this build's image,
-// simulated GPUs, and the test's private host paths (containerd's NRI
+// simulated GPUs with no driver files (--driver-root /: a simulated node
+// takes driver files only from a driver root other than /, and this one
+// has none), and the test's private host paths (containerd's NRI
 // socket dir and CDI dir, kubelet's pod-resources dir, a state, API, driver
 // and hook dir). kubelet's device-plugins dir is the real one: it is fixed.
 func (h *hotgpuCluster) writeOverlay(t testing.TB) string {
@@ -134,7 +136,7 @@ spec:
     spec:
       containers:
         - name: hotgpud
-          args: ["--config", "/etc/hotgpu/hotgpud.yaml", "--simulate", "dgxa100"]
+          args: ["--config", "/etc/hotgpu/hotgpud.yaml", "--simulate", "dgxa100", "--driver-root", "/"]
       volumes:
 ` + vol("nri", filepath.Dir(h.ctr.NRISocket)) + vol("cdi", h.ctr.CDIDir) +
 		vol("pod-resources", filepath.Join(h.KubeletRootDir, "pod-resources")) +
