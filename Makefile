@@ -74,6 +74,7 @@ demo: deps build ## run the demo: real containerd, simulated GPUs, annotation + 
 
 deps: ## build containerd, runc and test images into $(HOTGPU_CACHE) (cached)
 	@integration/deps.sh >/dev/null
+	@integration/systemd-root.sh >/dev/null
 
 deps-kubelet: ## build a real kubelet for the device-plugin test into $(HOTGPU_CACHE) (cached)
 	@integration/kubelet-deps.sh >/dev/null

@@ -140,9 +140,8 @@ func (m *Manager) dial() (*sd.Conn, error) {
 	if m.conn != nil {
 		return m.conn, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	conn, err := m.connect(ctx)
+	// The connection lives as long as its context: not a call's timeout.
+	conn, err := m.connect(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("failed to connect to systemd over D-Bus (is systemd the init system and dbus running?): %w", err)
 	}
