@@ -28,7 +28,8 @@ const systemdMachineEnv = "HOTGPU_IT_SYSTEMD_MACHINE"
 // every daemon-reload. A GPU attached live still opens after daemon-reload
 // and a restart of another unit (hotgpu told systemd), and a detached one
 // stays refused after daemon-reload (hotgpu took it out of DeviceAllow=,
-// which only grows otherwise).
+// which only grows otherwise). A hotgpud kill -9 and restart and a
+// containerd restart in between change none of this.
 func TestSystemdDaemonReloadKeepsGrants(t *testing.T) {
 	if os.Getenv(systemdMachineEnv) == "" {
 		runInSystemdMachine(t)
@@ -67,6 +68,15 @@ func TestSystemdDaemonReloadKeepsGrants(t *testing.T) {
 	opens("after daemon-reload", "ENXIO")
 	sd.must("systemctl", "restart", other)
 	opens("after restarting another unit", "ENXIO")
+	d.kill9()
+	d.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := c.Restart(ctx); err != nil {
+		t.Fatalf("containerd restart: %v", err)
+	}
+	sd.must("systemctl", "daemon-reload")
+	opens("after hotgpud kill -9 and restart, containerd restart and daemon-reload", "ENXIO")
 
 	mustCLI(t, d, "detach", "--pid", strconv.Itoa(pid), "--all")
 	if res := ctrExec(t, c, id, "mknod", "/dev/nvidia3", "c", "195", "3"); res.ExitCode != 0 {
