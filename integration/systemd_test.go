@@ -110,7 +110,7 @@ func (s *systemctl) must(args ...string) string {
 }
 
 // useBins makes buildBin return the binaries built outside the machine.
-func useBins(t *testing.T, list string) {
+func useBins(t testing.TB, list string) {
 	built.mu.Lock()
 	defer built.mu.Unlock()
 	if built.bins == nil {
@@ -128,29 +128,35 @@ func useBins(t *testing.T, list string) {
 // runInSystemdMachine runs t again inside a machine whose init is systemd
 // and fails if it does not pass there.
 func runInSystemdMachine(t *testing.T) {
-	var bins, dirs []string
-	for _, pkg := range []string{"./cmd/hotgpud", "./cmd/hotgpu"} {
-		bin := buildBin(t, pkg)
-		bins, dirs = append(bins, pkg+"="+bin), append(dirs, filepath.Dir(bin))
-	}
-	m := bootMachine(t, dirs...)
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"systemd-run", "--pipe", "--wait", "--collect", "--quiet", "--service-type=exec",
-		"-p", "Delegate=yes", "--working-directory=" + wd, "--setenv=" + systemdMachineEnv + "=" + strings.Join(bins, " ")}
-	for _, k := range []string{"PATH", "HOME", "GOROOT", "GOPATH", "GOCACHE", "GOMODCACHE", "GOFLAGS", "GOPROXY", "HOTGPU_CACHE", "HOTGPU_TEST_STRICT", "CGO_CFLAGS"} {
-		if v, ok := os.LookupEnv(k); ok {
-			args = append(args, "--setenv="+k+"="+v)
-		}
-	}
-	args = append(args, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v", "-test.timeout=8m")
-	out, err := m.command(args...).CombinedOutput()
+	out, err := inSystemdMachine(t, "-test.run=^"+t.Name()+"$", "-test.timeout=8m")
 	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
 		t.Fatalf("run in the systemd machine failed: %v\n%s", err, out)
 	}
 	t.Logf("run in the systemd machine:\n%s", out)
+}
+
+// inSystemdMachine boots a systemd machine and runs the test binary there
+// with args, as a service of its systemd, marked with systemdMachineEnv.
+func inSystemdMachine(tb testing.TB, args ...string) ([]byte, error) {
+	var bins, dirs []string
+	for _, pkg := range []string{"./cmd/hotgpud", "./cmd/hotgpu"} {
+		bin := buildBin(tb, pkg)
+		bins, dirs = append(bins, pkg+"="+bin), append(dirs, filepath.Dir(bin))
+	}
+	m := bootMachine(tb, dirs...)
+	wd, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	argv := []string{"systemd-run", "--pipe", "--wait", "--collect", "--quiet", "--service-type=exec",
+		"-p", "Delegate=yes", "--working-directory=" + wd, "--setenv=" + systemdMachineEnv + "=" + strings.Join(bins, " ")}
+	for _, k := range []string{"PATH", "HOME", "GOROOT", "GOPATH", "GOCACHE", "GOMODCACHE", "GOFLAGS", "GOPROXY", "HOTGPU_CACHE", "HOTGPU_TEST_STRICT", "CGO_CFLAGS", "HOTGPU_BENCH_STATE_DIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			argv = append(argv, "--setenv="+k+"="+v)
+		}
+	}
+	argv = append(append(argv, os.Args[0], "-test.count=1", "-test.v"), args...)
+	return m.command(argv...).CombinedOutput()
 }
 
 // machine is a Debian root (integration/systemd-root.sh) booted with
@@ -165,7 +171,7 @@ type machine struct {
 	leader int
 }
 
-func bootMachine(t *testing.T, binds ...string) *machine {
+func bootMachine(t testing.TB, binds ...string) *machine {
 	testenv.RequireRoot(t, "boots a systemd machine with systemd-nspawn")
 	for _, tool := range []string{"systemd-nspawn", "nsenter"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -254,7 +260,7 @@ func (m *machine) command(argv ...string) *exec.Cmd {
 }
 
 // systemdRoot returns the cached machine root, made on first use.
-func systemdRoot(t *testing.T) string {
+func systemdRoot(t testing.TB) string {
 	out, err := exec.Command("bash", "systemd-root.sh").Output()
 	if err != nil {
 		t.Fatalf("integration/systemd-root.sh: %v", err)
@@ -268,7 +274,7 @@ func systemdRoot(t *testing.T) string {
 
 // machineCgroups makes the machine's own cgroup in the cgroup2 and the
 // name=systemd hierarchies, the two nspawn uses.
-func machineCgroups(t *testing.T) []string {
+func machineCgroups(t testing.TB) []string {
 	var dirs []string
 	for _, h := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"} {
 		if _, err := os.Stat(filepath.Join(h, "cgroup.procs")); err != nil {
@@ -285,7 +291,7 @@ func machineCgroups(t *testing.T) []string {
 
 // removeCgroupTree removes the empty cgroup dir and everything below it,
 // deepest first.
-func removeCgroupTree(t *testing.T, dir string) {
+func removeCgroupTree(t testing.TB, dir string) {
 	var dirs []string
 	_ = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
 		if err == nil && e.IsDir() {
