@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	devices "github.com/opencontainers/cgroups/devices/config"
+
+	"github.com/hotgpu/hotgpu/internal/systemd"
 	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
@@ -303,5 +306,65 @@ func removeCgroupTree(t testing.TB, dir string) {
 		if err := os.Remove(dirs[i]); err != nil {
 			t.Errorf("failed to remove the machine's cgroup: %v", err)
 		}
+	}
+}
+
+// TestSystemdDBusDeviceAllow: hotgpu's D-Bus calls against a real systemd:
+// the list SetDevices writes on a transient scope is what `systemctl show`
+// and Allowed read back, also after daemon-reload, and writing it again
+// without a device takes that device out (DeviceAllow= only grows when set
+// piecewise).
+func TestSystemdDBusDeviceAllow(t *testing.T) {
+	if os.Getenv(systemdMachineEnv) == "" {
+		runInSystemdMachine(t)
+		return
+	}
+	sd := &systemctl{t: t}
+	unit := "hotgpu-it-dbus-" + strconv.Itoa(os.Getpid()) + ".scope"
+	scope := exec.Command("systemd-run", "--scope", "--unit="+unit, "-p", "DevicePolicy=strict", "sleep", "600")
+	if err := scope.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = scope.Process.Kill(); _ = scope.Wait() })
+	for i := 0; ; i++ {
+		if out, _ := sd.run("systemctl", "is-active", unit); strings.TrimSpace(out) == "active" {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("scope %s did not start", unit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	m := systemd.New()
+	defer m.Close()
+	null := &devices.Rule{Type: devices.CharDevice, Major: 1, Minor: 3, Permissions: "rwm", Allow: true}
+	gpu := &devices.Rule{Type: devices.CharDevice, Major: 195, Minor: 3, Permissions: "rwm", Allow: true}
+	check := func(when string, wantGPU bool) {
+		t.Helper()
+		allowed, err := m.Allowed(unit)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		has, err := m.Allows(unit, 195, 3)
+		shown := sd.must("systemctl", "show", "-p", "DeviceAllow", unit)
+		if err != nil || has != wantGPU || (allowed["/dev/char/195:3"] != "") != wantGPU ||
+			strings.Contains(shown, "/dev/char/195:3 rwm") != wantGPU || allowed["/dev/char/1:3"] != "rwm" {
+			t.Errorf("%s: Allowed = %v, Allows(195:3) = %v, %v; systemctl: %s; want the GPU: %v", when, allowed, has, err, shown, wantGPU)
+		}
+	}
+	if err := m.SetDevices(unit, []*devices.Rule{null, gpu}); err != nil {
+		t.Fatal(err)
+	}
+	check("after setting the GPU", true)
+	sd.must("systemctl", "daemon-reload")
+	check("after daemon-reload", true)
+	if err := m.SetDevices(unit, []*devices.Rule{null}); err != nil {
+		t.Fatal(err)
+	}
+	check("after setting the list without it", false)
+	sd.must("systemctl", "daemon-reload")
+	check("after another daemon-reload", false)
+	if err := m.SetDevices("hotgpu-it-no-such-unit.scope", []*devices.Rule{null}); err == nil {
+		t.Error("SetDevices on a unit that does not exist succeeded")
 	}
 }
