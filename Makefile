@@ -50,6 +50,10 @@ lint: host-deps ## gofmt, go vet, go mod tidy check
 
 bench: ## hotgpu vs the alternatives, side by side (root; ~3 min) -> bench/RESULTS.md
 	$(GO) run ./bench/cmd/hotgpu-bench $(BENCHFLAGS)
+	@echo "live attach+detach by pid per runtime setup (v1 cgroupfs, v2 cgroupfs, v2 + systemd driver), ledger on a tmpfs:"
+	@mkdir -p /dev/shm/hotgpu-bench-setups && HOTGPU_BENCH_STATE_DIR=/dev/shm/hotgpu-bench-setups \
+		$(GO) test -run '^$$' -bench LiveSetups -benchtime 50x -timeout 10m ./integration/ 2>&1 | grep -E '^(Benchmark|ok|FAIL|---)'; \
+		rc=$${PIPESTATUS[0]}; rm -rf /dev/shm/hotgpu-bench-setups; exit $$rc
 
 bench-go: ## plain Go benchmarks (go test -bench, 5 runs each: compare them with benchstat)
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./... | grep -v /integration)
@@ -74,6 +78,7 @@ demo: deps build ## run the demo: real containerd, simulated GPUs, annotation + 
 
 deps: ## build containerd, runc and test images into $(HOTGPU_CACHE) (cached)
 	@integration/deps.sh >/dev/null
+	@integration/systemd-root.sh >/dev/null
 
 deps-kubelet: ## build a real kubelet for the device-plugin test into $(HOTGPU_CACHE) (cached)
 	@integration/kubelet-deps.sh >/dev/null

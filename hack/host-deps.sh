@@ -2,11 +2,12 @@
 # host-deps.sh installs the Debian packages building and testing hotgpu
 # needs: gcc and libc6-dev (cgo: go-nvml), make and git (the Makefile),
 # pkg-config and libseccomp-dev (runc with seccomp), busybox-static (the
-# test image). As root with apt-get it installs what is missing; otherwise
+# test image), debootstrap and systemd-container (the systemd suite boots a
+# Debian root with systemd-nspawn). As root with apt-get it installs what is missing; otherwise
 # it says what to install and fails.
 set -euo pipefail
 
-want=(gcc libc6-dev make git ca-certificates pkg-config libseccomp-dev busybox-static)
+want=(gcc libc6-dev make git ca-certificates pkg-config libseccomp-dev busybox-static debootstrap systemd-container)
 command -v dpkg-query >/dev/null || exit 0 # not Debian: the packages' names may differ
 missing=()
 for p in "${want[@]}"; do

@@ -182,7 +182,7 @@ func testAttachPod(t *testing.T, env *gpuEnv) {
 
 // ctrTask starts `ctr run -d` with sleep (and any more ctr run flags) and
 // returns its id and host pid.
-func ctrTask(t *testing.T, c *harness.Containerd, flags ...string) (id string, pid int) {
+func ctrTask(t testing.TB, c *harness.Containerd, flags ...string) (id string, pid int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -73,6 +73,10 @@ type Manager struct {
 	// detached are containers a GPU was detached from, which RevokeStrays
 	// keeps watching for a re-grant while they run.
 	detached map[string]ledger.Holder
+	// units, when set, is systemd: grants to a container in a systemd
+	// scope (unitOf its cgroup) go to the scope's DeviceAllow= too.
+	units  Units
+	unitOf func(cgroup string) string
 }
 
 // New returns a Manager.
@@ -180,8 +184,8 @@ func (m *Manager) resolvePID(pid int) (*resolved, error) {
 // be read the target is refused: runc's defaults alone would take its other
 // devices (FUSE, RDMA, a GPU from its spec) away.
 func (m *Manager) specRules(r *resolved) error {
-	if r.target.DevicesDir != "" || r.target.UnifiedDir == "" {
-		return nil
+	if (r.target.DevicesDir != "" || r.target.UnifiedDir == "") && m.unitOfTarget(r) == "" {
+		return nil // cgroup v1 outside systemd: devices.allow needs no base
 	}
 	id := r.holder.ContainerID
 	if c, ok := m.registry.Get(id); ok && c.CgroupsPath != "" {

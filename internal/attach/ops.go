@@ -405,11 +405,16 @@ func (m *Manager) access(r *resolved, inv *gpu.Inventory, held []ledger.Grant) (
 	if r.specGPUs {
 		managed = nodesOfGrants(inv, held)
 	}
-	a, err := r.target.Devices(withoutNodes(r.rules, managed), grantedNodes(inv, held))
+	base, granted := withoutNodes(r.rules, managed), grantedNodes(inv, held)
+	a, err := r.target.Devices(base, granted)
 	if err != nil {
 		return nil, err
 	}
-	if _, isV2 := a.(*hotplug.V2); isV2 {
+	_, isV2 := a.(*hotplug.V2)
+	if a, err = m.withUnit(r, a, base, granted); err != nil {
+		return nil, err
+	}
+	if isV2 {
 		m.v2[id] = a
 	}
 	return a, nil

@@ -385,6 +385,15 @@ func (m *Manager) RevokeStrays(id string) (revoked int, err error) {
 }
 
 func (m *Manager) revokeStrays(r *resolved, inv *gpu.Inventory) (int, error) {
+	inUnit, err := m.revokeUnitStrays(r, inv)
+	if err != nil {
+		return 0, err
+	}
+	inCgroup, err := m.revokeCgroupStrays(r, inv)
+	return inUnit + inCgroup, err
+}
+
+func (m *Manager) revokeCgroupStrays(r *resolved, inv *gpu.Inventory) (int, error) {
 	if r.target.DevicesDir == "" {
 		return 0, nil // cgroup v2: access checks that the program is ours
 	}

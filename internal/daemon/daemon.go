@@ -26,6 +26,7 @@ import (
 	"github.com/hotgpu/hotgpu/internal/nvml"
 	"github.com/hotgpu/hotgpu/internal/policy"
 	"github.com/hotgpu/hotgpu/internal/registry"
+	"github.com/hotgpu/hotgpu/internal/systemd"
 	"github.com/hotgpu/hotgpu/plugin"
 )
 
@@ -120,6 +121,11 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	d.attach = attach.New(d, d.health, d.ledger, d.registry, log)
 	if failpoint != nil {
 		d.attach.SetFailpoint(failpoint)
+	}
+	if systemd.Running() {
+		// Under the systemd cgroup driver a live grant must be in the
+		// container's scope too, or daemon-reload drops it.
+		d.attach.SetUnits(systemd.New(), systemd.UnitOf)
 	}
 	if !cfg.NRI.Disabled {
 		d.plugin, err = plugin.New(d, d.ledger, d.registry,
@@ -280,7 +286,9 @@ func (d *Daemon) loop(ctx context.Context) {
 }
 
 func (d *Daemon) reconcile(id string) {
-	if _, err := d.attach.Reconcile(id); err != nil {
+	reapplied, err := d.attach.Reconcile(id)
+	d.metrics.GrantsReapplied(reapplied)
+	if err != nil {
 		d.log.WithError(err).Warn("reconcile of live grants failed")
 	}
 	n, err := d.attach.RevokeStrays(id)

@@ -44,6 +44,7 @@ type Metrics struct {
 	nriReconnects prometheus.Counter
 	quarantines   *prometheus.CounterVec
 	regrants      prometheus.Counter
+	reapplied     prometheus.Counter
 }
 
 // New registers hotgpud's metrics, Go runtime and process metrics in a
@@ -77,12 +78,16 @@ func New(src Source) *Metrics {
 			Namespace: namespace, Name: "quarantine_events_total",
 			Help: "GPUs quarantined because a process still held them after detach, and quarantines lifted once no process did.",
 		}, []string{"event"}),
+		reapplied: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "grants_reapplied_total",
+			Help: "Live grants that a runtime or systemd (daemon-reload) had reset, which reconcile re-applied.",
+		}),
 		regrants: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "regrants_revoked_total",
 			Help: "GPUs re-granted to a container after hotgpu detached them (not by hotgpu), which reconcile revoked again.",
 		}),
 	}
-	m.reg.MustRegister(m.ops, m.latency, m.allocErrors, m.nriConnects, m.nriReconnects, m.quarantines, m.regrants,
+	m.reg.MustRegister(m.ops, m.latency, m.allocErrors, m.nriConnects, m.nriReconnects, m.quarantines, m.regrants, m.reapplied,
 		&sourceCollector{src: src},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -118,6 +123,14 @@ func (m *Metrics) Quarantine(event string, n int) {
 		return
 	}
 	m.quarantines.WithLabelValues(event).Add(float64(n))
+}
+
+// GrantsReapplied counts grants that reconcile re-applied.
+func (m *Metrics) GrantsReapplied(n int) {
+	if m == nil {
+		return
+	}
+	m.reapplied.Add(float64(n))
 }
 
 // RegrantsRevoked counts GPUs that reconcile revoked again.

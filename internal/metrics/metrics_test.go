@@ -43,6 +43,7 @@ func TestScrape(t *testing.T) {
 	m.Quarantine("quarantined", 2)
 	m.Quarantine("lifted", 1)
 	m.RegrantsRevoked(3)
+	m.GrantsReapplied(2)
 
 	code, body := scrape(t, m.Handler(nil, nil), "/metrics")
 	if code != http.StatusOK {
@@ -65,6 +66,7 @@ func TestScrape(t *testing.T) {
 		`hotgpu_quarantine_events_total{event="quarantined"} 2`,
 		`hotgpu_quarantine_events_total{event="lifted"} 1`,
 		`hotgpu_regrants_revoked_total 3`,
+		`hotgpu_grants_reapplied_total 2`,
 		`go_goroutines `,
 	} {
 		if !strings.Contains(body, want+"\n") && !strings.Contains(body, want) {
