@@ -2,7 +2,6 @@ package nvml
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -228,6 +227,3 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
-
-// ErrNoEvents is returned by Sim.InjectEvent when no HealthWatcher listens.
-var ErrNoEvents = errors.New("no health watcher is registered for events")

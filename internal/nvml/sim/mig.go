@@ -1,4 +1,4 @@
-package nvml
+package sim
 
 import (
 	"cmp"
@@ -24,7 +24,7 @@ func (s *Sim) EnableMIG(id string, profiles ...string) error {
 		return err
 	}
 	d := s.slots[slot]
-	infos, err := simGIProfiles(d, profiles)
+	infos, err := s.giProfiles(d, profiles)
 	if err != nil {
 		return fmt.Errorf("failed to enable MIG on simulated GPU %s: %w", id, err)
 	}
@@ -58,10 +58,10 @@ func (s *Sim) DisableMIG(id string) error {
 	return nil
 }
 
-// simGIProfiles looks the profile names (as go-nvlib names them, see
-// migProfile) up through NVML's profile API and checks that they fit in the
-// GPU beside the instances it already has.
-func simGIProfiles(d *server.Device, names []string) ([]nvml.GpuInstanceProfileInfo, error) {
+// giProfiles looks the profile names (as the ProfileNamer names them) up
+// through NVML's profile API and checks that they fit in the GPU beside the
+// instances it already has.
+func (s *Sim) giProfiles(d *server.Device, names []string) ([]nvml.GpuInstanceProfileInfo, error) {
 	byName, capacity := map[string]nvml.GpuInstanceProfileInfo{}, uint32(0)
 	var known []string
 	for id := range nvml.GPU_INSTANCE_PROFILE_COUNT {
@@ -69,12 +69,10 @@ func simGIProfiles(d *server.Device, names []string) ([]nvml.GpuInstanceProfileI
 		if ret != nvml.SUCCESS {
 			continue
 		}
-		p, err := newMIGProfile(id, nvml.COMPUTE_INSTANCE_PROFILE_1_SLICE, info.MemorySizeMB, d.MemoryInfo.Total)
+		name, err := s.naming(id, info.MemorySizeMB, d.MemoryInfo.Total)
 		if err != nil {
 			continue
 		}
-		p.c = p.g // a compute instance spanning the GPU instance
-		name := p.String()
 		if _, dup := byName[name]; !dup { // the lowest id is the plain profile
 			byName[name] = info
 			known = append(known, name)
