@@ -198,7 +198,7 @@ func adjustment(inv *gpu.Inventory, c *api.Container, gpus []*gpu.GPU) *api.Cont
 	}
 	nodes := make([]gpu.DeviceNode, 0, len(gpus)+len(inv.Control))
 	for _, g := range gpus {
-		nodes = append(nodes, g.Node())
+		nodes = gpu.AppendNodes(nodes, *g)
 	}
 	nodes = append(nodes, inv.Control...)
 	mode := os.FileMode(gpu.NodeMode)

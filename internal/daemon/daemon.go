@@ -101,6 +101,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if d.ledger, rebuilt, err = openLedger(cfg.StateDir, log); err != nil {
 		return nil, err
 	}
+	// a MIG instance and its parent exclude each other, whoever asks
+	d.ledger.SetOverlaps(func(uuid string) []string { return d.Inventory().Overlapping(uuid) })
+	d.health.inv = d.Inventory
 	// A ledger rebuilt from a corrupt file is empty until the first NRI
 	// Synchronize re-records the running containers' GPUs: nothing may be
 	// handed out before that (see waitRebuilt).
