@@ -16,6 +16,14 @@ func (d *Daemon) Attach(t attach.Target, ids []string, count int) (*attach.Resul
 	return d.attach.Attach(t, ids, count)
 }
 
+// AttachMIG implements api.MIGBackend.
+func (d *Daemon) AttachMIG(t attach.Target, profile string, count int) (*attach.Result, error) {
+	if err := d.waitRebuilt(); err != nil {
+		return nil, err
+	}
+	return d.attach.AttachMIG(t, profile, count)
+}
+
 // Detach implements api.Backend.
 func (d *Daemon) Detach(t attach.Target, ids []string, force bool) (*attach.Result, error) {
 	return d.attach.Detach(t, ids, force)

@@ -53,6 +53,13 @@ func (i instrumented) Attach(t attach.Target, ids []string, count int) (*attach.
 	return res, err
 }
 
+func (i instrumented) AttachMIG(t attach.Target, profile string, count int) (*attach.Result, error) {
+	start := time.Now()
+	res, err := i.Daemon.AttachMIG(t, profile, count)
+	i.observe("attach", start, err)
+	return res, err
+}
+
 func (i instrumented) Detach(t attach.Target, ids []string, force bool) (*attach.Result, error) {
 	start := time.Now()
 	res, err := i.Daemon.Detach(t, ids, force)
