@@ -7,17 +7,29 @@ import (
 	"google.golang.org/grpc"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
-// devices is what kubelet may allocate now, one entry per GPU, by UUID.
+// devices is what kubelet may allocate now, one entry per device, by UUID.
 func (p *Plugin) devices() []*pluginapi.Device {
-	inv := p.inv.Inventory()
-	out := make([]*pluginapi.Device, 0, len(inv.GPUs))
-	for _, g := range inv.GPUs {
-		out = append(out, &pluginapi.Device{ID: g.UUID, Health: p.state(g.UUID)})
+	devs := p.selector(p.inv.Inventory())
+	out := make([]*pluginapi.Device, 0, len(devs))
+	for _, g := range devs {
+		out = append(out, &pluginapi.Device{ID: g.UUID, Health: p.state(g)})
 	}
 	return out
+}
+
+// healthy reports whether a device is healthy: a MIG device is unhealthy
+// too while its parent is (NVML reports Xids on the parent GPU).
+func (p *Plugin) healthy(g *gpu.GPU) bool {
+	return p.health.Healthy(g.UUID) && (g.ParentUUID == "" || p.health.Healthy(g.ParentUUID))
+}
+
+// serves reports whether uuid is one of the devices the plugin advertises.
+func (p *Plugin) serves(inv *gpu.Inventory, uuid string) bool {
+	return slices.ContainsFunc(p.selector(inv), func(g *gpu.GPU) bool { return g.UUID == uuid })
 }
 
 // state is Healthy when kubelet may own the GPU: it is healthy and either
@@ -25,12 +37,15 @@ func (p *Plugin) devices() []*pluginapi.Device {
 // Unhealthy, not omitted: kubelet then keeps it in the node's capacity
 // (the hardware is there) but out of allocatable, and gets it back the
 // moment the holder releases it.
-func (p *Plugin) state(uuid string) string {
-	if !p.health.Healthy(uuid) {
+func (p *Plugin) state(g *gpu.GPU) string {
+	uuid := g.UUID
+	if !p.healthy(g) {
 		return pluginapi.Unhealthy
 	}
 	if g, held := p.ledger.Lookup(uuid); held && g.Reason != ledger.Kubelet {
 		return pluginapi.Unhealthy
+	} else if !held && p.ledger.HeldBy(uuid) != "" {
+		return pluginapi.Unhealthy // its MIG parent or a MIG device of it is held
 	}
 	return pluginapi.Healthy
 }

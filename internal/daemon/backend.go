@@ -60,6 +60,11 @@ func (d *Daemon) Status() api.Status {
 		s.DevicePlugin = "disabled"
 	case d.devicePlugin.Registered():
 		s.DevicePlugin = "registered as " + d.devicePlugin.ResourceName()
+		for _, p := range d.mig.plugins() {
+			if p.Registered() {
+				s.DevicePlugin += ", " + p.ResourceName()
+			}
+		}
 	default:
 		s.DevicePlugin = "waiting for kubelet at " + d.cfg.DevicePlugin.KubeletDir
 	}

@@ -54,6 +54,8 @@ type Daemon struct {
 
 	// devicePlugin is the kubelet device plugin; nil when disabled.
 	devicePlugin *deviceplugin.Plugin
+	// mig holds the plugins of the MIG profiles under the mixed strategy.
+	mig migPlugins
 
 	// Ready is closed once the API serves and, unless NRI is disabled, the
 	// first NRI Synchronize has been handled.

@@ -95,6 +95,13 @@ type DevicePlugin struct {
 	// still run, to release the GPUs of a deleted or finished pod within
 	// seconds rather than when its sandbox is removed.
 	PodResourcesInterval Duration `json:"podResourcesInterval"`
+	// MIGStrategy is how MIG devices are advertised, as NVIDIA's device
+	// plugin names it: "none" (whole GPUs only; GPUs in MIG mode are not
+	// advertised), "single" (every GPU in MIG mode with one profile, the
+	// MIG devices advertised as resourceName) or "mixed" (whole GPUs as
+	// resourceName, the MIG devices of each profile as
+	// <domain>/mig-<profile>, e.g. nvidia.com/mig-1g.5gb).
+	MIGStrategy string `json:"migStrategy"`
 }
 
 // Health configures GPU health tracking from NVML error events.
@@ -156,6 +163,7 @@ func Default() *Config {
 			ResourceName:         "nvidia.com/gpu",
 			PodResourcesSocket:   "/var/lib/kubelet/pod-resources/kubelet.sock",
 			PodResourcesInterval: Duration{2 * time.Second},
+			MIGStrategy:          "none",
 		},
 		Health: Health{
 			RecoveryWindow: Duration{5 * time.Minute},
@@ -246,6 +254,11 @@ func (c *Config) Validate() error {
 	}
 	if !resourceName.MatchString(c.DevicePlugin.ResourceName) {
 		bad("devicePlugin.resourceName must be an extended resource name such as nvidia.com/gpu, got %q", c.DevicePlugin.ResourceName)
+	}
+	switch c.DevicePlugin.MIGStrategy {
+	case "none", "single", "mixed":
+	default:
+		bad("devicePlugin.migStrategy must be none, single or mixed, got %q", c.DevicePlugin.MIGStrategy)
 	}
 	if c.Metrics.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {

@@ -1,0 +1,91 @@
+package daemon
+
+import (
+	"context"
+	"sync"
+
+	"github.com/hotgpu/hotgpu/deviceplugin"
+	"github.com/hotgpu/hotgpu/internal/gpu"
+)
+
+// migPlugins are the device plugins of the MIG profiles under the mixed
+// strategy, one per profile the node has (nvidia.com/mig-1g.5gb, ...): a
+// MIG layout change adds the plugins of new profiles and stops those of
+// profiles that are gone, while the others keep running.
+type migPlugins struct {
+	mu      sync.Mutex
+	ctx     context.Context // nil until start: plugins are built, not run
+	wg      *sync.WaitGroup
+	running map[string]*migPlugin // by resource name
+}
+
+type migPlugin struct {
+	p    *deviceplugin.Plugin
+	stop context.CancelFunc
+}
+
+func (m *migPlugins) start(ctx context.Context, wg *sync.WaitGroup) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ctx, m.wg = ctx, wg
+}
+
+// plugins lists the running MIG plugins.
+func (m *migPlugins) plugins() []*deviceplugin.Plugin {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*deviceplugin.Plugin, 0, len(m.running))
+	for _, r := range m.running {
+		out = append(out, r.p)
+	}
+	return out
+}
+
+// syncMIGPlugins runs a plugin for every MIG profile of inv under the
+// mixed strategy and stops the plugins of profiles inv no longer has.
+func (d *Daemon) syncMIGPlugins(inv *gpu.Inventory) {
+	if d.devicePlugin == nil || d.cfg.DevicePlugin.MIGStrategy != deviceplugin.StrategyMixed {
+		return
+	}
+	res, err := deviceplugin.Resources(deviceplugin.StrategyMixed, d.cfg.DevicePlugin.ResourceName, inv)
+	if err != nil {
+		d.log.WithError(err).Error("cannot list the MIG resources")
+		return
+	}
+	m := &d.mig
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx == nil {
+		return
+	}
+	if m.running == nil {
+		m.running = map[string]*migPlugin{}
+	}
+	want := map[string]bool{}
+	for _, r := range res[1:] {
+		want[r.Name] = true
+		if m.running[r.Name] != nil {
+			continue
+		}
+		p, err := d.buildDevicePlugin(r)
+		if err != nil {
+			d.log.WithError(err).WithField("resource", r.Name).Error("cannot serve a MIG profile")
+			continue
+		}
+		ctx, stop := context.WithCancel(m.ctx)
+		m.running[r.Name] = &migPlugin{p: p, stop: stop}
+		m.wg.Go(func() {
+			if err := p.Run(ctx); err != nil {
+				d.log.WithError(err).WithField("resource", r.Name).Error("kubelet device plugin of a MIG profile stopped")
+			}
+		})
+		d.log.WithField("resource", r.Name).Info("serving MIG devices to kubelet")
+	}
+	for name, r := range m.running {
+		if !want[name] {
+			r.stop()
+			delete(m.running, name)
+			d.log.WithField("resource", name).Info("the node has no MIG device of this profile any more: its device plugin stopped")
+		}
+	}
+}
