@@ -110,5 +110,8 @@ func runStatus(ctx context.Context, s stdio, args []string) error {
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
 	}
+	for _, p := range st.Problems {
+		fmt.Fprintf(tw, "problem:\t%s\n", p)
+	}
 	return tw.Flush()
 }

@@ -57,6 +57,9 @@ type Status struct {
 	DevicePlugin string `json:"devicePlugin"`
 	CDISpec      string `json:"cdiSpec,omitempty"`
 	Uptime       string `json:"uptime"`
+	// Problems are what needs an operator: held MIG devices a MIG layout
+	// change destroyed.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

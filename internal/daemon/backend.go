@@ -71,5 +71,6 @@ func (d *Daemon) Status() api.Status {
 	if p, ok := d.cdiPath.Load().(string); ok {
 		s.CDISpec = p
 	}
+	s.Problems = d.destroyedMIG()
 	return s
 }

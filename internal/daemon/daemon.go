@@ -66,6 +66,9 @@ type Daemon struct {
 	// holds up the runtime's request (and its timeout).
 	synced  chan struct{}
 	updated chan string
+	// refresh asks loop to read the inventory again now (a MIG layout
+	// change), not at the next tick.
+	refresh chan struct{}
 	// rebuilding is set when the ledger was rebuilt from a corrupt file.
 	rebuilding bool
 }
@@ -76,7 +79,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 		return nil, err
 	}
 	d = &Daemon{cfg: cfg, log: log, health: newHealth(healthOptions(cfg)...), registry: registry.New(), started: time.Now(), Ready: make(chan struct{}),
-		synced: make(chan struct{}, 1), updated: make(chan string, 64)}
+		synced: make(chan struct{}, 1), updated: make(chan string, 64), refresh: make(chan struct{}, 1)}
 	opts := []nvml.Option{nvml.WithDriverRoot(cfg.DriverRoot)}
 	if cfg.Simulate != "" {
 		opts = append(opts, nvml.WithSimulate(cfg.Simulate))
@@ -267,6 +270,8 @@ func (d *Daemon) loop(ctx context.Context) {
 			d.afterSync()
 		case id := <-d.updated:
 			d.reconcile(id)
+		case <-d.refresh:
+			d.refreshInventory()
 		case <-tick.C:
 			d.refreshInventory()
 			d.reconcile("")
@@ -314,4 +319,6 @@ func (d *Daemon) refreshInventory() {
 	if err := d.writeCDI(inv); err != nil {
 		d.log.WithError(err).Error("failed to rewrite CDI spec")
 	}
+	d.reportDestroyedMIG(old, inv)
+	d.syncMIGPlugins(inv)
 }

@@ -135,6 +135,11 @@ func fatal(e nvml.Event) bool {
 // GPU) unhealthy: until a reset for a fatal error, until its recovery
 // window passes for the others.
 func (d *Daemon) onHealthEvent(e nvml.Event) {
+	if e.Kind == nvml.MIGLayoutChanged {
+		d.log.WithField("gpu", e.UUID).Info("NVML reports a MIG layout change: reading the inventory again")
+		d.requestRefresh()
+		return
+	}
 	uuids := []string{e.UUID}
 	if e.UUID == "" {
 		uuids = uuids[:0]

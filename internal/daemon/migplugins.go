@@ -2,7 +2,11 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/hotgpu/hotgpu/deviceplugin"
 	"github.com/hotgpu/hotgpu/internal/gpu"
@@ -88,4 +92,48 @@ func (d *Daemon) syncMIGPlugins(inv *gpu.Inventory) {
 			d.log.WithField("resource", name).Info("the node has no MIG device of this profile any more: its device plugin stopped")
 		}
 	}
+}
+
+// requestRefresh has loop read the inventory again as soon as it can.
+func (d *Daemon) requestRefresh() {
+	select {
+	case d.refresh <- struct{}{}:
+	default: // one queued refresh reads every change
+	}
+}
+
+// reportDestroyedMIG reports the held MIG devices that a MIG layout change
+// destroyed (they were in old and are not in inv): hotgpu never destroys a
+// MIG device and cannot stop the driver from doing so, but it must not
+// hide it. Their grants stay until their holders release them, so nobody
+// else is given a device the holder still thinks it has.
+func (d *Daemon) reportDestroyedMIG(old, inv *gpu.Inventory) {
+	var n int
+	for _, g := range d.ledger.Grants() {
+		was, ok := old.ByUUID(g.GPU)
+		if !ok || was.Instance == nil {
+			continue
+		}
+		if _, still := inv.ByUUID(g.GPU); still {
+			continue
+		}
+		n++
+		d.log.WithFields(logrus.Fields{"mig": was.ID(), "uuid": g.GPU, "profile": was.Instance.Profile, "holder": g.Holder.String(), "reason": g.Reason}).
+			Error("a MIG layout change destroyed a MIG device that is held: its holder has lost it (see hotgpu status)")
+	}
+	d.metrics.MIGHeldDestroyed(n)
+}
+
+// destroyedMIG says, for `hotgpu status`, which held MIG devices the node
+// no longer has.
+func (d *Daemon) destroyedMIG() []string {
+	inv := d.Inventory()
+	var out []string
+	for _, g := range d.ledger.Grants() {
+		if _, ok := inv.ByUUID(g.GPU); ok || !strings.HasPrefix(g.GPU, "MIG-") {
+			continue
+		}
+		out = append(out, fmt.Sprintf("MIG device %s, held by %s (%s), was destroyed by a MIG layout change; detach it (hotgpu detach) or end its pod", g.GPU, g.Holder, g.Reason))
+	}
+	return out
 }

@@ -44,6 +44,7 @@ type Metrics struct {
 	nriReconnects prometheus.Counter
 	quarantines   *prometheus.CounterVec
 	regrants      prometheus.Counter
+	migDestroyed  prometheus.Counter
 }
 
 // New registers hotgpud's metrics, Go runtime and process metrics in a
@@ -81,8 +82,12 @@ func New(src Source) *Metrics {
 			Namespace: namespace, Name: "regrants_revoked_total",
 			Help: "GPUs re-granted to a container after hotgpu detached them (not by hotgpu), which reconcile revoked again.",
 		}),
+		migDestroyed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "mig_held_destroyed_total",
+			Help: "Held MIG devices that a MIG layout change destroyed under their holder.",
+		}),
 	}
-	m.reg.MustRegister(m.ops, m.latency, m.allocErrors, m.nriConnects, m.nriReconnects, m.quarantines, m.regrants,
+	m.reg.MustRegister(m.ops, m.latency, m.allocErrors, m.nriConnects, m.nriReconnects, m.quarantines, m.regrants, m.migDestroyed,
 		&sourceCollector{src: src},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -118,6 +123,14 @@ func (m *Metrics) Quarantine(event string, n int) {
 		return
 	}
 	m.quarantines.WithLabelValues(event).Add(float64(n))
+}
+
+// MIGHeldDestroyed counts held MIG devices a MIG layout change destroyed.
+func (m *Metrics) MIGHeldDestroyed(n int) {
+	if m == nil {
+		return
+	}
+	m.migDestroyed.Add(float64(n))
 }
 
 // RegrantsRevoked counts GPUs that reconcile revoked again.

@@ -31,12 +31,36 @@ func (s *Sim) EnableMIG(id string, profiles ...string) error {
 	if ret, _ := d.SetMigMode(nvml.DEVICE_MIG_ENABLE); ret != nvml.SUCCESS {
 		return check(ret, "enable MIG on simulated GPU %s", id)
 	}
+	defer s.migChanged(slot)
 	for _, info := range infos {
 		if err := createInstance(d, info); err != nil {
 			return fmt.Errorf("failed to enable MIG on simulated GPU %s: %w", id, err)
 		}
 	}
 	return nil
+}
+
+// DestroyInstance destroys the GPU instance gi of a GPU in MIG mode and its
+// compute instances (nvidia-smi mig -dci -dgi): the MIG devices of the other
+// GPU instances keep their UUIDs and capability nodes.
+func (s *Sim) DestroyInstance(id string, gi int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slot, err := s.resolve(id)
+	if err != nil {
+		return err
+	}
+	d := s.slots[slot]
+	d.Lock()
+	defer d.Unlock()
+	for inst := range d.GpuInstances {
+		if int(inst.Info.Id) == gi {
+			delete(d.GpuInstances, inst)
+			s.migChanged(slot)
+			return nil
+		}
+	}
+	return fmt.Errorf("failed to destroy GPU instance %d of simulated GPU %s: %w", gi, id, ErrNotFound)
 }
 
 // DisableMIG destroys the GPU's MIG instances and turns MIG mode off.
@@ -55,6 +79,7 @@ func (s *Sim) DisableMIG(id string) error {
 	if ret, _ := d.SetMigMode(nvml.DEVICE_MIG_DISABLE); ret != nvml.SUCCESS {
 		return check(ret, "disable MIG on simulated GPU %s", id)
 	}
+	s.migChanged(slot)
 	return nil
 }
 
