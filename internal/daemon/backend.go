@@ -5,6 +5,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/version"
 )
 
@@ -34,14 +35,23 @@ func (d *Daemon) GPUs() []api.GPUStatus {
 	inv := d.Inventory()
 	out := make([]api.GPUStatus, 0, len(inv.GPUs))
 	for _, g := range inv.GPUs {
-		s := api.GPUStatus{GPU: g, Healthy: d.health.Healthy(g.UUID)}
-		if grant, ok := d.ledger.Lookup(g.UUID); ok {
-			grant.Holder.Token, grant.Holder.Tokens = "", "" // claim secrets; the API never shows them
-			s.Grant = &grant
+		out = append(out, d.gpuStatus(g))
+		for _, m := range g.MIG { // each MIG device is a row of its own, below its GPU
+			if rec, ok := inv.ByUUID(m.UUID); ok {
+				out = append(out, d.gpuStatus(*rec))
+			}
 		}
-		out = append(out, s)
 	}
 	return out
+}
+
+func (d *Daemon) gpuStatus(g gpu.GPU) api.GPUStatus {
+	s := api.GPUStatus{GPU: g, Healthy: d.health.Healthy(g.UUID)}
+	if grant, ok := d.ledger.Lookup(g.UUID); ok {
+		grant.Holder.Token, grant.Holder.Tokens = "", "" // claim secrets; the API never shows them
+		s.Grant = &grant
+	}
+	return s
 }
 
 // Status implements api.Backend.

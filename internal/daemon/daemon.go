@@ -95,6 +95,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 			d.provider.Close()
 		}
 	}()
+	if err = simulateMIG(d.provider, cfg.SimulateMIG); err != nil {
+		return nil, err
+	}
 	inv, err := d.provider.Inventory()
 	if err != nil {
 		return nil, fmt.Errorf("failed to read GPU inventory: %w", err)

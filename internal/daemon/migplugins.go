@@ -10,6 +10,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/deviceplugin"
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/nvml"
 )
 
 // migPlugins are the device plugins of the MIG profiles under the mixed
@@ -136,4 +137,15 @@ func (d *Daemon) destroyedMIG() []string {
 		out = append(out, fmt.Sprintf("MIG device %s, held by %s (%s), was destroyed by a MIG layout change; detach it (hotgpu detach) or end its pod", g.GPU, g.Holder, g.Reason))
 	}
 	return out
+}
+
+// simulateMIG puts simulated GPUs in MIG mode: entries "<slot>=<profile>,...".
+func simulateMIG(p *nvml.Provider, entries []string) error {
+	for _, e := range entries {
+		slot, profiles, _ := strings.Cut(e, "=")
+		if err := p.Simulation().EnableMIG(strings.TrimSpace(slot), strings.Split(profiles, ",")...); err != nil {
+			return fmt.Errorf("simulateMIG %q: %w", e, err)
+		}
+	}
+	return nil
 }

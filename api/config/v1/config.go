@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -28,6 +29,9 @@ type Config struct {
 	// Simulate serves a simulated GPU inventory instead of NVML ("dgxa100",
 	// "pcie8"); empty means real GPUs.
 	Simulate string `json:"simulate,omitempty"`
+	// SimulateMIG puts simulated GPUs in MIG mode at start, one entry per
+	// GPU: "<slot>=<profile>,<profile>..." ("0=3g.20gb,2g.10gb,1g.5gb,1g.5gb").
+	SimulateMIG []string `json:"simulateMIG,omitempty"`
 	// DriverRoot is where the NVIDIA driver's files live ("/" on a host,
 	// "/run/nvidia/driver" with the GPU operator's driver container).
 	DriverRoot string `json:"driverRoot,omitempty"`
@@ -254,6 +258,12 @@ func (c *Config) Validate() error {
 	}
 	if !resourceName.MatchString(c.DevicePlugin.ResourceName) {
 		bad("devicePlugin.resourceName must be an extended resource name such as nvidia.com/gpu, got %q", c.DevicePlugin.ResourceName)
+	}
+	for _, m := range c.SimulateMIG {
+		slot, profiles, ok := strings.Cut(m, "=")
+		if c.Simulate == "" || !ok || slot == "" || profiles == "" {
+			bad("simulateMIG entries are \"<gpu>=<profile>,...\" and need simulate, got %q", m)
+		}
 	}
 	switch c.DevicePlugin.MIGStrategy {
 	case "none", "single", "mixed":
