@@ -77,7 +77,7 @@ func TestStrategies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := Resources(tt.strategy, "nvidia.com/gpu", tt.inv)
+			res, err := Resources(tt.strategy, "nvidia.com/gpu", DefaultMIGPrefix, tt.inv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +98,7 @@ func TestStrategies(t *testing.T) {
 	if len(uniform.Instances("")) != 24 || SingleProblem(uniform) != "" || SingleProblem(inv) == "" {
 		t.Fatalf("single on a uniform node: %q; on a mixed one: %q", SingleProblem(uniform), SingleProblem(inv))
 	}
-	if _, err := Resources("bogus", "nvidia.com/gpu", inv); err == nil {
+	if _, err := Resources("bogus", "nvidia.com/gpu", DefaultMIGPrefix, inv); err == nil {
 		t.Fatal("unknown strategy accepted")
 	}
 }

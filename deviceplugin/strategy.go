@@ -20,7 +20,7 @@ const (
 	// nothing (NVIDIA's plugin refuses it too).
 	StrategySingle = "single"
 	// StrategyMixed advertises whole GPUs under the one resource and the
-	// MIG devices of each profile under <domain>/mig-<profile>
+	// MIG devices of each profile under a resource of their own
 	// (nvidia.com/mig-1g.5gb), each resource its own registered plugin.
 	StrategyMixed = "mixed"
 )
@@ -88,17 +88,21 @@ func SingleProblem(inv *gpu.Inventory) string {
 	return ""
 }
 
-// MIGResourceName is the resource of a MIG profile under mixed: the domain
-// of the whole-GPU resource, "mig-" and the profile, with the characters a
-// resource name cannot carry ("+", ",") made dots: nvidia.com/mig-1g.5gb.
-func MIGResourceName(wholeResource, profile string) string {
-	domain, _, _ := strings.Cut(wholeResource, "/")
-	return domain + "/mig-" + strings.NewReplacer("+", ".", ",", ".").Replace(profile)
+// DefaultMIGPrefix is what MIG resources are named by under mixed, as
+// NVIDIA's device plugin names them.
+const DefaultMIGPrefix = "nvidia.com/mig-"
+
+// MIGResourceName is the resource of a MIG profile under mixed: prefix
+// ("nvidia.com/mig-") and the profile, with the characters a resource name
+// cannot carry ("+", ",") made dots: nvidia.com/mig-1g.5gb.
+func MIGResourceName(prefix, profile string) string {
+	return prefix + strings.NewReplacer("+", ".", ",", ".").Replace(profile)
 }
 
-// Resources lists the resources a strategy serves on inv: under mixed one
-// per MIG profile the node has now, so the list follows MIG layout changes.
-func Resources(strategy, wholeResource string, inv *gpu.Inventory) ([]Resource, error) {
+// Resources lists the resources a strategy serves on inv: wholeResource
+// first, then, under mixed, one per MIG profile the node has now (named by
+// migPrefix, see MIGResourceName), so the list follows MIG layout changes.
+func Resources(strategy, wholeResource, migPrefix string, inv *gpu.Inventory) ([]Resource, error) {
 	switch strategy {
 	case StrategyNone, "":
 		return []Resource{{Name: wholeResource, Devices: WholeGPUs}}, nil
@@ -113,7 +117,7 @@ func Resources(strategy, wholeResource string, inv *gpu.Inventory) ([]Resource, 
 			}
 		}
 		for _, p := range sortedKeys(profiles) {
-			out = append(out, Resource{Name: MIGResourceName(wholeResource, p), Devices: MIGDevices(p)})
+			out = append(out, Resource{Name: MIGResourceName(migPrefix, p), Devices: MIGDevices(p)})
 		}
 		return out, nil
 	}

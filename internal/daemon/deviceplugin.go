@@ -27,7 +27,7 @@ func (d *Daemon) newDevicePlugin() error {
 	if d.cfg.DevicePlugin.Disabled {
 		return nil
 	}
-	res, err := deviceplugin.Resources(d.cfg.DevicePlugin.MIGStrategy, d.cfg.DevicePlugin.ResourceName, d.Inventory())
+	res, err := deviceplugin.Resources(d.cfg.DevicePlugin.MIGStrategy, d.cfg.DevicePlugin.ResourceName, d.cfg.DevicePlugin.MIGResourcePrefix, d.Inventory())
 	if err != nil {
 		return err
 	}

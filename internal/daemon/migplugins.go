@@ -52,7 +52,7 @@ func (d *Daemon) syncMIGPlugins(inv *gpu.Inventory) {
 	if d.devicePlugin == nil || d.cfg.DevicePlugin.MIGStrategy != deviceplugin.StrategyMixed {
 		return
 	}
-	res, err := deviceplugin.Resources(deviceplugin.StrategyMixed, d.cfg.DevicePlugin.ResourceName, inv)
+	res, err := deviceplugin.Resources(deviceplugin.StrategyMixed, d.cfg.DevicePlugin.ResourceName, d.cfg.DevicePlugin.MIGResourcePrefix, inv)
 	if err != nil {
 		d.log.WithError(err).Error("cannot list the MIG resources")
 		return

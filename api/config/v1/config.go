@@ -104,8 +104,12 @@ type DevicePlugin struct {
 	// advertised), "single" (every GPU in MIG mode with one profile, the
 	// MIG devices advertised as resourceName) or "mixed" (whole GPUs as
 	// resourceName, the MIG devices of each profile as
-	// <domain>/mig-<profile>, e.g. nvidia.com/mig-1g.5gb).
+	// MIGResourcePrefix+<profile>, e.g. nvidia.com/mig-1g.5gb).
 	MIGStrategy string `json:"migStrategy"`
+	// MIGResourcePrefix names the MIG resources under mixed: the prefix
+	// and the profile ("nvidia.com/mig-" gives nvidia.com/mig-1g.5gb, as
+	// NVIDIA's device plugin).
+	MIGResourcePrefix string `json:"migResourcePrefix"`
 }
 
 // Health configures GPU health tracking from NVML error events.
@@ -168,6 +172,7 @@ func Default() *Config {
 			PodResourcesSocket:   "/var/lib/kubelet/pod-resources/kubelet.sock",
 			PodResourcesInterval: Duration{2 * time.Second},
 			MIGStrategy:          "none",
+			MIGResourcePrefix:    "nvidia.com/mig-",
 		},
 		Health: Health{
 			RecoveryWindow: Duration{5 * time.Minute},
@@ -264,6 +269,9 @@ func (c *Config) Validate() error {
 		if c.Simulate == "" || !ok || slot == "" || profiles == "" {
 			bad("simulateMIG entries are \"<gpu>=<profile>,...\" and need simulate, got %q", m)
 		}
+	}
+	if !resourceName.MatchString(c.DevicePlugin.MIGResourcePrefix + "1g.5gb") {
+		bad("devicePlugin.migResourcePrefix must make extended resource names such as nvidia.com/mig-1g.5gb, got %q", c.DevicePlugin.MIGResourcePrefix)
 	}
 	switch c.DevicePlugin.MIGStrategy {
 	case "none", "single", "mixed":
