@@ -94,3 +94,27 @@ func TestMIGLayoutChangeWithoutRestart(t *testing.T) {
 		t.Fatal("the destroyed held device's grant was dropped silently")
 	}
 }
+
+// TestHookReserveMIG: hotgpu-hook (runtimes without NRI) names MIG devices
+// like every other path and follows the same rule: the reservation carries
+// the instance's caps nodes, and its parent is refused to another container.
+func TestHookReserveMIG(t *testing.T) {
+	atStart(t, func(s *nvml.Sim) error { return s.EnableMIG("0", "3g.20gb", "2g.10gb", "1g.5gb", "1g.5gb") })
+	c := runDaemon(t, testConfig(t))
+	ctx := context.Background()
+	pid := os.Getpid()
+	res, err := c.HookReserve(ctx, api.HookReserveRequest{ContainerID: "docker-a", PID: pid, IDs: []string{"0:2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.GPUs) != 1 || res.GPUs[0].Instance == nil || res.GPUs[0].ID() != "0:2" || len(res.GPUs[0].Nodes()) != 3 {
+		t.Fatalf("reservation = %+v, want MIG device 0:2 with its parent's and two caps nodes", res.GPUs)
+	}
+	parent := res.GPUs[0].ParentUUID
+	if _, err := c.HookReserve(ctx, api.HookReserveRequest{ContainerID: "docker-b", PID: pid, IDs: []string{parent}}); err == nil || !strings.Contains(err.Error(), res.GPUs[0].UUID) {
+		t.Fatalf("GPU 0 whole while its 0:2 is held: %v, want a refusal naming 0:2's UUID", err)
+	}
+	if _, err := c.HookReserve(ctx, api.HookReserveRequest{ContainerID: "docker-b", PID: pid, IDs: []string{"0:3"}}); err != nil {
+		t.Fatalf("the sibling 0:3: %v", err)
+	}
+}
