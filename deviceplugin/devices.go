@@ -50,9 +50,29 @@ func (p *Plugin) state(g *gpu.GPU) string {
 	return pluginapi.Healthy
 }
 
+// Refresh tells kubelet the device list again now: the inventory changed
+// (a MIG layout change) and the next resync is not soon enough.
+func (p *Plugin) Refresh() {
+	p.changedMu.Lock()
+	defer p.changedMu.Unlock()
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
+}
+
+func (p *Plugin) refreshed() <-chan struct{} {
+	p.changedMu.Lock()
+	defer p.changedMu.Unlock()
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	return p.changed
+}
+
 // ListAndWatch sends the device list now and again whenever it changes:
-// at once on ledger and health changes, and on every resync for GPUs that
-// appeared or vanished from the inventory.
+// at once on ledger and health changes and on Refresh, and on every resync
+// for GPUs that appeared or vanished from the inventory.
 func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingServer[pluginapi.ListAndWatchResponse]) error {
 	p.streams.Add(1)
 	defer func() {
@@ -70,6 +90,7 @@ func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingSer
 	defer tick.Stop()
 	var last []*pluginapi.Device
 	for {
+		refresh := p.refreshed()
 		devs := p.devices()
 		if last == nil || !sameDevices(last, devs) {
 			if err := stream.Send(&pluginapi.ListAndWatchResponse{Devices: devs}); err != nil {
@@ -83,6 +104,7 @@ func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingSer
 			return nil
 		case <-ledgerCh:
 		case <-healthCh:
+		case <-refresh:
 		case <-tick.C:
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -200,4 +201,47 @@ func TestPreferredMIGAllocation(t *testing.T) {
 	if got, want := resp.ContainerResponses[0].DeviceIDs, ids("1:1", "0:2"); !slices.Equal(got, want) {
 		t.Fatalf("preferred = %v, want %v", got, want)
 	}
+}
+
+// TestRefreshSendsANewMIGLayout: after a MIG layout change the plugin of a
+// profile tells kubelet its new devices at Refresh, not at the next resync.
+func TestRefreshSendsANewMIGLayout(t *testing.T) {
+	dir := shortDir(t)
+	k := startFakeKubelet(t, dir)
+	p, err := nvml.New(nvml.WithSimulate("dgxa100"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Simulation().EnableMIG("0", "1g.5gb", "1g.5gb"); err != nil {
+		t.Fatal(err)
+	}
+	read := func() *gpu.Inventory {
+		inv, err := p.Inventory()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inv
+	}
+	inv := &staticInventory{inv: read()}
+	l, err := ledger.New(&memStore{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plug, err := New(inv, l, WithKubeletDir(dir), WithRetry(50*time.Millisecond), WithResync(time.Hour),
+		WithResourceName("nvidia.com/mig-1g.5gb"), WithDevices(MIGDevices("1g.5gb")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runPlugin(t, &fixture{p: plug})
+	k.waitRegistered(t)
+	k.waitDevices(t, "two 1g.5gb", func(m map[string]string) bool { return len(m) == 2 })
+	if err := p.Simulation().EnableMIG("0", "1g.5gb"); err != nil {
+		t.Fatal(err)
+	}
+	inv.mu.Lock()
+	inv.inv = read()
+	inv.mu.Unlock()
+	plug.Refresh()
+	k.waitDevices(t, "three 1g.5gb after the layout change", func(m map[string]string) bool { return len(m) == 3 })
 }

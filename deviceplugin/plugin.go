@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,10 @@ type Plugin struct {
 	registeredAt atomic.Int64 // unix nanoseconds
 	// lost is poked when kubelet closes a stream, to re-check at once.
 	lost chan struct{}
+	// changedMu guards changed, closed (and replaced) by Refresh to wake
+	// every ListAndWatch stream.
+	changedMu sync.Mutex
+	changed   chan struct{}
 
 	pluginapi.UnimplementedDevicePluginServer
 }

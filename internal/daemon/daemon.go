@@ -324,4 +324,10 @@ func (d *Daemon) refreshInventory() {
 	}
 	d.reportDestroyedMIG(old, inv)
 	d.syncMIGPlugins(inv)
+	if d.devicePlugin != nil {
+		d.devicePlugin.Refresh()
+		for _, p := range d.mig.plugins() {
+			p.Refresh()
+		}
+	}
 }
