@@ -3,6 +3,7 @@ package attach
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -139,5 +140,59 @@ func TestAttachDetachMIGRealCgroup(t *testing.T) {
 	}
 	if len(l.Grants()) != 0 {
 		t.Fatalf("ledger after detach: %v", l.Grants())
+	}
+}
+
+// The same on cgroup v2: the eBPF program that replaces the container's
+// allows the MIG device's caps nodes and its GPU's node, one by one, and a
+// sibling's caps node made inside is refused.
+func TestAttachDetachMIGCgroupV2(t *testing.T) {
+	if os.Getenv(v2OnlyEnv) == "" {
+		reexecV2Only(t)
+		return
+	}
+	s := newV2Sandbox(t)
+	inv := mixedMIG(t)
+	store, err := ledger.NewFileStore(t.TempDir())
+	must(t, err)
+	l, err := ledger.New(store)
+	must(t, err)
+	l.SetOverlaps(inv.Overlapping)
+	reg := registry.New()
+	reg.Put(registry.Container{ID: "c0ffee1234567890", Name: "app", PodNamespace: "ml", PodName: "p", PID: s.pid(), CgroupsPath: s.cgroup})
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	m := New(staticInv{inv}, allHealthy{}, l, reg, logrus.NewEntry(log))
+	target := Target{ContainerID: "c0ffee1234567890"}
+
+	_, err = m.Attach(target, []string{"0:1"}, 0)
+	must(t, err)
+	own, sibling := inv.GPUs[0].MIG[1].Caps, inv.GPUs[0].MIG[2].Caps[0]
+	for _, n := range append([]gpu.DeviceNode{inv.GPUs[0].Node()}, own...) {
+		if got := s.open(n.Path); got != "ENXIO" {
+			t.Errorf("open %s = %s, want ENXIO", n.Path, got)
+		}
+	}
+	must(t, s.command("mkdir", "-p", "/dev/nvidia-caps").Run())
+	must(t, s.command("mknod", sibling.Path, "c", fmt.Sprint(sibling.Major), fmt.Sprint(sibling.Minor)).Run())
+	if got := s.open(sibling.Path); got != "EPERM" {
+		t.Errorf("sibling's caps node made inside: %s, want EPERM", got)
+	}
+	if n, err := m.Reconcile(""); err != nil || n != 0 {
+		t.Fatalf("reconcile of an intact MIG grant re-applied %d: %v", n, err)
+	}
+	_, err = m.Detach(target, []string{"0:1"}, false)
+	must(t, err)
+	for _, n := range own {
+		if got := s.open(n.Path); got != "ENOENT" {
+			t.Errorf("after detach, open %s = %s, want ENOENT", n.Path, got)
+		}
+	}
+	must(t, s.command("mknod", own[0].Path, "c", fmt.Sprint(own[0].Major), fmt.Sprint(own[0].Minor)).Run())
+	if got := s.open(own[0].Path); got != "EPERM" {
+		t.Errorf("detached caps node made inside: %s, want EPERM", got)
+	}
+	if got := s.open("/dev/null"); got != "ok" {
+		t.Errorf("base rules lost: open /dev/null = %s", got)
 	}
 }
