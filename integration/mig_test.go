@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -109,6 +110,9 @@ func TestMIGAttach(t *testing.T) {
 		t.Fatalf("attach --gpu 0:2: ledger holder %q; CLI said:\n%s", migHolder(t, d, mig[2].UUID), out)
 	}
 	checkOnlyMIG(t, c, ctr, mig[2])
+	if table := mustCLI(t, d, "ls"); !regexp.MustCompile(`(?m)^0:2\s+` + mig[2].UUID + `\s+MIG 1g\.5gb\s+healthy\s+.*attach`).MatchString(table) {
+		t.Errorf("hotgpu ls has no attach row for MIG device 0:2:\n%s", table)
+	}
 	mknodEPERM(t, c, ctr, mig[3].Caps[0]) // the sibling 1g.5gb's
 	mknodEPERM(t, c, ctr, mig[0].Caps[1]) // the 3g.20gb's
 
