@@ -27,6 +27,8 @@ func (d *Daemon) GPUStates() map[string]int {
 			out["unhealthy"]++
 		case held:
 			out[string(grant.Reason)]++
+		case g.MIGEnabled:
+			out["mig"]++ // never handed out whole: its MIG devices are
 		default:
 			out["free"]++
 		}

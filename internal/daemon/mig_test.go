@@ -44,6 +44,9 @@ func TestMIGLayoutChangeWithoutRestart(t *testing.T) {
 	waitFor(t, "the NVML event watcher", func() bool { return sim.InjectXid("2", 13) == nil }) // 13 is ignored
 	want := []string{"nvidia.com/mig-1g.5gb", "nvidia.com/mig-2g.10gb", "nvidia.com/mig-3g.20gb"}
 	waitFor(t, "the MIG plugins", func() bool { return slices.Equal(migResources(d), want) })
+	if s := d.GPUStates(); s["mig"] != 1 || s["free"] != 7 {
+		t.Fatalf("GPU states = %v, want GPU 0 counted as in MIG mode, not free", s)
+	}
 
 	inv := d.Inventory()
 	held, gone := inv.GPUs[0].MIG[2], inv.GPUs[0].MIG[1] // 1g.5gb held; 2g.10gb free

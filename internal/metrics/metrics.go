@@ -24,9 +24,9 @@ const namespace = "hotgpu"
 
 // Source reports the node's GPUs at scrape time.
 type Source interface {
-	// GPUStates counts GPUs by state: "free", "unhealthy", or the reason
-	// they are held ("kubelet", "annotation", "attach", "hook",
-	// "quarantine").
+	// GPUStates counts GPUs by state: "free", "unhealthy", "mig" (in MIG
+	// mode: handed out by MIG device, never whole), or the reason they are
+	// held ("kubelet", "annotation", "attach", "hook", "quarantine").
 	GPUStates() map[string]int
 	// NRIConnected reports whether the NRI connection is up; ok is false
 	// when NRI is disabled.
