@@ -92,8 +92,12 @@ func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids []string, err er
 			return nil, status.Errorf(codes.InvalidArgument,
 				"device %q is not a GPU of this node (%d GPUs); kubelet's checkpoint may predate a hardware change: restart kubelet to re-sync", clip(id), len(inv.GPUs))
 		}
-		if !p.health.Healthy(g.UUID) {
-			return nil, status.Errorf(codes.FailedPrecondition, "GPU %d (%s) is unhealthy; see `hotgpu health`", g.Index, g.UUID)
+		if !p.serves(inv, g.UUID) {
+			return nil, status.Errorf(codes.InvalidArgument,
+				"device %s (GPU %s) is not one of %s's devices (a GPU in MIG mode is allocated by its MIG devices; see devicePlugin.migStrategy)", clip(id), g.ID(), p.resource)
+		}
+		if !p.healthy(g) {
+			return nil, status.Errorf(codes.FailedPrecondition, "GPU %s (%s) is unhealthy; see `hotgpu health`", g.ID(), g.UUID)
 		}
 		if g.MIGEnabled {
 			return nil, status.Errorf(codes.FailedPrecondition,
@@ -101,7 +105,7 @@ func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids []string, err er
 		}
 		if cur, held := p.ledger.Lookup(g.UUID); held && !p.takesOver(cur) {
 			return nil, status.Errorf(codes.FailedPrecondition,
-				"GPU %d (%s) is held by %s; it is not allocatable until released (hotgpu detach)", g.Index, g.UUID, p.ledger.HeldBy(g.UUID))
+				"GPU %s (%s) is held by %s; it is not allocatable until released (hotgpu detach)", g.ID(), g.UUID, p.ledger.HeldBy(g.UUID))
 		}
 		uuids = append(uuids, g.UUID)
 	}
@@ -180,6 +184,9 @@ func (p *Plugin) prefer(inv *gpu.Inventory, req *pluginapi.ContainerPreferredAll
 	if len(req.GetAvailableDeviceIDs()) > maxIDs {
 		return nil, status.Errorf(codes.InvalidArgument, "%d available devices listed, at most %d allowed", len(req.GetAvailableDeviceIDs()), maxIDs)
 	}
+	if p.servesMIG(inv) {
+		return preferMIG(inv, req)
+	}
 	avail, err := indices(inv, req.GetAvailableDeviceIDs())
 	if err != nil {
 		return nil, err
@@ -226,4 +233,39 @@ func clip(s string) string {
 		return s[:80] + "…"
 	}
 	return s
+}
+
+// servesMIG reports whether the plugin advertises MIG devices, which share
+// their parents' topology: there is no link between them to choose by.
+func (p *Plugin) servesMIG(inv *gpu.Inventory) bool {
+	return slices.ContainsFunc(p.selector(inv), func(g *gpu.GPU) bool { return g.Instance != nil })
+}
+
+// preferMIG picks the must-include MIG devices, then the available ones in
+// GPU order, so that one GPU's devices fill up before the next is broken
+// into.
+func preferMIG(inv *gpu.Inventory, req *pluginapi.ContainerPreferredAllocationRequest) ([]string, error) {
+	n := int(req.GetAllocationSize())
+	out := slices.Clone(req.GetMustIncludeDeviceIDs())
+	var avail []*gpu.GPU
+	for _, id := range req.GetAvailableDeviceIDs() {
+		g, ok := inv.ByUUID(id)
+		if !ok {
+			return nil, status.Errorf(codes.InvalidArgument, "device %q is not a device of this node", clip(id))
+		}
+		avail = append(avail, g)
+	}
+	slices.SortStableFunc(avail, func(a, b *gpu.GPU) int { return strings.Compare(a.ID(), b.ID()) })
+	for _, g := range avail {
+		if len(out) >= n {
+			break
+		}
+		if !slices.Contains(out, g.UUID) {
+			out = append(out, g.UUID)
+		}
+	}
+	if len(out) != n {
+		return nil, status.Errorf(codes.InvalidArgument, "cannot choose %d MIG devices among %d available", n, len(avail))
+	}
+	return out, nil
 }

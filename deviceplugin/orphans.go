@@ -40,7 +40,11 @@ const podGoneGrace = 5 * time.Second
 func (p *Plugin) SweepOrphans(ctx context.Context, socket string) ([]string, error) {
 	candidates := map[string]ledger.Grant{}
 	var pods []ledger.Holder // of every pod's allocation: a pod's absence is timed while its containers stop
+	inv := p.inv.Inventory()
 	for _, g := range p.ledger.Grants() {
+		if _, known := inv.ByUUID(g.GPU); known && !p.serves(inv, g.GPU) {
+			continue // another resource's (mixed MIG strategy): its plugin judges it
+		}
 		if p.podGrant(g) {
 			pods = append(pods, g.Holder)
 		}

@@ -2,8 +2,10 @@
 // runs inside hotgpud and shares the ledger with the NRI plugin and live
 // attach, so kubelet and hotgpu never hand out the same GPU:
 //
-//   - ListAndWatch advertises every GPU by UUID. A GPU is Healthy when it is
-//     healthy AND free or allocated by kubelet; a GPU held by live attach or
+//   - ListAndWatch advertises its devices by UUID: the GPUs not in MIG mode,
+//     or MIG devices (see Resources for NVIDIA's MIG strategies). A device is
+//     Healthy when it is healthy (a MIG device's parent too) AND free or
+//     allocated by kubelet; a GPU held by live attach or
 //     a pod annotation is reported Unhealthy for as long as it is held, which
 //     is the one state in which kubelet never allocates a device while still
 //     counting it in the node's capacity.
@@ -25,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,7 +50,8 @@ type Plugin struct {
 	log        *logrus.Entry
 	dir        string // kubelet's device-plugins dir
 	resource   string
-	cdiKind    string // "nvidia.com/gpu"
+	selector   Selector // the devices advertised (default WholeGPUs)
+	cdiKind    string   // "nvidia.com/gpu"
 	socketName string
 	resync     time.Duration // how often ListAndWatch re-checks the inventory
 	retry      time.Duration // between registration attempts
@@ -68,6 +72,10 @@ type Plugin struct {
 	registeredAt atomic.Int64 // unix nanoseconds
 	// lost is poked when kubelet closes a stream, to re-check at once.
 	lost chan struct{}
+	// changedMu guards changed, closed (and replaced) by Refresh to wake
+	// every ListAndWatch stream.
+	changedMu sync.Mutex
+	changed   chan struct{}
 
 	pluginapi.UnimplementedDevicePluginServer
 }
@@ -100,6 +108,10 @@ func WithResourceName(name string) Option {
 		return nil
 	}
 }
+
+// WithDevices sets the devices the plugin advertises (default WholeGPUs):
+// see Resources for the MIG strategies.
+func WithDevices(s Selector) Option { return func(p *Plugin) error { p.selector = s; return nil } }
 
 // WithCDIKind sets the CDI kind of the devices Allocate names (default
 // nvidia.com/gpu, the kind of hotgpu's CDI spec).
@@ -160,8 +172,8 @@ func New(inv Inventory, l *ledger.Ledger, opts ...Option) (*Plugin, error) {
 	quiet.Out = io.Discard
 	p := &Plugin{
 		inv: inv, ledger: l, health: allHealthy{}, log: logrus.NewEntry(quiet),
-		running: func(string) bool { return true },
-		dir:     filepath.Clean(pluginapi.DevicePluginPath), resource: "nvidia.com/gpu", cdiKind: "nvidia.com/gpu",
+		running: func(string) bool { return true }, selector: WholeGPUs,
+		dir: filepath.Clean(pluginapi.DevicePluginPath), resource: "nvidia.com/gpu", cdiKind: "nvidia.com/gpu",
 		resync: 10 * time.Second, retry: 2 * time.Second, lost: make(chan struct{}, 1),
 	}
 	for _, o := range opts {

@@ -66,7 +66,7 @@ func TestListAndWatchWithdrawsGPUsHeldElsewhere(t *testing.T) {
 	if err := f.ledger.Acquire(ledger.Holder{}, ledger.Kubelet, ledger.Active, f.uuid(4)); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.p.state(f.uuid(4)); got != pluginapi.Healthy {
+	if got := f.p.state(&f.inv.GPUs[4]); got != pluginapi.Healthy {
 		t.Fatalf("a GPU kubelet allocated is reported %s", got)
 	}
 }

@@ -15,7 +15,7 @@ import (
 func apply(c *container, target *hotplug.Target, gpus []gpu.GPU, control []gpu.DeviceNode) error {
 	nodes := make([]gpu.DeviceNode, 0, len(gpus)+len(control))
 	for _, g := range gpus {
-		nodes = append(nodes, g.Node())
+		nodes = gpu.AppendNodes(nodes, g)
 	}
 	nodes = append(nodes, control...)
 

@@ -178,7 +178,7 @@ func (p *Plugin) cdiGPUs(inv *gpu.Inventory, c *api.Container) ([]*gpu.GPU, erro
 			gpus = append(gpus, g)
 		}
 		for _, g := range gpus { // "0" and "all" together name GPU 0 once
-			if !slices.Contains(out, g) {
+			if !slices.ContainsFunc(out, func(o *gpu.GPU) bool { return o.UUID == g.UUID }) {
 				out = append(out, g)
 			}
 		}
@@ -186,21 +186,11 @@ func (p *Plugin) cdiGPUs(inv *gpu.Inventory, c *api.Container) ([]*gpu.GPU, erro
 	return out, nil
 }
 
-// cdiGPU maps one of our CDI device names to its GPU: an index, a UUID, or a
-// MIG device ("<gpu>:<mig>" or its MIG UUID), which holds its parent. The
-// names are the ones cdi.Generate publishes; a MIG name that does not exist
-// is an error, not its parent GPU.
+// cdiGPU maps one of our CDI device names to its device: an index, a UUID,
+// or a MIG device ("<gpu>:<mig>" or its MIG UUID), which is held on its
+// own, not its parent. The names are the ones cdi.Generate publishes; a MIG
+// name that does not exist is an error, not its parent GPU.
 func cdiGPU(inv *gpu.Inventory, name string) (*gpu.GPU, error) {
-	for i := range inv.GPUs {
-		for _, m := range inv.GPUs[i].MIG {
-			if m.Name() == name || strings.EqualFold(m.UUID, name) {
-				return &inv.GPUs[i], nil
-			}
-		}
-	}
-	if parent, _, isMIG := strings.Cut(name, ":"); isMIG {
-		return nil, fmt.Errorf("GPU %s has no MIG device %s", parent, name)
-	}
 	return inv.Lookup(name)
 }
 
@@ -226,7 +216,7 @@ func adjustment(inv *gpu.Inventory, c *api.Container, gpus []*gpu.GPU) *api.Cont
 	}
 	nodes := make([]gpu.DeviceNode, 0, len(gpus)+len(inv.Control))
 	for _, g := range gpus {
-		nodes = append(nodes, g.Node())
+		nodes = gpu.AppendNodes(nodes, *g)
 	}
 	nodes = append(nodes, inv.Control...)
 	mode := os.FileMode(gpu.NodeMode)

@@ -99,19 +99,20 @@ func FuzzCDIGPUs(f *testing.F) {
 // TestCDIGPUsEveryPublishedName: every device name hotgpu's CDI spec
 // publishes (index, UUID, MIG "i:j", MIG UUID, "all") is understood by the
 // NRI plugin, so a container started with any of them is recorded in the
-// ledger instead of failing or going unrecorded.
+// ledger instead of failing or going unrecorded. A MIG name is the MIG
+// device, held on its own, not its parent.
 func TestCDIGPUsEveryPublishedName(t *testing.T) {
 	inv := migInventory()
 	p, _ := fuzzPlugin(t, inv)
 	for _, tc := range []struct {
 		name string
-		want []int
+		want []string
 	}{
-		{"1", []int{1}},
-		{inv.GPUs[2].UUID, []int{2}},
-		{"1:1", []int{1}},
-		{inv.GPUs[1].MIG[0].UUID, []int{1}},
-		{"all", []int{0, 1, 2, 3}},
+		{"1", []string{"1"}},
+		{inv.GPUs[2].UUID, []string{"2"}},
+		{"1:1", []string{"1:1"}},
+		{inv.GPUs[1].MIG[0].UUID, []string{"1:0"}},
+		{"all", []string{"0", "1", "2", "3"}},
 	} {
 		c := &api.Container{Id: "c", CDIDevices: []*api.CDIDevice{{Name: "nvidia.com/gpu=" + tc.name}}}
 		gpus, err := p.cdiGPUs(inv, c)
@@ -119,9 +120,9 @@ func TestCDIGPUsEveryPublishedName(t *testing.T) {
 			t.Errorf("nvidia.com/gpu=%s: %v", tc.name, err)
 			continue
 		}
-		var got []int
+		var got []string
 		for _, g := range gpus {
-			got = append(got, g.Index)
+			got = append(got, g.ID())
 		}
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("nvidia.com/gpu=%s: GPUs %v, want %v", tc.name, got, tc.want)

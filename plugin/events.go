@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/containerd/nri/pkg/api"
@@ -147,11 +148,7 @@ func (p *Plugin) rerecord(podByID map[string]*api.PodSandbox, containers []*api.
 			continue
 		}
 		var missing []string
-		for _, d := range c.GetLinux().GetDevices() {
-			g := gpuOfNode(inv, d)
-			if g == nil {
-				continue
-			}
+		for _, g := range devicesOfSpec(inv, c.GetLinux().GetDevices()) {
 			if cur, ok := p.ledger.Lookup(g.UUID); ok && cur.Holder.ContainerID == c.GetId() {
 				continue
 			}
@@ -173,16 +170,30 @@ func (p *Plugin) rerecord(podByID map[string]*api.PodSandbox, containers []*api.
 	}
 }
 
-func gpuOfNode(inv *gpu.Inventory, d *api.LinuxDevice) *gpu.GPU {
-	if d.GetType() != "c" || d.GetMajor() != gpu.NvidiaMajor || !strings.HasPrefix(d.GetPath(), "/dev/nvidia") {
-		return nil
-	}
-	for i := range inv.GPUs {
-		if int64(inv.GPUs[i].Minor) == d.GetMinor() {
-			return &inv.GPUs[i]
+// devicesOfSpec maps a container's device nodes to the devices it holds: a
+// GPU not in MIG mode by its node, a MIG device by its GPU's node and all
+// its caps nodes. A GPU in MIG mode is never taken whole from its node: the
+// node is its MIG devices' too.
+func devicesOfSpec(inv *gpu.Inventory, devs []*api.LinuxDevice) []*gpu.GPU {
+	has := map[gpu.DeviceNode]bool{}
+	for _, d := range devs {
+		if d.GetType() == "c" && strings.HasPrefix(d.GetPath(), "/dev/nvidia") {
+			has[gpu.DeviceNode{Path: d.GetPath(), Major: d.GetMajor(), Minor: d.GetMinor()}] = true
 		}
 	}
-	return nil
+	var out []*gpu.GPU
+	for i := range inv.GPUs {
+		g := &inv.GPUs[i]
+		if !g.MIGEnabled && has[g.Node()] {
+			out = append(out, g)
+		}
+	}
+	for _, m := range inv.Instances("") {
+		if !slices.ContainsFunc(m.Nodes(), func(n gpu.DeviceNode) bool { return !has[n] }) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func gpusOf(gs []ledger.Grant) []string {

@@ -33,10 +33,8 @@ func (p *Plugin) releaseUninjected(containers []*api.Container, live map[string]
 			continue
 		}
 		has := map[string]bool{}
-		for _, d := range c.GetLinux().GetDevices() {
-			if g := gpuOfNode(inv, d); g != nil {
-				has[g.UUID] = true
-			}
+		for _, g := range devicesOfSpec(inv, c.GetLinux().GetDevices()) {
+			has[g.UUID] = true
 		}
 		var stale []string
 		for _, g := range p.ledger.Container(c.GetId()) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/gpu"
 )
 
 // defaultSocket is hotgpud's API socket unless --socket says otherwise.
@@ -18,7 +19,7 @@ func init() {
 	register(&command{Name: "detach", Summary: "take GPUs away from a running container", Run: runDetach})
 }
 
-const attachHelp = `Usage: hotgpu attach TARGET (--count N | --gpu ID[,ID...]) [--socket PATH]
+const attachHelp = `Usage: hotgpu attach TARGET (--count N [--mig-profile P] | --gpu ID[,ID...]) [--socket PATH]
 
 Give a running container GPUs without restarting it. hotgpud grants each GPU
 in the container's device cgroup (cgroup v1 or v2) and creates /dev/nvidiaN
@@ -34,6 +35,12 @@ says so ("driver: ..."). A read-only root cannot take them: it gets the GPU
 and a note; create such containers with the hotplug annotation. Detach leaves
 the libraries.
 
+A MIG device is a GPU of its own: name it "0:1" (GPU 0's MIG device 1, as
+'hotgpu ls' and the CDI spec name it) or by its MIG UUID, or ask for
+--count N --mig-profile 1g.5gb. The container gets its parent's node and
+exactly its own /dev/nvidia-caps capability nodes. A GPU in MIG mode is
+never attached whole; a GPU is busy while any of its MIG devices is held.
+
 TARGET is one of:
   --container ID                 CRI/NRI container id (or a unique prefix)
   --pod NS/NAME [--container-name NAME]
@@ -43,6 +50,8 @@ Examples:
   hotgpu attach --pod ml/trainer --count 2
   hotgpu attach --container 3f2a9c --gpu 0,GPU-8ac5...
   hotgpu attach --pid 41234 --gpu 1
+  hotgpu attach --pod ml/infer --gpu 0:1
+  hotgpu attach --pod ml/infer --count 2 --mig-profile 1g.5gb
 `
 
 const detachHelp = `Usage: hotgpu detach TARGET (--gpu ID[,ID...] | --all) [--force] [--socket PATH]
@@ -59,6 +68,7 @@ kubelet allocated stay with their pod. TARGET is as for 'hotgpu attach'.
 Examples:
   hotgpu detach --pod ml/trainer --all
   hotgpu detach --pid 41234 --gpu 1 --force
+  hotgpu detach --pod ml/infer --gpu 0:1
 `
 
 type targetFlags struct {
@@ -136,7 +146,8 @@ func runAttach(ctx context.Context, s stdio, args []string) error {
 	fs := newFlagSet("hotgpu attach", attachHelp)
 	o := newOpFlags(fs)
 	count := fs.Int("count", 0, "number of GPUs (hotgpu picks the best-connected free ones)")
-	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
+	ids := fs.String("gpu", "", "GPU indices or UUIDs, MIG devices as GPU:MIG (\"0:1\") or MIG UUIDs, comma-separated")
+	profile := fs.String("mig-profile", "", "with --count: MIG devices of this profile (\"1g.5gb\") instead of whole GPUs")
 	t, err := o.parse(fs, args, s)
 	if err != nil {
 		return err
@@ -144,7 +155,10 @@ func runAttach(ctx context.Context, s stdio, args []string) error {
 	if (*count > 0) == (*ids != "") {
 		return usageErrorf("give either --count or --gpu")
 	}
-	res, err := api.NewClient(*o.socket).Attach(ctx, api.AttachRequest{Target: t, IDs: splitIDs(*ids), Count: *count})
+	if *profile != "" && *count == 0 {
+		return usageErrorf("--mig-profile goes with --count")
+	}
+	res, err := api.NewClient(*o.socket).Attach(ctx, api.AttachRequest{Target: t, IDs: splitIDs(*ids), Count: *count, MIGProfile: *profile})
 	if err != nil {
 		return err
 	}
@@ -154,7 +168,7 @@ func runAttach(ctx context.Context, s stdio, args []string) error {
 func runDetach(ctx context.Context, s stdio, args []string) error {
 	fs := newFlagSet("hotgpu detach", detachHelp)
 	o := newOpFlags(fs)
-	ids := fs.String("gpu", "", "GPU indices or UUIDs, comma-separated")
+	ids := fs.String("gpu", "", "GPU indices or UUIDs, MIG devices as GPU:MIG (\"0:1\") or MIG UUIDs, comma-separated")
 	all := fs.Bool("all", false, "every GPU attached to the container")
 	force := fs.Bool("force", false, "detach even if a process has the GPU open (it is then quarantined until the process lets go)")
 	t, err := o.parse(fs, args, s)
@@ -181,6 +195,10 @@ func printResult(s stdio, output, verb string, res *attach.Result) error {
 		prep = "from"
 	}
 	for _, g := range res.GPUs {
+		if g.Instance != nil {
+			fmt.Fprintf(s.out, "%s MIG device %s (%s, %s, /dev/nvidia%d and %s) %s %s\n", verb, g.ID(), g.Instance.Profile, g.UUID, g.Minor, capsPaths(g.Instance.Caps), prep, res.Holder)
+			continue
+		}
 		fmt.Fprintf(s.out, "%s GPU %d (%s, /dev/nvidia%d) %s %s\n", verb, g.Index, g.UUID, g.Minor, prep, res.Holder)
 	}
 	if res.Nodes != "" {
@@ -190,7 +208,15 @@ func printResult(s stdio, output, verb string, res *attach.Result) error {
 		fmt.Fprintf(s.out, "driver: %s\n", res.Driver)
 	}
 	for _, g := range res.Quarantined {
-		fmt.Fprintf(s.out, "quarantined GPU %d: a process still holds it; no one gets it until it lets go (see hotgpu ls)\n", g.Index)
+		fmt.Fprintf(s.out, "quarantined GPU %s: a process still holds it; no one gets it until it lets go (see hotgpu ls)\n", g.ID())
 	}
 	return nil
+}
+
+func capsPaths(caps []gpu.DeviceNode) string {
+	paths := make([]string, len(caps))
+	for i, c := range caps {
+		paths[i] = c.Path
+	}
+	return strings.Join(paths, ", ")
 }

@@ -17,8 +17,8 @@ func init() {
 
 const lsHelp = `Usage: hotgpu ls [-o table|json] [--socket PATH]
 
-List every GPU of the node with its health and the container holding it, and
-why: kubelet (device plugin allocation), annotation (pod annotation at
+List every GPU of the node, and every MIG device ("0:1", under its GPU),
+with its health and the container holding it, and why: kubelet (device plugin allocation), annotation (pod annotation at
 creation), attach (live attach) or hook (OCI hook). A GPU shown QUARANTINED
 was detached (--force) while a process still held it open or mapped: no one
 gets it until that process lets go, which hotgpud checks at every reconcile.
@@ -57,7 +57,11 @@ func runLs(ctx context.Context, s stdio, args []string) error {
 			holder, why = grantHolder(g.Grant)
 			since = time.Since(g.Grant.Since).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, g.UUID, g.Name, health, holder, why, since)
+		name := g.Name
+		if g.Instance != nil {
+			name = "MIG " + g.Instance.Profile
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID(), g.UUID, name, health, holder, why, since)
 	}
 	return tw.Flush()
 }
@@ -109,6 +113,9 @@ func runStatus(ctx context.Context, s stdio, args []string) error {
 		{"CDI spec", st.CDISpec},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
+	}
+	for _, p := range st.Problems {
+		fmt.Fprintf(tw, "problem:\t%s\n", p)
 	}
 	return tw.Flush()
 }

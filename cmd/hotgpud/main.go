@@ -85,6 +85,10 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 	configPath := fs.String("config", "", "config file (YAML, version: v1); see etc/hotgpud.yaml")
 	str("simulate", "", "serve a simulated GPU inventory: dgxa100 or pcie8",
 		func(c *configv1.Config, v string) { c.Simulate = v })
+	str("simulate-mig", "", `with --simulate: GPUs in MIG mode at start, "GPU=PROFILE,PROFILE[;GPU=...]" (e.g. "0=3g.20gb,2g.10gb,1g.5gb,1g.5gb")`,
+		func(c *configv1.Config, v string) { c.SimulateMIG = splitOn(v, ";") })
+	str("mig-strategy", def.DevicePlugin.MIGStrategy, "how the device plugin advertises MIG devices: none, single or mixed (as NVIDIA's device plugin)",
+		func(c *configv1.Config, v string) { c.DevicePlugin.MIGStrategy = v })
 	str("state-dir", def.StateDir, "where the ledger is kept",
 		func(c *configv1.Config, v string) { c.StateDir = v })
 	str("nri-socket", def.NRI.Socket, "containerd's NRI socket",
@@ -149,9 +153,11 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 	return cfg, logrus.NewEntry(logger), nil
 }
 
-func splitList(s string) []string {
+func splitList(s string) []string { return splitOn(s, ",") }
+
+func splitOn(s, sep string) []string {
 	var out []string
-	for _, p := range strings.Split(s, ",") {
+	for _, p := range strings.Split(s, sep) {
 		if p = strings.TrimSpace(p); p != "" {
 			out = append(out, p)
 		}

@@ -3,6 +3,7 @@ package alloc
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
@@ -18,12 +19,12 @@ var (
 
 // unavailable is "GPU <index> is <why>", classified by kind.
 type unavailable struct {
-	index int
-	why   string
-	kind  error
+	id   string // "3", or "3:1" for a MIG device
+	why  string
+	kind error
 }
 
-func (e *unavailable) Error() string { return fmt.Sprintf("GPU %d is %s", e.index, e.why) }
+func (e *unavailable) Error() string { return fmt.Sprintf("GPU %s is %s", e.id, e.why) }
 func (e *unavailable) Unwrap() error { return e.kind }
 
 // notEnough is "<n> requested, <free> free".
@@ -39,9 +40,11 @@ type Availability interface {
 	Healthy(uuid string) bool
 }
 
-// Choose resolves a request: the GPUs named by ids (indices or UUIDs), each
-// of which must exist, be free and be healthy, or else count GPUs picked
-// among the free healthy ones by Pick. Errors say which GPU and why.
+// Choose resolves a request: the GPUs named by ids (indices, UUIDs, MIG
+// names "0:1" or MIG UUIDs), each of which must exist, be free and be
+// healthy, or else count whole GPUs picked among the free healthy ones by
+// Pick. A GPU in MIG mode is never picked whole: its instances are the
+// devices (see ChooseMIG). Errors say which GPU and why.
 func Choose(inv *gpu.Inventory, av Availability, ids []string, count int) ([]*gpu.GPU, error) {
 	if len(ids) > 0 {
 		gpus, err := inv.LookupAll(ids)
@@ -50,17 +53,17 @@ func Choose(inv *gpu.Inventory, av Availability, ids []string, count int) ([]*gp
 		}
 		for _, g := range gpus {
 			if by := av.HeldBy(g.UUID); by != "" {
-				return nil, &unavailable{g.Index, "held by " + by, ErrHeld}
+				return nil, &unavailable{g.ID(), "held by " + by, ErrHeld}
 			}
-			if !av.Healthy(g.UUID) {
-				return nil, &unavailable{g.Index, "unhealthy", ErrUnhealthy}
+			if !healthy(av, g) {
+				return nil, &unavailable{g.ID(), "unhealthy", ErrUnhealthy}
 			}
 		}
 		return gpus, nil
 	}
 	var free []int
 	for _, g := range inv.GPUs {
-		if av.HeldBy(g.UUID) == "" && av.Healthy(g.UUID) {
+		if !g.MIGEnabled && av.HeldBy(g.UUID) == "" && av.Healthy(g.UUID) {
 			free = append(free, g.Index)
 		}
 	}
@@ -77,4 +80,45 @@ func Choose(inv *gpu.Inventory, av Availability, ids []string, count int) ([]*gp
 		out = append(out, g)
 	}
 	return out, nil
+}
+
+// ChooseMIG picks count free healthy MIG instances of profile ("1g.5gb"),
+// filling the GPUs that already lend instances first so whole GPUs stay
+// free for whole-GPU work. The error says how many are free.
+func ChooseMIG(inv *gpu.Inventory, av Availability, profile string, count int) ([]*gpu.GPU, error) {
+	all := inv.Instances(profile)
+	if len(all) == 0 {
+		return nil, fmt.Errorf("no MIG device of profile %q on this node (see hotgpu ls)", profile)
+	}
+	var free []*gpu.GPU
+	for _, g := range all {
+		if av.HeldBy(g.UUID) == "" && healthy(av, g) {
+			free = append(free, g)
+		}
+	}
+	if count > len(free) {
+		return nil, &notEnough{count, len(free)}
+	}
+	lending := map[int]bool{} // parents with an instance held
+	for _, g := range all {
+		if av.HeldBy(g.UUID) != "" {
+			lending[g.Index] = true
+		}
+	}
+	slices.SortStableFunc(free, func(a, b *gpu.GPU) int {
+		switch {
+		case lending[a.Index] == lending[b.Index]:
+			return 0
+		case lending[a.Index]:
+			return -1
+		}
+		return 1
+	})
+	return free[:count], nil
+}
+
+// healthy reports whether a device may be handed out: a MIG instance is as
+// healthy as its parent (an Xid on the parent is an Xid on its instances).
+func healthy(av Availability, g *gpu.GPU) bool {
+	return av.Healthy(g.UUID) && (g.ParentUUID == "" || av.Healthy(g.ParentUUID))
 }

@@ -32,6 +32,12 @@ type Backend interface {
 	Status() Status
 }
 
+// MIGBackend is a Backend that also attaches MIG devices by profile
+// (AttachRequest.MIGProfile).
+type MIGBackend interface {
+	AttachMIG(t attach.Target, profile string, count int) (*attach.Result, error)
+}
+
 // Server serves the API on a unix socket.
 type Server struct {
 	path    string
@@ -179,7 +185,18 @@ func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, Error{err.Error()})
 		return
 	}
-	res, err := s.backend.Attach(req.Target, req.IDs, req.Count)
+	var res *attach.Result
+	var err error
+	if req.MIGProfile != "" {
+		mig, ok := s.backend.(MIGBackend)
+		if !ok {
+			writeJSON(w, http.StatusBadRequest, Error{"this hotgpud does not attach MIG devices by profile"})
+			return
+		}
+		res, err = mig.AttachMIG(req.Target, req.MIGProfile, req.Count)
+	} else {
+		res, err = s.backend.Attach(req.Target, req.IDs, req.Count)
+	}
 	s.answer(w, "attach", res, err)
 }
 
@@ -258,6 +275,14 @@ func (r AttachRequest) validate() error {
 	}
 	if r.Count > policy.MaxIDs || r.Count < 0 {
 		return fmt.Errorf("count must be between 1 and %d", policy.MaxIDs)
+	}
+	if r.MIGProfile != "" {
+		if len(r.IDs) > 0 {
+			return errors.New("a MIG profile goes with a count, not with ids (name MIG devices as \"0:1\" or by MIG UUID)")
+		}
+		if err := policy.ValidateMIGProfile(r.MIGProfile); err != nil {
+			return err
+		}
 	}
 	return validIDs(r.IDs)
 }

@@ -20,12 +20,14 @@ const DefaultSocket = "/run/hotgpu/hotgpu.sock"
 // Version prefixes every path: /v1/attach, /v1/detach, /v1/gpus, /v1/status.
 const Version = "v1"
 
-// AttachRequest asks for GPUs in a running container: IDs (indices or
-// UUIDs) or a Count of hotgpu's choosing.
+// AttachRequest asks for GPUs in a running container: IDs (indices, UUIDs,
+// MIG device names "0:1" or MIG UUIDs) or a Count of hotgpu's choosing:
+// whole GPUs, or MIG devices of MIGProfile ("1g.5gb") when it is set.
 type AttachRequest struct {
-	Target attach.Target `json:"target"`
-	IDs    []string      `json:"ids,omitempty"`
-	Count  int           `json:"count,omitempty"`
+	Target     attach.Target `json:"target"`
+	IDs        []string      `json:"ids,omitempty"`
+	Count      int           `json:"count,omitempty"`
+	MIGProfile string        `json:"migProfile,omitempty"`
 }
 
 // DetachRequest takes GPUs away: IDs, or every detachable GPU when All.
@@ -62,6 +64,9 @@ type Status struct {
 	// (zero before the first); ReconcileInterval is how often one runs.
 	LastReconcile     time.Time `json:"lastReconcile,omitzero"`
 	ReconcileInterval string    `json:"reconcileInterval,omitempty"`
+	// Problems are what needs an operator: held MIG devices a MIG layout
+	// change destroyed.
+	Problems []string `json:"problems,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

@@ -2,6 +2,7 @@ package attach
 
 import (
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/hotplug"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/registry"
 )
@@ -38,17 +39,14 @@ func (m *Manager) Adopt(containers []registry.Container) (adopted []ledger.Grant
 		if open, err := access.Has(sentinel); err != nil || open {
 			continue // unconfined (privileged): its cgroup says nothing about hotgpu
 		}
-		for _, g := range inv.GPUs {
-			if inSpec(c.Rules, g.Node()) {
-				continue
-			}
-			if ok, err := access.Has(g.Node()); err != nil || !ok {
+		for _, g := range holdable(inv) {
+			if !allowsAll(access, c.Rules, ownNodes(g)) {
 				continue
 			}
 			if cur, held := m.ledger.Lookup(g.UUID); held {
 				if cur.Holder.ContainerID != c.ID {
 					conflicts++
-					m.log.WithFields(map[string]any{"gpu": g.Index, "container": r.holder.String(), "ledger": cur.Holder.String()}).
+					m.log.WithFields(map[string]any{"gpu": g.ID(), "container": r.holder.String(), "ledger": cur.Holder.String()}).
 						Error("a container's cgroup allows a GPU the ledger gives to another container")
 				}
 				continue
@@ -61,6 +59,33 @@ func (m *Manager) Adopt(containers []registry.Container) (adopted []ledger.Grant
 		}
 	}
 	return adopted, conflicts, unreadable
+}
+
+// holdable lists the devices a container can hold: the GPUs not in MIG
+// mode and the MIG instances of those in MIG mode.
+func holdable(inv *gpu.Inventory) []*gpu.GPU {
+	var out []*gpu.GPU
+	for i := range inv.GPUs {
+		if !inv.GPUs[i].MIGEnabled {
+			out = append(out, &inv.GPUs[i])
+		}
+	}
+	return append(out, inv.Instances("")...)
+}
+
+// allowsAll reports whether the cgroup allows every node and the
+// container's own rules allow none of them (a node the runtime put there
+// at creation is not a live attach).
+func allowsAll(access hotplug.DeviceAccess, rules []registry.DeviceRule, nodes []gpu.DeviceNode) bool {
+	for _, n := range nodes {
+		if inSpec(rules, n) {
+			return false
+		}
+		if ok, err := access.Has(n); err != nil || !ok {
+			return false
+		}
+	}
+	return len(nodes) > 0
 }
 
 // sentinel is a device number nothing grants: a cgroup that allows it

@@ -274,9 +274,11 @@ func checkSpecGPUs(r *resolved, gpus []*gpu.GPU) error {
 		return nil
 	}
 	for _, g := range gpus {
-		if rule := hotplug.AllowingRule(r.rules, g.Node()); rule != nil {
-			return fmt.Errorf("GPU %d is already allowed by the container's own device rule %q (from its spec); attached, it could not be detached: use it as it is",
-				g.Index, rule.CgroupString())
+		for _, n := range ownNodes(g) {
+			if rule := hotplug.AllowingRule(r.rules, n); rule != nil {
+				return fmt.Errorf("GPU %s is already allowed by the container's own device rule %q (from its spec); attached, it could not be detached: use it as it is",
+					g.ID(), rule.CgroupString())
+			}
 		}
 	}
 	return nil

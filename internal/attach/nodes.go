@@ -25,11 +25,14 @@ func recordsFor(inv *gpu.Inventory, gpus []*gpu.GPU, made []hotplug.Made, prior 
 			control = append(control, n)
 		}
 	}
+	// a MIG parent node a sibling instance's grant recorded is this
+	// instance's too: whichever is detached last removes it
+	shared := recorded(inv, prior, true)
 	out := map[string][]ledger.CreatedNode{}
 	for _, g := range gpus {
 		var recs []ledger.CreatedNode
-		for _, n := range made {
-			if n.Path == g.Node().Path {
+		for _, n := range append(slices.Clone(made), shared...) {
+			if isNodeOf(*g, n.Path) && !slices.Contains(recs, ledger.CreatedNode(n)) {
 				recs = append(recs, ledger.CreatedNode(n))
 			}
 		}
@@ -77,7 +80,7 @@ func merge(inv *gpu.Inventory, grants []ledger.Grant, made []hotplug.Made) map[s
 		p, ok := inv.ByUUID(g.GPU)
 		var add []ledger.CreatedNode
 		for _, n := range made {
-			if isControl(inv, n.Path) || (ok && n.Path == p.Node().Path) {
+			if isControl(inv, n.Path) || (ok && isNodeOf(*p, n.Path)) {
 				add = append(add, ledger.CreatedNode(n))
 			}
 		}
@@ -90,6 +93,47 @@ func merge(inv *gpu.Inventory, grants []ledger.Grant, made []hotplug.Made) map[s
 		out[g.GPU] = append(recs, add...)
 	}
 	return out
+}
+
+// isNodeOf reports whether path is one of the device's nodes.
+func isNodeOf(g gpu.GPU, path string) bool {
+	return slices.ContainsFunc(g.Nodes(), func(n gpu.DeviceNode) bool { return n.Path == path })
+}
+
+// ownNodes are the nodes that are the device's alone: a GPU's node, a MIG
+// instance's capability nodes (its parent's node is its siblings' too).
+// Who holds them is who uses the device.
+func ownNodes(g *gpu.GPU) []gpu.DeviceNode {
+	if g.Instance != nil {
+		return g.Instance.Caps
+	}
+	return []gpu.DeviceNode{g.Node()}
+}
+
+// gpuNodes are the nodes of every GPU and every MIG instance, once each.
+func gpuNodes(inv *gpu.Inventory) []gpu.DeviceNode {
+	var out []gpu.DeviceNode
+	for _, g := range inv.GPUs {
+		out = gpu.AppendNodes(out, g)
+		for _, m := range g.MIG {
+			out = append(out, m.Caps...)
+		}
+	}
+	return out
+}
+
+// withoutPaths drops from nodes those at the paths of drop.
+func withoutPaths(nodes, drop []gpu.DeviceNode) []gpu.DeviceNode {
+	return slices.DeleteFunc(nodes, func(n gpu.DeviceNode) bool {
+		return slices.ContainsFunc(drop, func(d gpu.DeviceNode) bool { return d.Path == n.Path })
+	})
+}
+
+// withoutGrants is held less the grants of sel.
+func withoutGrants(held, sel []ledger.Grant) []ledger.Grant {
+	return slices.DeleteFunc(slices.Clone(held), func(g ledger.Grant) bool {
+		return slices.ContainsFunc(sel, func(s ledger.Grant) bool { return s.GPU == g.GPU })
+	})
 }
 
 func isControl(inv *gpu.Inventory, path string) bool {

@@ -11,6 +11,7 @@ import (
 
 	devices "github.com/opencontainers/cgroups/devices/config"
 
+	"github.com/hotgpu/hotgpu/internal/alloc"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/hotplug"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -36,9 +37,22 @@ type Result struct {
 // ErrBusy is returned when a process still has a GPU open.
 var ErrBusy = errors.New("GPU is in use")
 
-// Attach gives the container the named GPUs, or count GPUs of hotgpu's
-// choosing. On any error the container and the ledger are as before.
+// Attach gives the container the named GPUs or MIG devices, or count GPUs
+// of hotgpu's choosing. On any error the container and the ledger are as
+// before.
 func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
+	return m.attach(t, func(inv *gpu.Inventory) ([]*gpu.GPU, error) { return m.pick(inv, ids, count) })
+}
+
+// AttachMIG gives the container count free MIG devices of profile
+// ("1g.5gb"), as Attach.
+func (m *Manager) AttachMIG(t Target, profile string, count int) (*Result, error) {
+	return m.attach(t, func(inv *gpu.Inventory) ([]*gpu.GPU, error) {
+		return alloc.ChooseMIG(inv, available{m.ledger, m.health}, profile, count)
+	})
+}
+
+func (m *Manager) attach(t Target, pick func(*gpu.Inventory) ([]*gpu.GPU, error)) (*Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.prune()
@@ -47,7 +61,7 @@ func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
 		return nil, err
 	}
 	inv := m.inv.Inventory()
-	gpus, err := m.pick(inv, ids, count)
+	gpus, err := pick(inv)
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +69,9 @@ func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
 		return nil, err
 	}
 	prior := m.ledger.Container(r.holder.ContainerID)
-	nodes := nodesOf(gpus)
+	// a MIG instance's parent node may be the container's already, through
+	// a sibling instance: it is granted and made once
+	nodes := withoutPaths(nodesOf(gpus), nodesOfGrants(inv, prior))
 	if len(prior) == 0 {
 		nodes = append(nodes, inv.Control...)
 	}
@@ -191,16 +207,20 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 	if err := m.checkBusy(gpus, force); err != nil {
 		return nil, err
 	}
-	nodes := nodesOf(gpus)
+	// what the container keeps (a sibling MIG instance's parent node) stays
+	kept := nodesOfGrants(inv, withoutGrants(held, sel))
+	nodes := withoutPaths(nodesOf(gpus), kept)
 	if len(sel) == len(held) {
 		nodes = append(nodes, inv.Control...)
 	}
 	uuids := uuidsOf(gpus)
-	made := removable(inv, sel, len(sel) == len(held))
+	made := slices.DeleteFunc(removable(inv, sel, len(sel) == len(held)), func(n hotplug.Made) bool {
+		return slices.ContainsFunc(kept, func(k gpu.DeviceNode) bool { return k.Path == n.Path })
+	})
 	if err := m.ledger.SetState(r.holder.ContainerID, ledger.Pending, uuids...); err != nil {
 		return nil, err
 	}
-	kept, err := m.remove(r, inv, held, nodes, made)
+	left, err := m.remove(r, inv, held, nodes, made)
 	if err != nil {
 		_ = m.ledger.SetState(r.holder.ContainerID, ledger.Active, uuids...)
 		return nil, err
@@ -212,7 +232,7 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 	}
 	m.log.WithFields(map[string]any{"container": r.holder.String(), "gpus": uuids, "force": force}).Info("detached")
 	res := &Result{Holder: r.holder, GPUs: deref(gpus), Quarantined: deref(quarantined)}
-	if left := append(notMade(nodes, made), kept...); len(left) > 0 {
+	if left := append(notMade(nodes, made), left...); len(left) > 0 {
 		res.Nodes = "left in place, not created by hotgpu: " + strings.Join(left, ", ")
 	}
 	return res, nil
@@ -304,10 +324,10 @@ func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledg
 	for _, p := range gpus {
 		i := slices.IndexFunc(held, func(g ledger.Grant) bool { return g.GPU == p.UUID })
 		if i < 0 {
-			return nil, fmt.Errorf("GPU %d is not attached to this container", p.Index)
+			return nil, fmt.Errorf("GPU %s is not attached to this container", p.ID())
 		}
 		if held[i].Reason == ledger.Kubelet {
-			return nil, fmt.Errorf("GPU %d was allocated by kubelet and stays with the pod until it ends", p.Index)
+			return nil, fmt.Errorf("GPU %s was allocated by kubelet and stays with the pod until it ends", p.ID())
 		}
 		out = append(out, held[i])
 	}
@@ -328,7 +348,7 @@ func (m *Manager) checkBusy(gpus []*gpu.GPU, force bool) error {
 			continue
 		}
 		if !force {
-			return fmt.Errorf("%w: GPU %d is held open by %s; stop them or detach with --force (the GPU is then quarantined until they let go)", ErrBusy, g.Index, describePIDs(pids))
+			return fmt.Errorf("%w: GPU %s is held open by %s; stop them or detach with --force (the GPU is then quarantined until they let go)", ErrBusy, g.ID(), describePIDs(pids))
 		}
 		m.log.WithFields(map[string]any{"gpu": g.Index, "pids": pids}).Warn("detaching a GPU that is in use (--force)")
 	}
@@ -341,7 +361,11 @@ func (m *Manager) checkBusy(gpus []*gpu.GPU, force bool) error {
 // every GPU.
 func (m *Manager) holders(gpus []*gpu.GPU) (map[string][]int, error) {
 	self := os.Getpid()
-	held, unreadable, err := hotplug.Holders(nodesOf(gpus), self)
+	var own []gpu.DeviceNode
+	for _, g := range gpus {
+		own = append(own, ownNodes(g)...)
+	}
+	held, unreadable, err := hotplug.Holders(own, self)
 	if err != nil {
 		return nil, fmt.Errorf("failed to check which processes hold the GPUs: %w", err)
 	}
@@ -351,7 +375,14 @@ func (m *Manager) holders(gpus []*gpu.GPU) (map[string][]int, error) {
 	out := make(map[string][]int, len(gpus))
 	driver, _ := m.inv.(Processes)
 	for _, g := range gpus {
-		pids := held[g.Node()]
+		var pids []int
+		for _, n := range ownNodes(g) {
+			for _, pid := range held[n] {
+				if !slices.Contains(pids, pid) {
+					pids = append(pids, pid)
+				}
+			}
+		}
 		if driver != nil {
 			running, err := driver.Processes(g.UUID)
 			if err != nil {
@@ -447,13 +478,9 @@ func grantedNodes(inv *gpu.Inventory, held []ledger.Grant) []gpu.DeviceNode {
 	return out
 }
 
-// allNodes are the nodes of every GPU and the control nodes.
+// allNodes are the nodes of every GPU and MIG instance and the control nodes.
 func allNodes(inv *gpu.Inventory) []gpu.DeviceNode {
-	out := make([]gpu.DeviceNode, 0, len(inv.GPUs)+len(inv.Control))
-	for _, g := range inv.GPUs {
-		out = append(out, g.Node())
-	}
-	return append(out, inv.Control...)
+	return append(gpuNodes(inv), inv.Control...)
 }
 
 // withoutNodes drops the rules that allow exactly one of nodes;
@@ -473,10 +500,11 @@ func withoutNodes(rules []*devices.Rule, nodes []gpu.DeviceNode) []*devices.Rule
 	return out
 }
 
+// nodesOf are the devices' nodes, once each (MIG siblings share one).
 func nodesOf(gpus []*gpu.GPU) []gpu.DeviceNode {
 	out := make([]gpu.DeviceNode, 0, len(gpus))
 	for _, g := range gpus {
-		out = append(out, g.Node())
+		out = gpu.AppendNodes(out, *g)
 	}
 	return out
 }

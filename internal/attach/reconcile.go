@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -292,7 +293,7 @@ func nodesOfGrants(inv *gpu.Inventory, gs []ledger.Grant) []gpu.DeviceNode {
 	var out []gpu.DeviceNode
 	for _, g := range gs {
 		if p, ok := inv.ByUUID(g.GPU); ok {
-			out = append(out, p.Node())
+			out = gpu.AppendNodes(out, *p)
 		}
 	}
 	return out
@@ -401,14 +402,10 @@ func (m *Manager) revokeCgroupStrays(r *resolved, inv *gpu.Inventory) (int, erro
 	if all, err := access.Unconfined(); err != nil || all {
 		return 0, err
 	}
-	holds := map[string]bool{}
-	for _, g := range m.ledger.Container(r.holder.ContainerID) {
-		holds[g.GPU] = true
-	}
+	holds := nodesOfGrants(inv, m.ledger.Container(r.holder.ContainerID))
 	var stray []gpu.DeviceNode
-	for _, g := range inv.GPUs {
-		n := g.Node()
-		if holds[g.UUID] || specAllows(r.rules, n) {
+	for _, n := range gpuNodes(inv) {
+		if slices.Contains(holds, n) || specAllows(r.rules, n) {
 			continue
 		}
 		ok, err := access.Has(n)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/version"
 )
 
@@ -21,6 +22,14 @@ func (d *Daemon) Attach(t attach.Target, ids []string, count int) (*attach.Resul
 	return res, nil
 }
 
+// AttachMIG implements api.MIGBackend.
+func (d *Daemon) AttachMIG(t attach.Target, profile string, count int) (*attach.Result, error) {
+	if err := d.waitRebuilt(); err != nil {
+		return nil, err
+	}
+	return d.attach.AttachMIG(t, profile, count)
+}
+
 // Detach implements api.Backend.
 func (d *Daemon) Detach(t attach.Target, ids []string, force bool) (*attach.Result, error) {
 	return d.attach.Detach(t, ids, force)
@@ -31,14 +40,23 @@ func (d *Daemon) GPUs() []api.GPUStatus {
 	inv := d.Inventory()
 	out := make([]api.GPUStatus, 0, len(inv.GPUs))
 	for _, g := range inv.GPUs {
-		s := api.GPUStatus{GPU: g, Healthy: d.health.Healthy(g.UUID)}
-		if grant, ok := d.ledger.Lookup(g.UUID); ok {
-			grant.Holder.Token, grant.Holder.Tokens = "", "" // claim secrets; the API never shows them
-			s.Grant = &grant
+		out = append(out, d.gpuStatus(g))
+		for _, m := range g.MIG { // each MIG device is a row of its own, below its GPU
+			if rec, ok := inv.ByUUID(m.UUID); ok {
+				out = append(out, d.gpuStatus(*rec))
+			}
 		}
-		out = append(out, s)
 	}
 	return out
+}
+
+func (d *Daemon) gpuStatus(g gpu.GPU) api.GPUStatus {
+	s := api.GPUStatus{GPU: g, Healthy: d.health.Healthy(g.UUID)}
+	if grant, ok := d.ledger.Lookup(g.UUID); ok {
+		grant.Holder.Token, grant.Holder.Tokens = "", "" // claim secrets; the API never shows them
+		s.Grant = &grant
+	}
+	return s
 }
 
 // Status implements api.Backend.
@@ -61,11 +79,17 @@ func (d *Daemon) Status() api.Status {
 		s.DevicePlugin = "disabled"
 	case d.devicePlugin.Registered():
 		s.DevicePlugin = "registered as " + d.devicePlugin.ResourceName()
+		for _, p := range d.mig.plugins() {
+			if p.Registered() {
+				s.DevicePlugin += ", " + p.ResourceName()
+			}
+		}
 	default:
 		s.DevicePlugin = "waiting for kubelet at " + d.cfg.DevicePlugin.KubeletDir
 	}
 	if p, ok := d.cdiPath.Load().(string); ok {
 		s.CDISpec = p
 	}
+	s.Problems = d.destroyedMIG()
 	return s
 }

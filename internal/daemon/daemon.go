@@ -63,6 +63,8 @@ type Daemon struct {
 
 	// devicePlugin is the kubelet device plugin; nil when disabled.
 	devicePlugin *deviceplugin.Plugin
+	// mig holds the plugins of the MIG profiles under the mixed strategy.
+	mig migPlugins
 
 	// Ready is closed once the API serves and, unless NRI is disabled, the
 	// first NRI Synchronize has been handled.
@@ -73,6 +75,9 @@ type Daemon struct {
 	// holds up the runtime's request (and its timeout).
 	synced  chan struct{}
 	updated chan string
+	// refresh asks loop to read the inventory again now (a MIG layout
+	// change), not at the next tick.
+	refresh chan struct{}
 	// rebuilding is set when the ledger was rebuilt from a corrupt file.
 	rebuilding bool
 }
@@ -83,7 +88,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 		return nil, err
 	}
 	d = &Daemon{cfg: cfg, log: log, health: newHealth(healthOptions(cfg)...), registry: registry.New(), started: time.Now(), Ready: make(chan struct{}),
-		synced: make(chan struct{}, 1), updated: make(chan string, 64)}
+		synced: make(chan struct{}, 1), updated: make(chan string, 64), refresh: make(chan struct{}, 1)}
 	opts := []nvml.Option{nvml.WithDriverRoot(cfg.DriverRoot)}
 	if cfg.Simulate != "" {
 		opts = append(opts, nvml.WithSimulate(cfg.Simulate))
@@ -99,6 +104,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 			d.provider.Close()
 		}
 	}()
+	if err = simulateMIG(d.provider, cfg.SimulateMIG); err != nil {
+		return nil, err
+	}
 	inv, err := d.provider.Inventory()
 	if err != nil {
 		return nil, fmt.Errorf("failed to read GPU inventory: %w", err)
@@ -110,6 +118,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if d.ledger, rebuilt, err = openLedger(cfg.StateDir, log); err != nil {
 		return nil, err
 	}
+	// a MIG instance and its parent exclude each other, whoever asks
+	d.ledger.SetOverlaps(func(uuid string) []string { return d.Inventory().Overlapping(uuid) })
+	d.health.inv = d.Inventory
 	// A ledger rebuilt from a corrupt file is empty until the first NRI
 	// Synchronize re-records the running containers' GPUs: nothing may be
 	// handed out before that (see waitRebuilt).
@@ -277,6 +288,8 @@ func (d *Daemon) loop(ctx context.Context) {
 			d.afterSync()
 		case id := <-d.updated:
 			d.reconcile(id)
+		case <-d.refresh:
+			d.refreshInventory()
 		case <-tick.C:
 			d.refreshInventory()
 			d.reconcile("")
@@ -326,5 +339,13 @@ func (d *Daemon) refreshInventory() {
 	d.log.WithField("gpus", len(inv.GPUs)).Info("GPU inventory changed")
 	if err := d.writeCDI(inv); err != nil {
 		d.log.WithError(err).Error("failed to rewrite CDI spec")
+	}
+	d.reportDestroyedMIG(old, inv)
+	d.syncMIGPlugins(inv)
+	if d.devicePlugin != nil {
+		d.devicePlugin.Refresh()
+		for _, p := range d.mig.plugins() {
+			p.Refresh()
+		}
 	}
 }

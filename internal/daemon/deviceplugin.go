@@ -19,25 +19,43 @@ func healthOptions(cfg *configv1.Config) []hhealth.Option {
 	return []hhealth.Option{hhealth.WithRecoveryWindow(cfg.Health.RecoveryWindow.Duration)}
 }
 
-// newDevicePlugin builds the kubelet device plugin unless it is disabled.
+// newDevicePlugin builds the kubelet device plugin unless it is disabled:
+// the one of resourceName (whole GPUs, or MIG devices under the single
+// strategy). The plugins of MIG profiles (mixed) follow the inventory: see
+// syncMIGPlugins.
 func (d *Daemon) newDevicePlugin() error {
 	if d.cfg.DevicePlugin.Disabled {
 		return nil
 	}
-	p, err := deviceplugin.New(d, d.ledger,
+	res, err := deviceplugin.Resources(d.cfg.DevicePlugin.MIGStrategy, d.cfg.DevicePlugin.ResourceName, d.cfg.DevicePlugin.MIGResourcePrefix, d.Inventory())
+	if err != nil {
+		return err
+	}
+	if d.cfg.DevicePlugin.MIGStrategy == deviceplugin.StrategySingle {
+		if problem := deviceplugin.SingleProblem(d.Inventory()); problem != "" {
+			d.log.Warn(problem + ": " + d.cfg.DevicePlugin.ResourceName + " advertises no device")
+		}
+	}
+	p, err := d.buildDevicePlugin(res[0])
+	if err != nil {
+		return err
+	}
+	d.devicePlugin = p
+	return nil
+}
+
+// buildDevicePlugin builds the plugin of one resource.
+func (d *Daemon) buildDevicePlugin(r deviceplugin.Resource) (*deviceplugin.Plugin, error) {
+	return deviceplugin.New(d, d.ledger,
 		deviceplugin.WithKubeletDir(d.cfg.DevicePlugin.KubeletDir),
-		deviceplugin.WithResourceName(d.cfg.DevicePlugin.ResourceName),
+		deviceplugin.WithResourceName(r.Name),
+		deviceplugin.WithDevices(r.Devices),
 		deviceplugin.WithCDIKind(d.cfg.CDI.Vendor+"/"+d.cfg.CDI.Class),
 		deviceplugin.WithHealth(d.health),
 		deviceplugin.WithLogger(d.log),
 		deviceplugin.WithAllocateGate(d.waitRebuilt),
 		deviceplugin.WithRunning(d.containerRunning),
 	)
-	if err != nil {
-		return err
-	}
-	d.devicePlugin = p
-	return nil
 }
 
 // containerRunning tells the device plugin whether a container holding a
@@ -66,8 +84,10 @@ func (d *Daemon) sweepOrphans(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if _, err := d.devicePlugin.SweepOrphans(ctx, d.cfg.DevicePlugin.PodResourcesSocket); err != nil {
-			d.log.WithError(err).Debug("cannot check kubelet allocations against PodResources")
+		for _, p := range append(d.mig.plugins(), d.devicePlugin) {
+			if _, err := p.SweepOrphans(ctx, d.cfg.DevicePlugin.PodResourcesSocket); err != nil {
+				d.log.WithError(err).WithField("resource", p.ResourceName()).Debug("cannot check kubelet allocations against PodResources")
+			}
 		}
 	}
 }
@@ -95,6 +115,8 @@ func (d *Daemon) runHealthAndDevicePlugin(ctx context.Context, wg *sync.WaitGrou
 				d.log.WithError(err).Error("kubelet device plugin stopped; run with --no-device-plugin on nodes without kubelet")
 			}
 		})
+		d.mig.start(ctx, wg)
+		d.syncMIGPlugins(d.Inventory())
 		wg.Go(func() { d.sweepOrphans(ctx) })
 	}
 }

@@ -22,6 +22,23 @@ type health struct {
 	// register a GPU. The watcher registers once, at start: a GPU that was
 	// lost then and comes back later is still not watched.
 	unwatched map[int]string
+	// inv is the current inventory, for the parents of MIG instances.
+	inv func() *gpu.Inventory
+}
+
+// Healthy reports whether a device may be handed out. A MIG instance is as
+// healthy as its parent too: NVML reports Xids on the parent GPU.
+func (h *health) Healthy(uuid string) bool {
+	if !h.Tracker.Healthy(uuid) {
+		return false
+	}
+	if h.inv == nil {
+		return true
+	}
+	if g, ok := h.inv().ByUUID(uuid); ok && g.ParentUUID != "" {
+		return h.Tracker.Healthy(g.ParentUUID)
+	}
+	return true
 }
 
 func newHealth(opts ...hhealth.Option) *health {
@@ -118,6 +135,11 @@ func fatal(e nvml.Event) bool {
 // GPU) unhealthy: until a reset for a fatal error, until its recovery
 // window passes for the others.
 func (d *Daemon) onHealthEvent(e nvml.Event) {
+	if e.Kind == nvml.MIGLayoutChanged {
+		d.log.WithField("gpu", e.UUID).Info("NVML reports a MIG layout change: reading the inventory again")
+		d.requestRefresh()
+		return
+	}
 	uuids := []string{e.UUID}
 	if e.UUID == "" {
 		uuids = uuids[:0]

@@ -27,6 +27,8 @@ func (d *Daemon) GPUStates() map[string]int {
 			out["unhealthy"]++
 		case held:
 			out[string(grant.Reason)]++
+		case g.MIGEnabled:
+			out["mig"]++ // never handed out whole: its MIG devices are
 		default:
 			out["free"]++
 		}
@@ -49,6 +51,13 @@ type instrumented struct{ *Daemon }
 func (i instrumented) Attach(t attach.Target, ids []string, count int) (*attach.Result, error) {
 	start := time.Now()
 	res, err := i.Daemon.Attach(t, ids, count)
+	i.observe("attach", start, err)
+	return res, err
+}
+
+func (i instrumented) AttachMIG(t attach.Target, profile string, count int) (*attach.Result, error) {
+	start := time.Now()
+	res, err := i.Daemon.AttachMIG(t, profile, count)
 	i.observe("attach", start, err)
 	return res, err
 }

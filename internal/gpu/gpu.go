@@ -41,7 +41,8 @@ type Inventory struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// GPU is one physical GPU.
+// GPU is one physical GPU or, when Instance is set, one MIG instance of it
+// (see Inventory.Lookup): a device a container can hold on its own.
 type GPU struct {
 	Index     int    `json:"index"`
 	Minor     int    `json:"minor"`
@@ -61,6 +62,12 @@ type GPU struct {
 	// (LostID) unless known. A lost GPU is always unhealthy, has no CDI
 	// device and is never handed out.
 	Lost string `json:"lost,omitempty"`
+	// Instance is set on the record of one MIG instance, which Lookup and
+	// ByUUID make from its parent's record: UUID is then the instance's,
+	// ParentUUID the parent's, MIG and Peers are empty, and Nodes adds the
+	// instance's capability nodes to the parent's node.
+	Instance   *MIGDevice `json:"instance,omitempty"`
+	ParentUUID string     `json:"parentUUID,omitempty"`
 }
 
 // LostID is the stand-in UUID of a lost GPU whose UUID NVML cannot read:
@@ -162,6 +169,15 @@ func (inv *Inventory) Lookup(id string) (*GPU, error) {
 	if id == "" {
 		return nil, fmt.Errorf("empty GPU id")
 	}
+	if parent, _, isMIG := strings.Cut(id, ":"); isMIG || hasMIGPrefix(id) {
+		if g, ok := inv.instance(id); ok {
+			return g, nil
+		}
+		if isMIG {
+			return nil, &noSuchGPU{fmt.Sprintf("GPU %s has no MIG device %s (see hotgpu ls)", parent, id)}
+		}
+		return nil, &noSuchGPU{fmt.Sprintf("MIG device %q does not exist on this node", id)}
+	}
 	if n, err := strconv.Atoi(id); err == nil {
 		for i := range inv.GPUs {
 			if inv.GPUs[i].Index == n {
@@ -178,31 +194,42 @@ func (inv *Inventory) Lookup(id string) (*GPU, error) {
 	return nil, &noSuchGPU{fmt.Sprintf("GPU %q does not exist on this node", id)}
 }
 
-// LookupAll looks up every id (see Lookup). One GPU named twice, even as
-// its index and its UUID, is an error: it would be handed out twice.
+// LookupAll looks up every id (see Lookup). One device named twice, even as
+// its index and its UUID, is an error: it would be handed out twice. So are
+// a GPU and one of its MIG instances: they share the hardware.
 func (inv *Inventory) LookupAll(ids []string) ([]*GPU, error) {
 	out := make([]*GPU, 0, len(ids))
-	named := map[int]string{} // index -> the id that named it (a UUID may be unknown)
+	named := map[string]string{} // device name -> the id that named it (a UUID may be unknown)
 	for _, id := range ids {
 		g, err := inv.Lookup(id)
 		if err != nil {
 			return nil, err
 		}
-		if first, dup := named[g.Index]; dup {
-			return nil, fmt.Errorf("GPU %d named twice (%q and %q)", g.Index, first, strings.TrimSpace(id))
+		id = strings.TrimSpace(id)
+		if first, dup := named[g.ID()]; dup {
+			return nil, fmt.Errorf("GPU %s named twice (%q and %q)", g.ID(), first, id)
 		}
-		named[g.Index] = strings.TrimSpace(id)
+		for _, other := range out {
+			if other.Index == g.Index && (other.Instance == nil || g.Instance == nil) {
+				return nil, fmt.Errorf("GPU %d and its MIG device named together (%q and %q): they share the GPU", g.Index, named[other.ID()], id)
+			}
+		}
+		named[g.ID()] = id
 		out = append(out, g)
 	}
 	return out, nil
 }
 
-// ByUUID returns the GPU with the given UUID.
+// ByUUID returns the GPU, or the record of the MIG instance, with the
+// given UUID.
 func (inv *Inventory) ByUUID(uuid string) (*GPU, bool) {
 	for i := range inv.GPUs {
 		if inv.GPUs[i].UUID == uuid {
 			return &inv.GPUs[i], true
 		}
+	}
+	if hasMIGPrefix(uuid) {
+		return inv.instance(uuid)
 	}
 	return nil, false
 }

@@ -199,9 +199,15 @@ var ErrHeld = errors.New("GPU is held by another container")
 type HeldError struct {
 	GPU string
 	By  Grant
+	// Via is the device that is held when it is not GPU itself: the
+	// parent of a MIG instance, or a MIG instance of a GPU.
+	Via string
 }
 
 func (e *HeldError) Error() string {
+	if e.Via != "" {
+		return fmt.Sprintf("GPU %s shares its hardware with %s, which is held by %s (%s)", e.GPU, e.Via, e.By.Holder, e.By.Reason)
+	}
 	if e.By.Reason == Quarantine {
 		return fmt.Sprintf("GPU %s is quarantined: %s", e.GPU, e.By.Note)
 	}
@@ -221,6 +227,33 @@ type Ledger struct {
 	view   atomic.Pointer[map[string]Grant]
 	now    func() time.Time
 	subs   map[chan struct{}]struct{}
+	// overlaps lists the devices that share hardware with a device (see
+	// SetOverlaps); nil when none do.
+	overlaps atomic.Pointer[func(uuid string) []string]
+}
+
+// SetOverlaps gives the ledger the rule that a MIG instance and its parent
+// GPU share hardware: overlapping(uuid) lists the devices that share it
+// with uuid (gpu.Inventory.Overlapping of the current inventory). A device
+// is then held while any device overlapping it is held by another holder,
+// for Acquire and HeldBy alike.
+func (l *Ledger) SetOverlaps(overlapping func(uuid string) []string) {
+	l.overlaps.Store(&overlapping)
+}
+
+// overlapping is the grant that makes u busy through a device sharing its
+// hardware, held by someone other than h (any holder when h is nil).
+func (l *Ledger) overlapping(grants map[string]Grant, u string, h *Holder) (Grant, bool) {
+	f := l.overlaps.Load()
+	if f == nil {
+		return Grant{}, false
+	}
+	for _, o := range (*f)(u) {
+		if g, held := grants[o]; held && (h == nil || !sameHolder(g.Holder, *h)) {
+			return g, true
+		}
+	}
+	return Grant{}, false
 }
 
 // Store persists the ledger's grants. FileStore is the real one.
@@ -287,6 +320,9 @@ func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) 
 			}
 		default:
 			return &HeldError{GPU: u, By: cur}
+		}
+		if by, busy := l.overlapping(next, u, &h); busy {
+			return &HeldError{GPU: u, By: by, Via: by.GPU}
 		}
 		next[u] = Grant{GPU: u, Holder: nh, Reason: reason, State: state, Since: now}
 		changed = true
@@ -466,6 +502,9 @@ func (l *Ledger) Lookup(uuid string) (Grant, bool) {
 func (l *Ledger) HeldBy(uuid string) string {
 	g, ok := l.Lookup(uuid)
 	if !ok {
+		if by, busy := l.overlapping(*l.view.Load(), uuid, nil); busy {
+			return fmt.Sprintf("%s, which shares its hardware, held by %s (%s)", by.GPU, by.Holder, by.Reason)
+		}
 		return ""
 	}
 	if g.Reason == Quarantine {

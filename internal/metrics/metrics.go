@@ -24,9 +24,9 @@ const namespace = "hotgpu"
 
 // Source reports the node's GPUs at scrape time.
 type Source interface {
-	// GPUStates counts GPUs by state: "free", "unhealthy", or the reason
-	// they are held ("kubelet", "annotation", "attach", "hook",
-	// "quarantine").
+	// GPUStates counts GPUs by state: "free", "unhealthy", "mig" (in MIG
+	// mode: handed out by MIG device, never whole), or the reason they are
+	// held ("kubelet", "annotation", "attach", "hook", "quarantine").
 	GPUStates() map[string]int
 	// NRIConnected reports whether the NRI connection is up; ok is false
 	// when NRI is disabled.
@@ -45,6 +45,7 @@ type Metrics struct {
 	quarantines   *prometheus.CounterVec
 	regrants      prometheus.Counter
 	reapplied     prometheus.Counter
+	migDestroyed  prometheus.Counter
 }
 
 // New registers hotgpud's metrics, Go runtime and process metrics in a
@@ -86,8 +87,12 @@ func New(src Source) *Metrics {
 			Namespace: namespace, Name: "regrants_revoked_total",
 			Help: "GPUs re-granted to a container after hotgpu detached them (not by hotgpu), which reconcile revoked again.",
 		}),
+		migDestroyed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "mig_held_destroyed_total",
+			Help: "Held MIG devices that a MIG layout change destroyed under their holder.",
+		}),
 	}
-	m.reg.MustRegister(m.ops, m.latency, m.allocErrors, m.nriConnects, m.nriReconnects, m.quarantines, m.regrants, m.reapplied,
+	m.reg.MustRegister(m.ops, m.latency, m.allocErrors, m.nriConnects, m.nriReconnects, m.quarantines, m.regrants, m.reapplied, m.migDestroyed,
 		&sourceCollector{src: src},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -131,6 +136,14 @@ func (m *Metrics) GrantsReapplied(n int) {
 		return
 	}
 	m.reapplied.Add(float64(n))
+}
+
+// MIGHeldDestroyed counts held MIG devices a MIG layout change destroyed.
+func (m *Metrics) MIGHeldDestroyed(n int) {
+	if m == nil {
+		return
+	}
+	m.migDestroyed.Add(float64(n))
 }
 
 // RegrantsRevoked counts GPUs that reconcile revoked again.

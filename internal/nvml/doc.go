@@ -3,14 +3,16 @@
 // /dev/nvidia-caps nodes, the NVLink/PCIe topology between them, and the
 // control device nodes every GPU container needs.
 //
-// It is the only package that imports github.com/NVIDIA/go-nvml, and it turns
+// It (with its simulator, internal/nvml/sim) is the only package that imports
+// github.com/NVIDIA/go-nvml, and it turns
 // nvml.Return codes into Go errors (see ErrNotFound and friends) so no other
 // package has to know NVML exists.
 //
-// The same code reads real hardware and go-nvml's mock server: New with
-// WithSimulate builds a mock node (presets "dgxa100" and "pcie8") whose
-// UUIDs, bus ids and topology are deterministic, and Provider.Simulation lets
-// tests and the daemon remove GPUs, bring them back and enable MIG.
+// The same code reads real hardware and a simulated node: New with
+// WithSimulate reads the simulator of package internal/nvml/sim (presets
+// "dgxa100" and "pcie8") through nvml.Interface, as it reads the real
+// library, and Provider.Simulation hands out the simulator so tests and the
+// daemon can remove GPUs, bring them back and enable MIG.
 //
 // It is not the place for policy (which GPU to hand out) or for health
 // decisions; it only reports what is there, and (HealthWatcher) the error

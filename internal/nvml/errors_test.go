@@ -94,7 +94,7 @@ func TestInitErrorsSayWhatToDo(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.ret.Error(), func(t *testing.T) {
 			p := newSimProvider(t, "dgxa100")
-			p.sim.server.InitFunc = func() nvml.Return { return tt.ret }
+			p.sim.Server().InitFunc = func() nvml.Return { return tt.ret }
 			err := p.init()
 			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.fix) || !strings.Contains(err.Error(), "reload") {
 				t.Fatalf("err = %v, want %v saying %q and to reload the modules", err, tt.want, tt.fix)

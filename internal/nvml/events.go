@@ -2,7 +2,6 @@ package nvml
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -20,6 +19,9 @@ const (
 	DoubleBitECC                      // an uncorrectable memory error
 	GPULost                           // NVML lost the GPU (fell off the bus)
 	WaitFailed                        // waiting for events failed; no GPU could be blamed
+	// MIGLayoutChanged is no error: MIG devices were created or destroyed
+	// on the GPU, and the inventory must be read again.
+	MIGLayoutChanged
 )
 
 // Event is one error NVML reported.
@@ -44,6 +46,8 @@ func (e Event) Reason() string {
 		return "GPU lost"
 	case WaitFailed:
 		return "waiting for NVML error events failed: " + e.Detail
+	case MIGLayoutChanged:
+		return "MIG layout changed"
 	}
 	return "unknown NVML event"
 }
@@ -55,7 +59,7 @@ func (e Event) Reason() string {
 // switch timeout). A buggy CUDA program causes them; the GPU is fine.
 var DefaultIgnoredXids = []uint64{13, 31, 43, 45, 68, 109}
 
-const watchedEvents = uint64(nvml.EventTypeXidCriticalError | nvml.EventTypeDoubleBitEccError)
+const watchedEvents = uint64(nvml.EventTypeXidCriticalError | nvml.EventTypeDoubleBitEccError | nvml.EventMigConfigChange)
 
 // HealthWatcher delivers the Xid and double-bit ECC events of every GPU.
 type HealthWatcher struct {
@@ -204,6 +208,8 @@ func (w *HealthWatcher) event(data nvml.EventData) (Event, bool) {
 		e.Kind, e.Xid = XidError, data.EventData
 	case data.EventType&nvml.EventTypeDoubleBitEccError != 0:
 		e.Kind = DoubleBitECC
+	case data.EventType&nvml.EventMigConfigChange != 0:
+		e.Kind = MIGLayoutChanged
 	default:
 		return e, false
 	}
@@ -228,6 +234,3 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
-
-// ErrNoEvents is returned by Sim.InjectEvent when no HealthWatcher listens.
-var ErrNoEvents = errors.New("no health watcher is registered for events")

@@ -10,6 +10,8 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+
+	"github.com/hotgpu/hotgpu/internal/nvml/sim"
 )
 
 type waitResult struct {
@@ -20,7 +22,7 @@ type waitResult struct {
 // scriptEvents makes the mock's event sets answer Wait from script, then
 // cancel the watcher.
 func scriptEvents(p *Provider, script []waitResult, cancel func()) {
-	p.sim.server.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) {
+	p.sim.Server().EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) {
 		i := 0
 		return &mock.EventSet{
 			WaitFunc: func(uint32) (nvml.EventData, nvml.Return) {
@@ -38,7 +40,7 @@ func scriptEvents(p *Provider, script []waitResult, cancel func()) {
 
 func TestHealthWatcherOnMock(t *testing.T) {
 	p := newSimProvider(t, "dgxa100")
-	gpu2 := p.sim.slots[2]
+	gpu2 := p.sim.Slot(2)
 	xid := func(n uint64) waitResult {
 		return waitResult{nvml.EventData{Device: gpu2, EventType: nvml.EventTypeXidCriticalError, EventData: n}, nvml.SUCCESS}
 	}
@@ -90,13 +92,13 @@ func TestHealthWatcherUnwatchedGPUs(t *testing.T) {
 		reason   string
 	}{
 		{"event types not supported", func(p *Provider) {
-			p.sim.slots[5].GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+			p.sim.Slot(5).GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
 		}, true, "ERROR_NOT_SUPPORTED"},
 		{"no Xid events among the supported ones", func(p *Provider) {
-			p.sim.slots[5].GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return nvml.EventTypeDoubleBitEccError, nvml.SUCCESS }
+			p.sim.Slot(5).GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return nvml.EventTypeDoubleBitEccError, nvml.SUCCESS }
 		}, true, "no Xid events"},
 		{"registration fails", func(p *Provider) {
-			p.sim.slots[5].RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return nvml.ERROR_UNKNOWN }
+			p.sim.Slot(5).RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return nvml.ERROR_UNKNOWN }
 		}, true, "ERROR_UNKNOWN"},
 		{"GPU lost", func(p *Provider) {
 			if err := p.Simulation().LoseGPU("5"); err != nil {
@@ -116,7 +118,7 @@ func TestHealthWatcherUnwatchedGPUs(t *testing.T) {
 			if len(got) != 1 || got[0].Index != 5 || !strings.Contains(got[0].Reason, tt.reason) {
 				t.Fatalf("Unwatched = %+v, want GPU 5 only, for %q", got, tt.reason)
 			}
-			if want := p.sim.slots[5].UUID; tt.wantUUID && got[0].UUID != want {
+			if want := p.sim.Slot(5).UUID; tt.wantUUID && got[0].UUID != want {
 				t.Errorf("UUID = %q, want %q", got[0].UUID, want)
 			}
 			if len(w.handles) != 7 {
@@ -143,14 +145,14 @@ func TestHealthWatcherBlamesTheLostGPU(t *testing.T) {
 	}
 	var got []Event
 	w.Run(ctx, func(e Event) { got = append(got, e) })
-	if want := []Event{{UUID: p.sim.slots[6].UUID, Kind: GPULost}}; !slices.Equal(got, want) {
+	if want := []Event{{UUID: p.sim.Slot(6).UUID, Kind: GPULost}}; !slices.Equal(got, want) {
 		t.Fatalf("events = %+v, want %+v", got, want)
 	}
 }
 
 func TestSimInjectedEventsReachTheWatcher(t *testing.T) {
 	p := newSimProvider(t, "dgxa100")
-	if err := p.Simulation().InjectXid("3", 79); !errors.Is(err, ErrNoEvents) {
+	if err := p.Simulation().InjectXid("3", 79); !errors.Is(err, sim.ErrNoEvents) {
 		t.Fatalf("inject without a watcher: err = %v, want ErrNoEvents", err)
 	}
 	w, err := p.HealthWatcher(DefaultIgnoredXids)
@@ -166,13 +168,13 @@ func TestSimInjectedEventsReachTheWatcher(t *testing.T) {
 	for _, inject := range []func() error{
 		func() error { return sim.InjectXid("3", 13) }, // ignored
 		func() error { return sim.InjectXid("3", 48) },
-		func() error { return sim.InjectECC(p.sim.slots[4].UUID) },
+		func() error { return sim.InjectECC(p.sim.Slot(4).UUID) },
 	} {
 		if err := inject(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want := []Event{{UUID: p.sim.slots[3].UUID, Kind: XidError, Xid: 48}, {UUID: p.sim.slots[4].UUID, Kind: DoubleBitECC}}
+	want := []Event{{UUID: p.sim.Slot(3).UUID, Kind: XidError, Xid: 48}, {UUID: p.sim.Slot(4).UUID, Kind: DoubleBitECC}}
 	for _, w := range want {
 		select {
 		case got := <-events:

@@ -85,6 +85,17 @@ func newMIGProfile(giIndex, ciIndex int, migMemoryMB, parentMemoryBytes uint64) 
 	return migProfile{c: c, g: gi.slices, gb: migMemoryGB(parentMemoryBytes, migMemoryMB), attrs: gi.attrs, negAttrs: gi.negAttrs}, nil
 }
 
+// giProfileName names a GPU-instance profile with one compute instance
+// spanning it: the names the simulation creates instances by.
+func giProfileName(giIndex int, memoryMB, parentMemoryBytes uint64) (string, error) {
+	p, err := newMIGProfile(giIndex, nvml.COMPUTE_INSTANCE_PROFILE_1_SLICE, memoryMB, parentMemoryBytes)
+	if err != nil {
+		return "", err
+	}
+	p.c = p.g
+	return p.String(), nil
+}
+
 // migMemoryGB is the "gb" of a profile name: the instance's share of the
 // GPU's memory rounded up to eighths, times the GPU's memory in whole GiB.
 // A plain MiB/1024 differs from it (an H100 NVL's 1g instance has 11008 MiB

@@ -3,6 +3,9 @@ package nvml
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
+
+	"github.com/hotgpu/hotgpu/internal/nvml/sim"
 )
 
 // Option configures a Provider.
@@ -38,11 +41,12 @@ func WithDriverRoot(dir string) Option {
 	}
 }
 
-// WithSimulate replaces the driver with go-nvml's mock server populated from
-// a preset (see Presets). No GPU, driver or library is needed.
+// WithSimulate replaces the driver with a simulated node (package
+// internal/nvml/sim) built from a preset (see Presets). No GPU, driver or
+// library is needed.
 func WithSimulate(preset string) Option {
 	return func(o *options) error {
-		if _, ok := presets[preset]; !ok {
+		if !slices.Contains(Presets(), preset) {
 			return fmt.Errorf("unknown simulation preset %q: use one of %v", preset, Presets())
 		}
 		o.simulate = preset
@@ -90,3 +94,6 @@ func WithModprobe(path string) Option {
 		return nil
 	}
 }
+
+// Presets lists the simulation presets WithSimulate accepts.
+func Presets() []string { return sim.Presets() }

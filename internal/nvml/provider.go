@@ -7,7 +7,12 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/nvml/sim"
 )
+
+// Sim is the simulated node a Provider made WithSimulate reads (see package
+// internal/nvml/sim).
+type Sim = sim.Sim
 
 // Provider reads the node's GPUs through NVML, real or simulated. It is safe
 // for concurrent use: calls are serialised because NVML handles (and the mock
@@ -16,7 +21,7 @@ type Provider struct {
 	mu   sync.Mutex
 	opts options
 	lib  nvml.Interface
-	sim  *Sim
+	sim  *sim.Sim       // nil on real hardware
 	last *gpu.Inventory // the last inventory read (see reader.known)
 	// uvmTried is set once nvidia-modprobe was tried for a missing
 	// nvidia-uvm; uvmErr is why it did not load it.
@@ -35,8 +40,11 @@ func New(opts ...Option) (*Provider, error) {
 		}
 	}
 	if p.opts.simulate != "" {
-		p.sim = newSim(p.opts.simulate, &p.mu)
-		p.lib = p.sim.server
+		s, err := sim.New(p.opts.simulate, &p.mu, giProfileName)
+		if err != nil {
+			return nil, err
+		}
+		p.sim, p.lib = s, s.Library()
 	} else {
 		lib, err := loadLibrary(p.opts.driverRoot)
 		if err != nil {
@@ -93,7 +101,7 @@ func (p *Provider) Inventory() (*gpu.Inventory, error) {
 
 // Simulation returns the handle that changes the simulated node, or nil when
 // the Provider reads real hardware.
-func (p *Provider) Simulation() *Sim { return p.sim }
+func (p *Provider) Simulation() *sim.Sim { return p.sim }
 
 // Close shuts NVML down. Further calls to Inventory fail with ErrClosed.
 func (p *Provider) Close() error {

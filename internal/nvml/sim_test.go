@@ -11,6 +11,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/nvml/sim"
 )
 
 // newSimProvider starts a simulated provider with majors pinned by testdata.
@@ -123,7 +124,7 @@ func TestRemoveAndRestoreGPU(t *testing.T) {
 	if p2, _ := after.GPUs[2].Peer(3); p2.NVLinks != 0 {
 		t.Errorf("GPU 2 keeps %d NVLinks to its removed partner", p2.NVLinks)
 	}
-	if err := p.Simulation().RemoveGPU(gone); !errors.Is(err, ErrNotFound) {
+	if err := p.Simulation().RemoveGPU(gone); !errors.Is(err, sim.ErrNotFound) {
 		t.Errorf("second removal: got %v, want ErrNotFound", err)
 	}
 	if err := p.Simulation().RestoreGPU("3"); err != nil {
@@ -238,8 +239,8 @@ func TestLostGPUStaysCounted(t *testing.T) {
 // handle, the record is by index.
 func TestUnopenableGPUIsKeptByIndex(t *testing.T) {
 	p := newSimProvider(t, "dgxa100")
-	byIndex := p.sim.server.DeviceGetHandleByIndexFunc
-	p.sim.server.DeviceGetHandleByIndexFunc = func(i int) (nvml.Device, nvml.Return) {
+	byIndex := p.sim.Server().DeviceGetHandleByIndexFunc
+	p.sim.Server().DeviceGetHandleByIndexFunc = func(i int) (nvml.Device, nvml.Return) {
 		if i == 5 {
 			return nil, nvml.ERROR_UNKNOWN
 		}

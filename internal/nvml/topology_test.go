@@ -72,7 +72,7 @@ func TestNormalizeBusID(t *testing.T) {
 func TestNVLinkProbingContinuesPastNotSupported(t *testing.T) {
 	p := newSimProvider(t, "pcie8")
 	for _, s := range []int{0, 1} { // the NVLink bridge pair: 4 links each
-		d := p.sim.slots[s]
+		d := p.sim.Slot(s)
 		state, kind, remote := d.GetNvLinkStateFunc, d.GetNvLinkRemoteDeviceTypeFunc, d.GetNvLinkRemotePciInfoFunc
 		// Link 0 is not supported; the real links move up one.
 		d.GetNvLinkStateFunc = func(link int) (nvml.EnableState, nvml.Return) {

@@ -9,13 +9,15 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 )
 
 // AnnotationPrefix is followed by the container name:
-// gpus.hotgpu.dev/container.<name>: "2" or "0,GPU-…".
+// gpus.hotgpu.dev/container.<name>: "2", "0,GPU-…", or MIG devices by name
+// ("0:1") or UUID ("MIG-…").
 const AnnotationPrefix = "gpus.hotgpu.dev/container."
 
 // Env variables that carry a kubelet allocation into the container.
@@ -46,7 +48,7 @@ const MaxIDs = 64
 var ErrNamespaceNotAllowed = errors.New("namespace not allowed")
 
 // Request asks for either Count GPUs of hotgpu's choosing or the listed IDs
-// (indices or UUIDs, as written by the user).
+// (indices, UUIDs or MIG device names and UUIDs, as written by the user).
 type Request struct {
 	Count int
 	IDs   []string
@@ -130,7 +132,7 @@ func ParseRequest(value string) (Request, error) {
 	if v == "" {
 		return Request{}, errors.New("empty value: give a count (\"1\") or GPU ids (\"0,GPU-…\")")
 	}
-	if !strings.Contains(v, ",") && !strings.HasPrefix(strings.ToUpper(v), "GPU-") && !strings.HasPrefix(strings.ToUpper(v), "MIG-") {
+	if !strings.ContainsAny(v, ",:") && !strings.HasPrefix(strings.ToUpper(v), "GPU-") && !strings.HasPrefix(strings.ToUpper(v), "MIG-") {
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			return Request{}, fmt.Errorf("not a number: give a count (\"1\") or GPU ids (\"0,GPU-…\")")
@@ -150,8 +152,9 @@ func ParseRequest(value string) (Request, error) {
 	return Request{IDs: ids}, nil
 }
 
-// ParseIDs reads a comma-separated list of GPU ids: decimal indices or
-// NVIDIA UUIDs (GPU-<hex and dashes>). Anything else — paths, globs, "all" —
+// ParseIDs reads a comma-separated list of GPU ids: decimal indices, NVIDIA
+// UUIDs (GPU-<hex and dashes>), MIG device names ("<gpu>:<mig>", decimal)
+// and MIG UUIDs (MIG-<hex and dashes>). Anything else — paths, globs, "all" —
 // is refused, so user input can never name a device node.
 func ParseIDs(v string) ([]string, error) {
 	parts := strings.Split(v, ",")
@@ -172,22 +175,38 @@ func ParseIDs(v string) ([]string, error) {
 	return ids, nil
 }
 
-// ValidateID accepts a GPU index ("3") or a GPU UUID ("GPU-8ac5…").
+// ValidateID accepts a GPU index ("3"), a GPU UUID ("GPU-8ac5…"), a MIG
+// device name ("3:1") or a MIG UUID ("MIG-2d88…").
 func ValidateID(id string) error {
+	gpuIndex, migIndex, isMIGName := strings.Cut(id, ":")
 	switch {
 	case id == "":
 		return errors.New("empty GPU id in list")
 	case isIndex(id):
 		return nil
-	case isUUID(id):
+	case isMIGName && isIndex(gpuIndex) && isIndex(migIndex):
+		return nil
+	case isUUID(id, "GPU-"), isUUID(id, "MIG-"):
 		return nil
 	default:
-		return fmt.Errorf("%q is not a GPU index or UUID", truncate(id))
+		return fmt.Errorf("%q is not a GPU index or UUID, nor a MIG device name (\"0:1\") or UUID", truncate(id))
 	}
 }
 
+// migProfileName is a MIG profile as NVIDIA's tools name it: "1g.5gb",
+// "1c.2g.10gb", "1g.10gb+me", "1g.12gb-me", "1g.5gb+me.all".
+var migProfileName = regexp.MustCompile(`^([0-9]{1,2}c\.)?[0-9]{1,2}g\.[0-9]{1,4}gb([+-][a-z.]{1,12})?$`)
+
+// ValidateMIGProfile accepts a MIG profile name ("1g.5gb").
+func ValidateMIGProfile(profile string) error {
+	if !migProfileName.MatchString(profile) {
+		return fmt.Errorf("%q is not a MIG profile name such as \"1g.5gb\" or \"3g.20gb\"", truncate(profile))
+	}
+	return nil
+}
+
 func isIndex(s string) bool {
-	if len(s) > 3 {
+	if s == "" || len(s) > 3 {
 		return false
 	}
 	for _, c := range s {
@@ -198,8 +217,8 @@ func isIndex(s string) bool {
 	return true
 }
 
-func isUUID(s string) bool {
-	if len(s) < 8 || len(s) > 80 || !strings.EqualFold(s[:4], "GPU-") {
+func isUUID(s, prefix string) bool {
+	if len(s) < 8 || len(s) > 80 || !strings.EqualFold(s[:4], prefix) {
 		return false
 	}
 	for _, c := range s[4:] {

@@ -14,7 +14,7 @@ func FuzzFromAnnotations(f *testing.F) {
 	for _, s := range [][3]string{
 		{"ml", "app", "2"}, {"default", "app", "1"}, {"ml", "app", "0," + uuid0},
 		{"ml", "../app", "1"}, {"ml ", "app", "1"}, {"ML", "app", "1"}, {"", "", ""},
-		{"ml", "app", "/dev/nvidia0"}, {"ml", "app", "99999999999999999999"},
+		{"ml", "app", "/dev/nvidia0"}, {"ml", "app", "0:1"}, {"ml", "app", "1:0,MIG-2d887421-f52a"}, {"ml", "app", "99999999999999999999"},
 	} {
 		f.Add(s[0], s[1], s[2])
 	}

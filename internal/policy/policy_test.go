@@ -7,7 +7,10 @@ import (
 	"testing"
 )
 
-const uuid0 = "GPU-2bd2f7a1-96c5-5e59-9d3c-0c5a0f1b4a11"
+const (
+	uuid0 = "GPU-2bd2f7a1-96c5-5e59-9d3c-0c5a0f1b4a11"
+	mig0  = "MIG-2d887421-f52a-575a-80ac-2cd9f2e9efc2"
+)
 
 func TestFromAnnotations(t *testing.T) {
 	p := Policy{Namespaces: []string{"ml"}, MaxPerContainer: 2}
@@ -32,6 +35,10 @@ func TestFromAnnotations(t *testing.T) {
 		{name: "all is refused", ns: "ml", value: ptr("all,0"), wantErr: `"all" is not a GPU index`},
 		{name: "duplicate", ns: "ml", value: ptr("1,1"), wantErr: "listed twice"},
 		{name: "empty", ns: "ml", value: ptr(" "), wantErr: "empty value"},
+		{name: "MIG device by name", ns: "ml", value: ptr("0:1"), want: Request{IDs: []string{"0:1"}}},
+		{name: "MIG devices by name and UUID", ns: "ml", value: ptr("0:1," + mig0), want: Request{IDs: []string{"0:1", mig0}}},
+		{name: "MIG name needs two indices", ns: "ml", value: ptr("0:"), wantErr: `"0:" is not a GPU index or UUID`},
+		{name: "MIG name is not a path", ns: "ml", value: ptr("0:1/.."), wantErr: "is not a GPU index or UUID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -28,6 +29,9 @@ type Config struct {
 	// Simulate serves a simulated GPU inventory instead of NVML ("dgxa100",
 	// "pcie8"); empty means real GPUs.
 	Simulate string `json:"simulate,omitempty"`
+	// SimulateMIG puts simulated GPUs in MIG mode at start, one entry per
+	// GPU: "<slot>=<profile>,<profile>..." ("0=3g.20gb,2g.10gb,1g.5gb,1g.5gb").
+	SimulateMIG []string `json:"simulateMIG,omitempty"`
 	// DriverRoot is where the NVIDIA driver's files live ("/" on a host,
 	// "/run/nvidia/driver" with the GPU operator's driver container).
 	DriverRoot string `json:"driverRoot,omitempty"`
@@ -95,6 +99,17 @@ type DevicePlugin struct {
 	// still run, to release the GPUs of a deleted or finished pod within
 	// seconds rather than when its sandbox is removed.
 	PodResourcesInterval Duration `json:"podResourcesInterval"`
+	// MIGStrategy is how MIG devices are advertised, as NVIDIA's device
+	// plugin names it: "none" (whole GPUs only; GPUs in MIG mode are not
+	// advertised), "single" (every GPU in MIG mode with one profile, the
+	// MIG devices advertised as resourceName) or "mixed" (whole GPUs as
+	// resourceName, the MIG devices of each profile as
+	// MIGResourcePrefix+<profile>, e.g. nvidia.com/mig-1g.5gb).
+	MIGStrategy string `json:"migStrategy"`
+	// MIGResourcePrefix names the MIG resources under mixed: the prefix
+	// and the profile ("nvidia.com/mig-" gives nvidia.com/mig-1g.5gb, as
+	// NVIDIA's device plugin).
+	MIGResourcePrefix string `json:"migResourcePrefix"`
 }
 
 // Health configures GPU health tracking from NVML error events.
@@ -156,6 +171,8 @@ func Default() *Config {
 			ResourceName:         "nvidia.com/gpu",
 			PodResourcesSocket:   "/var/lib/kubelet/pod-resources/kubelet.sock",
 			PodResourcesInterval: Duration{2 * time.Second},
+			MIGStrategy:          "none",
+			MIGResourcePrefix:    "nvidia.com/mig-",
 		},
 		Health: Health{
 			RecoveryWindow: Duration{5 * time.Minute},
@@ -246,6 +263,20 @@ func (c *Config) Validate() error {
 	}
 	if !resourceName.MatchString(c.DevicePlugin.ResourceName) {
 		bad("devicePlugin.resourceName must be an extended resource name such as nvidia.com/gpu, got %q", c.DevicePlugin.ResourceName)
+	}
+	for _, m := range c.SimulateMIG {
+		slot, profiles, ok := strings.Cut(m, "=")
+		if c.Simulate == "" || !ok || slot == "" || profiles == "" {
+			bad("simulateMIG entries are \"<gpu>=<profile>,...\" and need simulate, got %q", m)
+		}
+	}
+	if !resourceName.MatchString(c.DevicePlugin.MIGResourcePrefix + "1g.5gb") {
+		bad("devicePlugin.migResourcePrefix must make extended resource names such as nvidia.com/mig-1g.5gb, got %q", c.DevicePlugin.MIGResourcePrefix)
+	}
+	switch c.DevicePlugin.MIGStrategy {
+	case "none", "single", "mixed":
+	default:
+		bad("devicePlugin.migStrategy must be none, single or mixed, got %q", c.DevicePlugin.MIGStrategy)
 	}
 	if c.Metrics.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {

@@ -1,4 +1,4 @@
-package nvml
+package sim
 
 import (
 	"fmt"
@@ -67,7 +67,7 @@ var presets = map[string]*preset{
 
 var pcie8Buses = busIDs(0x1b, 0x1c, 0x3d, 0x3e, 0x88, 0x89, 0xb1, 0xb2)
 
-// Presets lists the simulation presets WithSimulate accepts.
+// Presets lists the simulation presets New accepts.
 func Presets() []string {
 	names := make([]string, 0, len(presets))
 	for name := range presets {

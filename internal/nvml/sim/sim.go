@@ -1,4 +1,4 @@
-package nvml
+package sim
 
 import (
 	"fmt"
@@ -17,8 +17,9 @@ import (
 // GPUs are named by UUID or by slot, the GPU's index in the complete preset
 // ("3" is always the fourth GPU of the preset, even after GPU 1 is removed).
 type Sim struct {
-	mu      *sync.Mutex // the Provider's: mutations never race an inventory
+	mu      *sync.Mutex // the reader's: mutations never race an inventory
 	name    string
+	naming  ProfileNamer
 	preset  *preset
 	server  *server.Server
 	slots   []*server.Device
@@ -27,22 +28,44 @@ type Sim struct {
 	events  *simEvents
 }
 
-func newSim(name string, mu *sync.Mutex) *Sim {
-	p := presets[name]
+// ProfileNamer names a GPU-instance profile of NVML's profile API
+// (GPU_INSTANCE_PROFILE_*), with one compute instance spanning it, as the
+// reader of the node names the MIG devices it finds ("1g.5gb", "1g.5gb+me").
+// EnableMIG takes profiles by these names, so a simulated instance reads
+// back with the name it was created by.
+type ProfileNamer func(giProfile int, memoryMB, parentMemoryBytes uint64) (string, error)
+
+// New builds the simulated node of a preset (see Presets). mu is the lock
+// its reader holds around NVML calls; the Sim takes it around every change.
+func New(name string, mu *sync.Mutex, naming ProfileNamer) (*Sim, error) {
+	p, ok := presets[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown simulation preset %q: use one of %v", name, Presets())
+	}
 	srv, _ := server.New( // server.New never fails; its error is for API symmetry
 		server.WithGPUs(gpus.Multiple(len(p.busIDs), p.config)...),
 		server.WithDriverVersion("550.54.15"),
 		server.WithNVMLVersion("12.550.54.15"),
 		server.WithCUDADriverVersion(12040),
 	)
-	s := &Sim{mu: mu, name: name, preset: p, server: srv, removed: map[int]bool{}, lost: map[int]nvml.Device{}}
+	s := &Sim{mu: mu, name: name, naming: naming, preset: p, server: srv, removed: map[int]bool{}, lost: map[int]nvml.Device{}}
 	for slot, d := range srv.Devices {
 		s.slots = append(s.slots, d.(*server.Device))
 		s.wire(slot)
 	}
 	s.wireEvents()
-	return s
+	return s, nil
 }
+
+// Library is the simulated NVML, the interface the real library implements.
+func (s *Sim) Library() nvml.Interface { return s.server }
+
+// Server is go-nvml's mock server behind Library, for tests that replace
+// one of its calls.
+func (s *Sim) Server() *server.Server { return s.server }
+
+// Slot is the mock device of a slot, for tests that replace one of its calls.
+func (s *Sim) Slot(slot int) *server.Device { return s.slots[slot] }
 
 // RemoveGPU makes a GPU disappear from NVML's count, as when it is unbound
 // from the driver or hot-removed (a GPU that falls off the bus stays counted:

@@ -1,4 +1,4 @@
-package nvml
+package sim
 
 import (
 	"fmt"
@@ -35,7 +35,7 @@ func (s *Sim) wireEvents() {
 	}
 	for _, d := range s.slots {
 		d.GetSupportedEventTypesFunc = func() (uint64, nvml.Return) {
-			return nvml.EventTypeXidCriticalError | nvml.EventTypeDoubleBitEccError | nvml.EventTypeSingleBitEccError, nvml.SUCCESS
+			return nvml.EventTypeXidCriticalError | nvml.EventTypeDoubleBitEccError | nvml.EventTypeSingleBitEccError | nvml.EventMigConfigChange, nvml.SUCCESS
 		}
 		d.RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return {
 			s.events.registered = true // called under the Provider's mu
@@ -91,4 +91,16 @@ func (s *Sim) DropEvents(id string) error {
 	}
 	s.slots[slot].GetSupportedEventTypesFunc = func() (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
 	return nil
+}
+
+// migChanged tells a registered watcher that the slot's MIG layout changed,
+// as the driver does after nvidia-smi mig -cgi/-dgi. Call with mu held.
+func (s *Sim) migChanged(slot int) {
+	if !s.events.registered {
+		return
+	}
+	select {
+	case s.events.queue <- nvml.EventData{Device: s.slots[slot], EventType: nvml.EventMigConfigChange}:
+	default:
+	}
 }

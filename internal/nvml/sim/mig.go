@@ -1,4 +1,4 @@
-package nvml
+package sim
 
 import (
 	"cmp"
@@ -24,19 +24,43 @@ func (s *Sim) EnableMIG(id string, profiles ...string) error {
 		return err
 	}
 	d := s.slots[slot]
-	infos, err := simGIProfiles(d, profiles)
+	infos, err := s.giProfiles(d, profiles)
 	if err != nil {
 		return fmt.Errorf("failed to enable MIG on simulated GPU %s: %w", id, err)
 	}
 	if ret, _ := d.SetMigMode(nvml.DEVICE_MIG_ENABLE); ret != nvml.SUCCESS {
 		return check(ret, "enable MIG on simulated GPU %s", id)
 	}
+	defer s.migChanged(slot)
 	for _, info := range infos {
 		if err := createInstance(d, info); err != nil {
 			return fmt.Errorf("failed to enable MIG on simulated GPU %s: %w", id, err)
 		}
 	}
 	return nil
+}
+
+// DestroyInstance destroys the GPU instance gi of a GPU in MIG mode and its
+// compute instances (nvidia-smi mig -dci -dgi): the MIG devices of the other
+// GPU instances keep their UUIDs and capability nodes.
+func (s *Sim) DestroyInstance(id string, gi int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slot, err := s.resolve(id)
+	if err != nil {
+		return err
+	}
+	d := s.slots[slot]
+	d.Lock()
+	defer d.Unlock()
+	for inst := range d.GpuInstances {
+		if int(inst.Info.Id) == gi {
+			delete(d.GpuInstances, inst)
+			s.migChanged(slot)
+			return nil
+		}
+	}
+	return fmt.Errorf("failed to destroy GPU instance %d of simulated GPU %s: %w", gi, id, ErrNotFound)
 }
 
 // DisableMIG destroys the GPU's MIG instances and turns MIG mode off.
@@ -55,13 +79,14 @@ func (s *Sim) DisableMIG(id string) error {
 	if ret, _ := d.SetMigMode(nvml.DEVICE_MIG_DISABLE); ret != nvml.SUCCESS {
 		return check(ret, "disable MIG on simulated GPU %s", id)
 	}
+	s.migChanged(slot)
 	return nil
 }
 
-// simGIProfiles looks the profile names (as go-nvlib names them, see
-// migProfile) up through NVML's profile API and checks that they fit in the
-// GPU beside the instances it already has.
-func simGIProfiles(d *server.Device, names []string) ([]nvml.GpuInstanceProfileInfo, error) {
+// giProfiles looks the profile names (as the ProfileNamer names them) up
+// through NVML's profile API and checks that they fit in the GPU beside the
+// instances it already has.
+func (s *Sim) giProfiles(d *server.Device, names []string) ([]nvml.GpuInstanceProfileInfo, error) {
 	byName, capacity := map[string]nvml.GpuInstanceProfileInfo{}, uint32(0)
 	var known []string
 	for id := range nvml.GPU_INSTANCE_PROFILE_COUNT {
@@ -69,12 +94,10 @@ func simGIProfiles(d *server.Device, names []string) ([]nvml.GpuInstanceProfileI
 		if ret != nvml.SUCCESS {
 			continue
 		}
-		p, err := newMIGProfile(id, nvml.COMPUTE_INSTANCE_PROFILE_1_SLICE, info.MemorySizeMB, d.MemoryInfo.Total)
+		name, err := s.naming(id, info.MemorySizeMB, d.MemoryInfo.Total)
 		if err != nil {
 			continue
 		}
-		p.c = p.g // a compute instance spanning the GPU instance
-		name := p.String()
 		if _, dup := byName[name]; !dup { // the lowest id is the plain profile
 			byName[name] = info
 			known = append(known, name)
