@@ -99,10 +99,6 @@ func (p *Plugin) check(inv *gpu.Inventory, ids []string) (uuids []string, err er
 		if !p.healthy(g) {
 			return nil, status.Errorf(codes.FailedPrecondition, "GPU %s (%s) is unhealthy; see `hotgpu health`", g.ID(), g.UUID)
 		}
-		if g.MIGEnabled {
-			return nil, status.Errorf(codes.FailedPrecondition,
-				"GPU %d (%s) has MIG enabled: it is not allocatable as a whole GPU (disable MIG mode, or use a MIG strategy)", g.Index, g.UUID)
-		}
 		if cur, held := p.ledger.Lookup(g.UUID); held && !p.takesOver(cur) {
 			return nil, status.Errorf(codes.FailedPrecondition,
 				"GPU %s (%s) is held by %s; it is not allocatable until released (hotgpu detach)", g.ID(), g.UUID, p.ledger.HeldBy(g.UUID))

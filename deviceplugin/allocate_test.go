@@ -49,7 +49,7 @@ func TestAllocate(t *testing.T) {
 			ids: func(f *fixture) []string { return []string{f.uuid(4)} }, wantCode: codes.FailedPrecondition, wantMsg: "held by quarantine: pid 42 holds it"},
 		{name: "MIG enabled: not a whole GPU",
 			setup: func(f *fixture) { f.inv.GPUs[2].MIGEnabled = true },
-			ids:   func(f *fixture) []string { return []string{f.uuid(2)} }, wantCode: codes.FailedPrecondition, wantMsg: "MIG enabled"},
+			ids:   func(f *fixture) []string { return []string{f.uuid(2)} }, wantCode: codes.InvalidArgument, wantMsg: "a GPU in MIG mode is allocated by its MIG devices"},
 		{name: "no devices", ids: func(*fixture) []string { return nil }, wantCode: codes.InvalidArgument},
 		{name: "too many devices", ids: func(f *fixture) []string { return slices.Repeat([]string{f.uuid(0)}, maxIDs+1) },
 			wantCode: codes.InvalidArgument},
