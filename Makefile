@@ -17,7 +17,7 @@ export HOTGPU_SKIP_LOG ?= $(CURDIR)/$(BIN)/skipped-checks.txt
 # silences that warning class for go-nvml only.
 export CGO_CFLAGS ?= -g -O2 -Wno-deprecated-declarations
 
-.PHONY: help host-deps build test integration check lint bench bench-go fuzz demo image install deps deps-kubelet clean fuzz-short vulncheck depcheck depcheck-report
+.PHONY: help host-deps build test integration check lint bench bench-go fuzz demo image image-archive install deps deps-kubelet deps-cluster clean fuzz-short vulncheck depcheck depcheck-report
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,7 +34,7 @@ build: host-deps ## build hotgpud, hotgpu (+ hotgpu-cdi) and hotgpu-hook into bi
 test: host-deps ## unit tests with the race detector (root runs the cgroup tests too)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
 
-integration: deps deps-kubelet ## real containerd + runc tests (root; builds them on first run)
+integration: deps deps-kubelet deps-cluster ## real containerd + runc + Kubernetes tests (root; builds them on first run)
 	$(GO) test -race -count=1 -timeout 20m -v ./integration/... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 check: ## everything CI runs: lint, deps (report), vulns (when reachable), unit, fuzz (short), integration
@@ -78,8 +78,16 @@ deps: ## build containerd, runc and test images into $(HOTGPU_CACHE) (cached)
 deps-kubelet: ## build a real kubelet for the device-plugin test into $(HOTGPU_CACHE) (cached)
 	@integration/kubelet-deps.sh >/dev/null
 
+deps-cluster: deps-kubelet ## build etcd, kube-apiserver, -controller-manager, -scheduler, kubectl and CNI plugins into $(HOTGPU_CACHE) (cached)
+	@integration/cluster-deps.sh >/dev/null
+
 image: ## build the container image (needs a Docker engine)
 	docker build -t hotgpu:$(VERSION) .
+
+IMAGE_ARCHIVE ?= $(BIN)/hotgpu-image.tar
+IMAGE_REF ?= hotgpu.local/hotgpu:$(VERSION)
+image-archive: build ## the same image without Docker: an OCI archive at IMAGE_ARCHIVE (ctr -n k8s.io images import it)
+	CGO_ENABLED=0 $(GO) run ./integration/imagetool -kind hotgpu -ref $(IMAGE_REF) -bin-dir $(BIN) -config etc/hotgpud.yaml -out $(IMAGE_ARCHIVE)
 
 install: build ## install binaries, systemd unit, config and containerd drop-in
 	install -D -m 0755 $(BIN)/hotgpud $(DESTDIR)$(PREFIX)/bin/hotgpud

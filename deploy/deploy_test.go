@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
 )
@@ -245,4 +246,26 @@ func portOf(t *testing.T, c corev1.Container, name string) int32 {
 	}
 	t.Fatalf("container %s has no port %s", c.Name, name)
 	return 0
+}
+
+// TestKustomization: `kubectl apply -k deploy/` applies every manifest here.
+func TestKustomization(t *testing.T) {
+	data, err := os.ReadFile("kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Resources  []string `json:"resources"`
+	}
+	if err := sigsyaml.UnmarshalStrict(data, &k); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := pathGlob("*.yaml")
+	sort.Strings(files)
+	sort.Strings(k.Resources)
+	if k.Kind != "Kustomization" || !slices.Equal(files, k.Resources) {
+		t.Errorf("kustomization.yaml: kind %q resources %q, want Kustomization of %q", k.Kind, k.Resources, files)
+	}
 }

@@ -4,10 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"path/filepath"
+	"slices"
 	"strconv"
 )
 
-func pathGlob(pattern string) ([]string, error) { return filepath.Glob(pattern) }
+// pathGlob lists the manifests; kustomization.yaml is kustomize's, not an
+// object (TestKustomization checks it).
+func pathGlob(pattern string) ([]string, error) {
+	files, err := filepath.Glob(pattern)
+	return slices.DeleteFunc(files, func(f string) bool { return filepath.Base(f) == "kustomization.yaml" }), err
+}
 
 func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
 

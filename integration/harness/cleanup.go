@@ -269,3 +269,7 @@ func unescapeMount(s string) string {
 	}
 	return out.String()
 }
+
+// UnmountUnder detaches every mount below dir, deepest first (for the
+// cluster package: kubelet's pod volumes).
+func UnmountUnder(dir string) error { return unmountUnder(dir) }

@@ -48,8 +48,8 @@ disabled_plugins = [
   [plugins.'io.containerd.nri.v1.nri']
     disable = false
     socket_path = {{q .NRISocket}}
-    plugin_path = {{q .Dir "nri/plugins"}}
-    plugin_config_path = {{q .Dir "nri/conf.d"}}
+    plugin_path = {{q .Dir "nri-plugins"}}
+    plugin_config_path = {{q .Dir "nri-conf.d"}}
     plugin_registration_timeout = {{q .NRIRegistrationTimeout}}
     plugin_request_timeout = {{q .NRIRequestTimeout}}
 
@@ -63,6 +63,9 @@ disabled_plugins = [
     cdi_spec_dirs = {{q .CDISpecDirs}}
     # root here lacks CAP_SYS_RESOURCE: containers may not lower oom_score_adj.
     restrict_oom_score_adj = true
+    # Pods with their own network (the cluster suite's CNI) get their netns
+    # mounted here, not under the host's /var/run/netns.
+    netns_mounts_under_state_dir = true
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = [{{q .Dir "cni/bin"}}]
       conf_dir = {{q .Dir "cni/net.d"}}

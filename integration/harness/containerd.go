@@ -47,7 +47,7 @@ type Containerd struct {
 	Address      string // containerd gRPC socket (CRI is served here too)
 	TTRPCAddress string
 	DebugAddress string
-	NRISocket    string   // where NRI plugins (hotgpud) connect
+	NRISocket    string   // where NRI plugins (hotgpud) connect: nri/nri.sock, alone in its dir (a pod mounts the dir)
 	CDIDir       string   // first cdi_spec_dirs entry, and the one ctr --device sees
 	CDISpecDirs  []string // all cdi_spec_dirs
 	RuncRoot     string
@@ -137,7 +137,7 @@ func newContainerd(opts Options) (*Containerd, error) {
 	c := &Containerd{
 		Dir: dir, Root: filepath.Join(dir, "root"), State: filepath.Join(dir, "state"),
 		Address: filepath.Join(dir, "c.sock"), TTRPCAddress: filepath.Join(dir, "c.sock.ttrpc"),
-		DebugAddress: filepath.Join(dir, "debug.sock"), NRISocket: filepath.Join(dir, "nri.sock"),
+		DebugAddress: filepath.Join(dir, "debug.sock"), NRISocket: filepath.Join(dir, "nri", "nri.sock"),
 		CDIDir: filepath.Join(dir, "cdi"), RuncRoot: filepath.Join(dir, "state", "runc"),
 		CgroupParent: "/hotgpu-it-" + strings.TrimPrefix(filepath.Base(dir), "hgctd-"),
 		Snapshotter:  opts.Snapshotter, LogPath: filepath.Join(dir, "containerd.log"),
@@ -148,7 +148,7 @@ func newContainerd(opts Options) (*Containerd, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("socket path %s is too long for a unix socket: use a shorter Options.TempDir", c.Address)
 	}
-	for _, d := range []string{c.Root, c.State, c.CDIDir, filepath.Join(dir, "pods"), filepath.Join(dir, "fifo"), filepath.Join(dir, "empty")} {
+	for _, d := range []string{c.Root, c.State, c.CDIDir, filepath.Dir(c.NRISocket), filepath.Join(dir, "pods"), filepath.Join(dir, "fifo"), filepath.Join(dir, "empty")} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("failed to create %s: %w", d, err)

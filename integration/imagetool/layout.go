@@ -32,6 +32,7 @@ type imageConfig struct {
 	Entrypoint []string `json:"Entrypoint,omitempty"`
 	Cmd        []string `json:"Cmd,omitempty"`
 	Env        []string `json:"Env,omitempty"`
+	User       string   `json:"User,omitempty"`
 	createdBy  string
 }
 
