@@ -25,11 +25,11 @@ help: ## list the targets
 host-deps: ## install the Debian packages builds and tests need (gcc for cgo, make, ...)
 	@hack/host-deps.sh
 
-build: host-deps ## build hotgpud, hotgpu (+ hotgpu-cdi) and hotgpu-hook into bin/
+build: host-deps ## build hotgpud, hotgpu (+ hotgpu-cdi), hotgpu-hook and kubectl-hotgpu into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpud # cgo: go-nvml dlopens libnvidia-ml
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hotgpu-cdi ./cmd/hotgpu # cgo: 'hotgpu cdi' reads NVML through it
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpu ./cmd/hotgpu-hook # static: the CLI starts fast; runtimes run the hook on any host
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpu ./cmd/hotgpu-hook ./cmd/kubectl-hotgpu # static: the CLIs start fast; runtimes run the hook on any host
 
 test: host-deps ## unit tests with the race detector (root runs the cgroup tests too)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
@@ -100,6 +100,7 @@ install: build ## install binaries, systemd unit, config and containerd drop-in
 	install -D -m 0755 $(BIN)/hotgpu $(DESTDIR)$(PREFIX)/bin/hotgpu
 	install -D -m 0755 $(BIN)/hotgpu-cdi $(DESTDIR)$(PREFIX)/bin/hotgpu-cdi
 	install -D -m 0755 $(BIN)/hotgpu-hook $(DESTDIR)$(PREFIX)/bin/hotgpu-hook
+	install -D -m 0755 $(BIN)/kubectl-hotgpu $(DESTDIR)$(PREFIX)/bin/kubectl-hotgpu
 	install -D -m 0644 etc/systemd/hotgpud.service $(DESTDIR)/etc/systemd/system/hotgpud.service
 	install -D -m 0644 etc/containerd/hotgpu.toml $(DESTDIR)/etc/containerd/conf.d/hotgpu.toml
 	@# podman / CRI-O read hooks.d; the hook's path follows PREFIX.

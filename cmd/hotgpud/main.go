@@ -109,6 +109,10 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 		func(c *configv1.Config, v bool) { c.DevicePlugin.Disabled = v })
 	str("kubelet-dir", def.DevicePlugin.KubeletDir, "kubelet's device-plugins dir (kubelet.sock is there)",
 		func(c *configv1.Config, v string) { c.DevicePlugin.KubeletDir = v })
+	str("kubeconfig", "", "kubeconfig of the GPUAttachment node agent (default: the in-cluster config in a pod; no Kubernetes API at all otherwise)",
+		func(c *configv1.Config, v string) { c.Kubernetes.Kubeconfig = v })
+	str("node-name", "", "this node's name for the GPUAttachment agent (default: $NODE_NAME, then the hostname)",
+		func(c *configv1.Config, v string) { c.Kubernetes.NodeName = v })
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines")

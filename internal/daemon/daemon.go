@@ -25,6 +25,7 @@ import (
 	"github.com/hotgpu/hotgpu/internal/nvml"
 	"github.com/hotgpu/hotgpu/internal/policy"
 	"github.com/hotgpu/hotgpu/internal/registry"
+	"github.com/hotgpu/hotgpu/k8s"
 	"github.com/hotgpu/hotgpu/plugin"
 )
 
@@ -51,6 +52,9 @@ type Daemon struct {
 	metrics  *metrics.Metrics
 	started  time.Time
 	cdiPath  atomic.Value // string
+
+	// agent carries out GPUAttachments; nil without a Kubernetes API.
+	agent *k8s.Agent
 
 	// devicePlugin is the kubelet device plugin; nil when disabled.
 	devicePlugin *deviceplugin.Plugin
@@ -112,6 +116,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	d.attach = attach.New(d, d.health, d.ledger, d.registry, log)
 	if failpoint != nil {
 		d.attach.SetFailpoint(failpoint)
+	}
+	if d.agent, err = newAgent(cfg, d.attach, d.ledger, log); err != nil {
+		return nil, err
 	}
 	if !cfg.NRI.Disabled {
 		d.plugin, err = plugin.New(d, d.ledger, d.registry,
@@ -192,6 +199,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.readyOnce.Do(func() { close(d.Ready) })
 	}
 	d.runHealthAndDevicePlugin(ctx, &wg)
+	d.runAgent(ctx, &wg)
 	wg.Add(1)
 	go func() { defer wg.Done(); d.loop(ctx) }()
 

@@ -1,0 +1,19 @@
+package k8s
+
+import (
+	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/ledger"
+)
+
+// Attacher attaches and detaches GPUs (internal/attach.Manager).
+type Attacher interface {
+	Attach(t attach.Target, ids []string, count int) (*attach.Result, error)
+	Detach(t attach.Target, ids []string, force bool) (*attach.Result, error)
+}
+
+// Grants lists the ledger's grants (internal/ledger.Ledger): after a
+// restart, an attach that completed before its status was written is found
+// there.
+type Grants interface {
+	Grants() []ledger.Grant
+}
