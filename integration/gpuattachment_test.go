@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,6 +41,7 @@ func TestGPUAttachments(t *testing.T) {
 	run("node-agent-policy", func(t *testing.T) { testAgentPolicy(t, h) })
 	run("scheduler-sees-attachment", func(t *testing.T) { testAttachmentWithdraws(t, h, k) })
 	run("pod-deleted", func(t *testing.T) { testPodDeleted(t, h, k) })
+	run("hotgpud-killed", func(t *testing.T) { testAgentRestart(t, h, k) })
 }
 
 // tenants: namespaces team-a and team-b, and user alice bound to the
@@ -333,4 +336,66 @@ func attachmentsString(atts []hotgpuv1.GPUAttachment) string {
 		s = append(s, a.Name+" "+string(a.Status.Phase)+" "+a.Status.Message)
 	}
 	return strings.Join(s, "; ")
+}
+
+// killHotgpud kills -9 the DaemonSet's hotgpud process (found by its
+// container's id in containerd's task list); kubelet restarts the container.
+func (h *hotgpuCluster) killHotgpud(t *testing.T) {
+	t.Helper()
+	pod := h.waitDaemonPod(t, "")
+	var id string
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.Name == "hotgpud" {
+			_, id, _ = strings.Cut(s.ContainerID, "://")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := h.ctr.Ctr(ctx, "k8s.io", "task", "ls")
+	if err != nil || id == "" {
+		t.Fatalf("hotgpud's container %q: %v", id, err)
+	}
+	for _, line := range strings.Split(out.Stdout, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == id {
+			pid, err := strconv.Atoi(f[1])
+			if err != nil || pid <= 1 {
+				t.Fatalf("task line %q", line)
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no task %s in:\n%s", id, out.Stdout)
+}
+
+// testAgentRestart: hotgpud killed -9 with an attachment to carry out, and
+// again with one to undo, converges once kubelet restarts it.
+func testAgentRestart(t *testing.T, h *hotgpuCluster, k *tenants) {
+	createPod(t, h.Cluster, teamPod("resilient", 0))
+	defer deletePod(t, h.Cluster, "team-a", "resilient")
+	h.killHotgpud(t)
+	k.mustHotgpu(t, "attach", "resilient", "-n", "team-a", "--count", "1")
+	h.waitDaemonPod(t, "")
+	eventually(t, 2*time.Minute, "the attachment made while hotgpud was down Attached", func() (bool, string) {
+		atts := attachments(t, h.Cluster, "team-a")
+		return len(atts) == 1 && atts[0].Status.Phase == hotgpuv1.Attached, attachmentsString(atts)
+	})
+	if got := h.visibleGPUs(t, "team-a", "resilient"); len(got) != 1 {
+		t.Fatalf("resilient sees GPUs %v, want 1", got)
+	}
+	h.killHotgpud(t)
+	k.mustHotgpu(t, "detach", "resilient", "-n", "team-a", "--all")
+	h.waitDaemonPod(t, "")
+	eventually(t, 2*time.Minute, "the attachment deleted while hotgpud was down gone", func() (bool, string) {
+		atts := attachments(t, h.Cluster, "team-a")
+		return len(atts) == 0, attachmentsString(atts)
+	})
+	if got := h.visibleGPUs(t, "team-a", "resilient"); len(got) != 0 {
+		t.Fatalf("resilient still sees GPUs %v", got)
+	}
+	if got := h.heldBy(t, "team-a", "resilient"); len(got) != 0 {
+		t.Fatalf("the ledger still holds %v for resilient", got)
+	}
 }

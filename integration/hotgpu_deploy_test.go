@@ -137,7 +137,9 @@ spec:
       hostNetwork: true
       containers:
         - name: hotgpud
-          args: ["--config", "/etc/hotgpu/hotgpud.yaml", "--simulate", "dgxa100"]
+          # A simulated node has no driver: "/" as the driver root writes a spec
+          # without driver files (the overlay's driver dir stays empty).
+          args: ["--config", "/etc/hotgpu/hotgpud.yaml", "--simulate", "dgxa100", "--driver-root", "/"]
           env:
             - {name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}
             - {name: KUBERNETES_SERVICE_PORT, value: "` + h.Server[strings.LastIndex(h.Server, ":")+1:] + `"}

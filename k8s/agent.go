@@ -77,10 +77,12 @@ type Agent struct {
 	dyn      dynamic.Interface
 	attacher Attacher
 	grants   Grants
+	inv      Inventory
 	log      *logrus.Entry
 	recorder record.EventRecorder
 
 	pods     corelisters.PodLister
+	podCache cache.Indexer
 	podsSync cache.InformerSynced
 	// owned are attachments labelled with this node; unowned carry no node
 	// label yet.
@@ -93,7 +95,7 @@ type Agent struct {
 const byPod = "pod"
 
 // New builds an agent; nothing runs until Run.
-func New(cfg *rest.Config, node string, a Attacher, g Grants, log *logrus.Entry) (*Agent, error) {
+func New(cfg *rest.Config, node string, a Attacher, g Grants, inv Inventory, log *logrus.Entry) (*Agent, error) {
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create Kubernetes client: %w", err)
@@ -102,7 +104,11 @@ func New(cfg *rest.Config, node string, a Attacher, g Grants, log *logrus.Entry)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create Kubernetes client: %w", err)
 	}
-	ag := &Agent{node: node, client: client, dyn: dyn, attacher: a, grants: g,
+	return newAgent(client, dyn, node, a, g, inv, log)
+}
+
+func newAgent(client kubernetes.Interface, dyn dynamic.Interface, node string, a Attacher, g Grants, inv Inventory, log *logrus.Entry) (*Agent, error) {
+	ag := &Agent{node: node, client: client, dyn: dyn, attacher: a, grants: g, inv: inv,
 		log: log.WithFields(logrus.Fields{"component": "k8s-agent", "node": node}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),
@@ -131,7 +137,7 @@ func (ag *Agent) watchPods() {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", ag.node).String()
 		}))
 	inf := f.Core().V1().Pods()
-	ag.pods, ag.podsSync = inf.Lister(), inf.Informer().HasSynced
+	ag.pods, ag.podCache, ag.podsSync = inf.Lister(), inf.Informer().GetIndexer(), inf.Informer().HasSynced
 	_, _ = inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    ag.onPod,
 		UpdateFunc: func(_, obj any) { ag.onPod(obj) },

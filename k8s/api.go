@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"github.com/hotgpu/hotgpu/internal/attach"
+	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
@@ -17,3 +18,7 @@ type Attacher interface {
 type Grants interface {
 	Grants() []ledger.Grant
 }
+
+// Inventory is the node's GPUs (internal/daemon.Daemon), to describe a
+// grant found in the ledger.
+type Inventory interface{ Inventory() *gpu.Inventory }

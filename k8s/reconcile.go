@@ -38,8 +38,8 @@ func (ag *Agent) reconcile(ctx context.Context, key string) (time.Duration, erro
 		return 0, err
 	}
 	if a.Labels[hotgpuv1.NodeLabel] != ag.node {
-		if pod == nil {
-			return 0, nil // another node's, or its pod is not scheduled yet
+		if pod == nil || a.DeletionTimestamp != nil {
+			return 0, nil // another node's, its pod is not scheduled yet, or never claimed
 		}
 		return 0, ag.claim(ctx, a, pod)
 	}
@@ -47,6 +47,11 @@ func (ag *Agent) reconcile(ctx context.Context, key string) (time.Duration, erro
 		return ag.detach(ctx, a, pod)
 	}
 	if pod == nil || pod.DeletionTimestamp != nil || podDone(pod) {
+		if a.Status.Phase == hotgpuv1.Attached {
+			// its GPUs end with the pod's container; the garbage collector
+			// deletes the attachment with its owner
+			return 0, nil
+		}
 		return 0, ag.fail(ctx, a, nil, "PodGone", fmt.Sprintf("pod %s is not running on node %s", a.Spec.PodName, ag.node))
 	}
 	if !slices.Contains(a.Finalizers, hotgpuv1.Finalizer) || !ownedBy(a, pod) {
@@ -162,7 +167,9 @@ func (ag *Agent) unrecorded(a *hotgpuv1.GPUAttachment) []hotgpuv1.AttachedGPU {
 		if g.Reason == ledger.Attach && g.State == ledger.Active && !recorded[g.GPU] &&
 			h.PodNamespace == a.Namespace && h.PodName == a.Spec.PodName &&
 			(a.Spec.Container == "" || a.Spec.Container == h.Container) {
-			out = append(out, hotgpuv1.AttachedGPU{Index: -1, UUID: g.GPU})
+			if p, ok := ag.inv.Inventory().ByUUID(g.GPU); ok {
+				out = append(out, hotgpuv1.AttachedGPU{Index: p.Index, UUID: p.UUID, Device: p.Node().Path})
+			}
 		}
 	}
 	if len(out) != want {

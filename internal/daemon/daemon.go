@@ -117,7 +117,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 	if failpoint != nil {
 		d.attach.SetFailpoint(failpoint)
 	}
-	if d.agent, err = newAgent(cfg, d.attach, d.ledger, log); err != nil {
+	if d.agent, err = newAgent(cfg, d.attach, d.ledger, d, log); err != nil {
 		return nil, err
 	}
 	if !cfg.NRI.Disabled {

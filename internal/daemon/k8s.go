@@ -15,7 +15,7 @@ import (
 
 // newAgent builds the GPUAttachment node agent when there is a Kubernetes
 // API to talk to (--kubeconfig, or in a pod); nil, nil when there is none.
-func newAgent(cfg *configv1.Config, m *attach.Manager, l *ledger.Ledger, log *logrus.Entry) (*k8s.Agent, error) {
+func newAgent(cfg *configv1.Config, m *attach.Manager, l *ledger.Ledger, inv k8s.Inventory, log *logrus.Entry) (*k8s.Agent, error) {
 	rc, err := k8s.RESTConfig(cfg.Kubernetes.Kubeconfig)
 	if errors.Is(err, k8s.ErrNoCluster) {
 		return nil, nil
@@ -27,7 +27,7 @@ func newAgent(cfg *configv1.Config, m *attach.Manager, l *ledger.Ledger, log *lo
 	if err != nil {
 		return nil, err
 	}
-	return k8s.New(rc, node, m, l, log)
+	return k8s.New(rc, node, m, l, inv, log)
 }
 
 // runAgent runs the agent, if any, until ctx ends.
