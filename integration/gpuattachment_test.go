@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 
 	hotgpuv1 "github.com/hotgpu/hotgpu/api/hotgpu/v1alpha1"
 	"github.com/hotgpu/hotgpu/integration/cluster"
@@ -256,25 +257,44 @@ func testAgentPolicy(t *testing.T, h *hotgpuCluster) {
 		t.Fatal(out, err)
 	}
 	defer func() { _, _ = h.Kubectl(ctx, "delete", "-f", manifest, "--wait=false") }()
-	agent := []string{"--as", "system:serviceaccount:hotgpu-system:hotgpud"}
 	for _, tc := range []struct {
-		name  string
-		extra []string
-		want  string
+		name, node, want string
 	}{
-		{"no-node", nil, "not bound to a node"},
-		{"other-node", []string{"--as-user-extra", "authentication.kubernetes.io/node-name=other-node"}, "belongs to another node"},
+		{"no-node", "", "not bound to a node"},
+		{"other-node", "other-node", "belongs to another node"},
+		{"own-node", h.NodeName, ""},
 	} {
-		args := append(append(append([]string{}, agent...), tc.extra...), "label", "-n", "team-b", "gpuattachment", "mine", "x=y")
-		_, err := h.Kubectl(ctx, args...)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
+		kubeconfig := agentKubeconfig(t, h, tc.node)
+		_, err := h.Kubectl(ctx, "--kubeconfig", kubeconfig, "label", "-n", "team-b", "gpuattachment", "mine", "x="+tc.name)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: the node's own agent may write its attachment: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: agent write gave %v, want refused with %q", tc.name, err, tc.want)
 		}
 	}
-	args := append(agent, "--as-user-extra", "authentication.kubernetes.io/node-name="+h.NodeName, "label", "-n", "team-b", "gpuattachment", "mine", "x=y")
-	if out, err := h.Kubectl(ctx, args...); err != nil {
-		t.Errorf("the node's own agent may write its attachment: %v %s", err, out)
+}
+
+// agentKubeconfig is the admin's kubeconfig impersonating hotgpud's service
+// account, with the token's node name as user extra when node is set
+// (kubectl 1.34 has no --as-user-extra flag; the kubeconfig field works).
+func agentKubeconfig(t *testing.T, h *hotgpuCluster, node string) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(h.AdminKubeconfig)
+	if err != nil {
+		t.Fatal(err)
 	}
+	for _, u := range cfg.AuthInfos {
+		u.Impersonate = "system:serviceaccount:hotgpu-system:hotgpud"
+		if node != "" {
+			u.ImpersonateUserExtra = map[string][]string{"authentication.kubernetes.io/node-name": {node}}
+		}
+	}
+	path := filepath.Join(h.Dir, "kubeconfig-agent-"+node)
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // testAttachmentWithdraws: while a GPU is attached through the API, a pod
