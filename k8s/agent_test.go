@@ -26,8 +26,10 @@ import (
 
 const node = "node-1"
 
-// fakeAttacher records calls and answers with attachErr/detachErr.
+// fakeAttacher records calls, and grants in the fake ledger, and answers
+// with attachErr/detachErr.
 type fakeAttacher struct {
+	grants    *fakeGrants
 	attached  []attach.Target
 	detached  []string
 	attachErr error
@@ -42,6 +44,8 @@ func (f *fakeAttacher) Attach(t attach.Target, ids []string, count int) (*attach
 	var gpus []gpu.GPU
 	for i := range count {
 		gpus = append(gpus, gpu.GPU{Index: 3 + i, UUID: fmt.Sprintf("GPU-%d", 3+i)})
+		*f.grants = append(*f.grants, ledger.Grant{GPU: fmt.Sprintf("GPU-%d", 3+i), Reason: ledger.Attach, State: ledger.Active,
+			Holder: ledger.Holder{PodNamespace: t.PodNamespace, PodName: t.PodName, Container: "main"}})
 	}
 	return &attach.Result{GPUs: gpus}, nil
 }
@@ -51,6 +55,7 @@ func (f *fakeAttacher) Detach(t attach.Target, ids []string, force bool) (*attac
 		return nil, f.detachErr
 	}
 	f.detached = append(f.detached, ids...)
+	*f.grants = slices.DeleteFunc(*f.grants, func(g ledger.Grant) bool { return slices.Contains(ids, g.GPU) })
 	return &attach.Result{}, nil
 }
 
@@ -86,7 +91,8 @@ func newEnv(t *testing.T, pods ...*corev1.Pod) *env {
 		map[schema.GroupVersionResource]string{hotgpuv1.Resource: "GPUAttachmentList"})
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	e := &env{t: t, dyn: dyn, att: &fakeAttacher{}, grants: &fakeGrants{}}
+	grants := &fakeGrants{}
+	e := &env{t: t, dyn: dyn, att: &fakeAttacher{grants: grants}, grants: grants}
 	ag, err := newAgent(kubefake.NewClientset(), dyn, node, e.att, e.grants, fakeInventory{}, logrus.NewEntry(log))
 	if err != nil {
 		t.Fatal(err)
@@ -208,8 +214,6 @@ func TestGracefulDetachWaitsForProcess(t *testing.T) {
 	e := newEnv(t, pod("nb"))
 	e.create(attachment("a1", "nb", true))
 	a := e.settle("a1")
-	*e.grants = fakeGrants{{GPU: "GPU-3", Reason: ledger.Attach, State: ledger.Active,
-		Holder: ledger.Holder{PodNamespace: "team-a", PodName: "nb"}}}
 	e.att.detachErr = fmt.Errorf("%w: GPU 3 is held open by process(es) 41 (python)", attach.ErrBusy)
 	now := metav1.Now()
 	a.DeletionTimestamp = &now // the fake API does not keep finalized objects: set it in the cache
@@ -245,5 +249,40 @@ func TestRestartAdoptsFinishedAttach(t *testing.T) {
 	a := e.settle("a1")
 	if a.Status.Phase != hotgpuv1.Attached || len(a.Status.GPUs) != 1 || a.Status.GPUs[0].UUID != "GPU-5" || len(e.att.attached) != 0 {
 		t.Fatalf("status %+v, attach calls %v: want GPU-5 adopted, no new attach", a.Status, e.att.attached)
+	}
+}
+
+func TestContainerChecked(t *testing.T) {
+	p := pod("nb")
+	p.Spec.Containers = []corev1.Container{{Name: "main"}, {Name: "sidecar"}}
+	for _, tc := range []struct{ container, want string }{
+		{"", "has 2 containers [main sidecar]: name one"},
+		{"nope", `has no container "nope"`},
+	} {
+		e := newEnv(t, p)
+		att := attachment("a1", "nb", true)
+		att.Spec.Container = tc.container
+		e.create(att)
+		a := e.settle("a1")
+		if a.Status.Phase != hotgpuv1.Failed || !strings.Contains(a.Status.Message, tc.want) || len(e.att.attached) != 0 {
+			t.Errorf("container %q: status %+v, attach calls %v; want Failed with %q", tc.container, a.Status, e.att.attached, tc.want)
+		}
+	}
+}
+
+// TestContainerRestartReattaches: an Attached attachment whose grants the
+// ledger no longer holds (the container restarted) is attached again.
+func TestContainerRestartReattaches(t *testing.T) {
+	e := newEnv(t, pod("nb"))
+	e.create(attachment("a1", "nb", true))
+	e.settle("a1")
+	e.settle("a1")
+	if len(e.att.attached) != 1 {
+		t.Fatalf("attach calls %v while the grant holds, want 1", e.att.attached)
+	}
+	*e.grants = fakeGrants{} // the container restarted: its grants ended
+	a := e.settle("a1")
+	if a.Status.Phase != hotgpuv1.Attached || len(e.att.attached) != 2 {
+		t.Fatalf("status %+v, attach calls %v: want attached again", a.Status, e.att.attached)
 	}
 }

@@ -57,10 +57,39 @@ func (ag *Agent) reconcile(ctx context.Context, key string) (time.Duration, erro
 	if !slices.Contains(a.Finalizers, hotgpuv1.Finalizer) || !ownedBy(a, pod) {
 		return 0, ag.claim(ctx, a, pod)
 	}
-	if a.Status.Phase == hotgpuv1.Attached || a.Status.Phase == hotgpuv1.Failed {
+	switch a.Status.Phase {
+	case hotgpuv1.Failed:
 		return 0, nil
+	case hotgpuv1.Attached:
+		if len(ag.stillHeld(a)) > 0 || !podRunning(pod) {
+			return 0, nil
+		}
+		// the container restarted (its live grants ended with the old one):
+		// attach again to the new one
+		ag.event(a, pod, corev1.EventTypeNormal, "Reattaching", "the container restarted; attaching again")
+		return 0, ag.setStatus(ctx, a, hotgpuv1.Pending, "Reattaching", "the container restarted; attaching again", nil)
+	}
+	if msg := badContainer(a, pod); msg != "" {
+		ag.event(a, pod, corev1.EventTypeWarning, "AttachFailed", msg)
+		return 0, ag.fail(ctx, a, pod, "AttachFailed", msg)
 	}
 	return ag.attach(ctx, a, pod)
+}
+
+// badContainer says why the attachment's container cannot be the target
+// in this pod, or "".
+func badContainer(a *hotgpuv1.GPUAttachment, pod *corev1.Pod) string {
+	var names []string
+	for _, c := range pod.Spec.Containers {
+		names = append(names, c.Name)
+	}
+	switch {
+	case a.Spec.Container != "" && !slices.Contains(names, a.Spec.Container):
+		return fmt.Sprintf("pod %s has no container %q (it has %v)", pod.Name, a.Spec.Container, names)
+	case a.Spec.Container == "" && len(names) > 1:
+		return fmt.Sprintf("pod %s has %d containers %v: name one in spec.container (kubectl hotgpu attach -c)", pod.Name, len(names), names)
+	}
+	return ""
 }
 
 // get returns the attachment of key from either watch, or nil if gone.
