@@ -31,7 +31,9 @@ allocated GPUs by kubelet or that ask for them with the pod annotation
 (honoured only in namespaces listed with --annotation-namespaces). It writes a
 CDI spec for nvidia.com/gpu so ctr, nerdctl and CRI can use --device
 nvidia.com/gpu=N without it, and serves live attach/detach for the hotgpu CLI
-on a root-only unix socket.
+on a root-only unix socket. With a Kubernetes API (--kubeconfig, or the
+in-cluster config of its DaemonSet pod) it also carries out the GPUAttachments
+of its node's pods (kubectl hotgpu attach; see docs/kubernetes.md).
 
 Without a GPU, run with --simulate dgxa100 (8 x A100, NVSwitch) or
 --simulate pcie8 (8 GPUs, PCIe pairs).
