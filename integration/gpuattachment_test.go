@@ -309,7 +309,6 @@ func testAttachmentWithdraws(t *testing.T, h *hotgpuCluster, k *tenants) {
 	if err := h.Client().Create(ctx, "/api/v1/namespaces/default/pods", busyboxPod("big", 8)); err != nil {
 		t.Fatal(err)
 	}
-	defer deletePod(t, h.Cluster, "default", "big")
 	eventually(t, time.Minute, "the scheduler to refuse big for lack of GPUs", func() (bool, string) {
 		p, err := getPod(t, h.Cluster, "default", "big")
 		if err != nil {
@@ -327,6 +326,11 @@ func testAttachmentWithdraws(t *testing.T, h *hotgpuCluster, k *tenants) {
 	if got := h.visibleGPUs(t, "default", "big"); len(got) != 8 {
 		t.Fatalf("big sees GPUs %v, want all 8", got)
 	}
+	deletePod(t, h.Cluster, "default", "big")
+	eventually(t, time.Minute, "big's GPUs released in the ledger", func() (bool, string) {
+		held := h.heldBy(t, "default", "big")
+		return len(held) == 0, fmt.Sprintf("held %v", held)
+	})
 }
 
 // testPodDeleted: deleting the target pod deletes its attachment (owner
