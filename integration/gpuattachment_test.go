@@ -208,6 +208,18 @@ func testAttachAsTenant(t *testing.T, h *hotgpuCluster, k *tenants) {
 		t.Fatalf("kubectl get gpuatt:\n%s", get)
 	}
 	t.Logf("kubectl get gpuatt:\n%s", get)
+	var ls struct {
+		Attachments []hotgpuv1.GPUAttachment `json:"attachments"`
+		Nodes       []json.RawMessage        `json:"nodes"`
+	}
+	out = k.mustHotgpu(t, "ls", "-n", "team-a", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &ls); err != nil {
+		t.Fatalf("ls -o json: %v\n%s", err, out)
+	}
+	// alice may not list nodes: she sees her namespace's attachments only
+	if len(ls.Attachments) != 1 || ls.Attachments[0].Status.Phase != hotgpuv1.Attached || len(ls.Nodes) != 0 {
+		t.Fatalf("kubectl hotgpu ls -o json:\n%s", out)
+	}
 	k.mustHotgpu(t, "detach", "notebook", "-n", "team-a", "--all", "--wait")
 	if got := h.visibleGPUs(t, "team-a", "notebook"); len(got) != 0 {
 		t.Fatalf("notebook still sees GPUs %v after detach", got)
