@@ -286,3 +286,24 @@ func TestContainerRestartReattaches(t *testing.T) {
 		t.Fatalf("status %+v, attach calls %v: want attached again", a.Status, e.att.attached)
 	}
 }
+
+// TestAttachmentBeforeItsPod: an attachment seen before its pod reaches this
+// node's cache waits (Pending), and is attached once the pod's event comes.
+func TestAttachmentBeforeItsPod(t *testing.T) {
+	e := newEnv(t)
+	e.create(attachment("a1", "nb", true))
+	a := e.settle("a1")
+	if a.Status.Phase != hotgpuv1.Pending || len(e.att.attached) != 0 {
+		t.Fatalf("status %+v before the pod, want Pending", a.Status)
+	}
+	if err := e.ag.podCache.Add(pod("nb")); err != nil {
+		t.Fatal(err)
+	}
+	e.ag.onPod(pod("nb"))
+	if e.ag.queue.Len() != 1 {
+		t.Fatalf("the pod's event queued %d attachments, want 1", e.ag.queue.Len())
+	}
+	if a := e.settle("a1"); a.Status.Phase != hotgpuv1.Attached {
+		t.Fatalf("status %+v once the pod is here, want Attached", a.Status)
+	}
+}

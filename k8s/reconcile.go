@@ -46,6 +46,11 @@ func (ag *Agent) reconcile(ctx context.Context, key string) (time.Duration, erro
 	if a.DeletionTimestamp != nil {
 		return ag.detach(ctx, a, pod)
 	}
+	if pod == nil && a.Status.Phase != hotgpuv1.Attached {
+		// not in this node's pod cache (yet): the pod's own event brings
+		// the attachment back here, so nothing polls
+		return 0, ag.pending(ctx, a, fmt.Sprintf("waiting for pod %s on node %s", a.Spec.PodName, ag.node))
+	}
 	if pod == nil || pod.DeletionTimestamp != nil || podDone(pod) {
 		if a.Status.Phase == hotgpuv1.Attached {
 			// its GPUs end with the pod's container; the garbage collector
