@@ -30,11 +30,13 @@ RUN CGO_ENABLED=1 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpud ./cmd
 RUN CGO_ENABLED=1 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu-cdi ./cmd/hotgpu
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu ./cmd/hotgpu
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/hotgpu-hook ./cmd/hotgpu-hook
+# The kubectl plugin, for users to copy out (a krew manifest can point here).
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "${LDFLAGS}" -o /out/kubectl-hotgpu ./cmd/kubectl-hotgpu
 
 FROM gcr.io/distroless/base-debian12:nonroot
 LABEL org.opencontainers.image.source="https://github.com/hotgpu/hotgpu" \
       org.opencontainers.image.description="hotgpu: NVIDIA GPUs for containers at creation and while they run"
-COPY --from=build /out/hotgpud /out/hotgpu /out/hotgpu-cdi /out/hotgpu-hook /usr/local/bin/
+COPY --from=build /out/hotgpud /out/hotgpu /out/hotgpu-cdi /out/hotgpu-hook /out/kubectl-hotgpu /usr/local/bin/
 COPY etc/hotgpud.yaml /etc/hotgpu/hotgpud.yaml
 # glibc's static ldconfig (distroless has none): a live attach rebuilds the
 # container's linker cache with it, chrooted into the container's root.

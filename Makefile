@@ -17,7 +17,7 @@ export HOTGPU_SKIP_LOG ?= $(CURDIR)/$(BIN)/skipped-checks.txt
 # silences that warning class for go-nvml only.
 export CGO_CFLAGS ?= -g -O2 -Wno-deprecated-declarations
 
-.PHONY: help host-deps build test integration check lint bench bench-go fuzz demo image image-archive install deps deps-kubelet deps-cluster clean fuzz-short vulncheck depcheck depcheck-report
+.PHONY: help generate host-deps build test integration check lint bench bench-go fuzz demo image image-archive install deps deps-kubelet deps-cluster clean fuzz-short vulncheck depcheck depcheck-report
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,11 +25,11 @@ help: ## list the targets
 host-deps: ## install the Debian packages builds and tests need (gcc for cgo, make, ...)
 	@hack/host-deps.sh
 
-build: host-deps ## build hotgpud, hotgpu (+ hotgpu-cdi) and hotgpu-hook into bin/
+build: host-deps ## build hotgpud, hotgpu (+ hotgpu-cdi), hotgpu-hook and kubectl-hotgpu into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpud # cgo: go-nvml dlopens libnvidia-ml
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hotgpu-cdi ./cmd/hotgpu # cgo: 'hotgpu cdi' reads NVML through it
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpu ./cmd/hotgpu-hook # static: the CLI starts fast; runtimes run the hook on any host
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpu ./cmd/hotgpu-hook ./cmd/kubectl-hotgpu # static: the CLIs start fast; runtimes run the hook on any host
 
 test: host-deps ## unit tests with the race detector (root runs the cgroup tests too)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
@@ -42,11 +42,17 @@ check: ## everything CI runs: lint, deps (report), vulns (when reachable), unit,
 	@$(MAKE) --no-print-directory lint depcheck-report vulncheck test fuzz-short integration
 	@hack/skipped-checks.sh
 
-lint: host-deps ## gofmt, go vet, go mod tidy check
+CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0
+generate: ## api/hotgpu deepcopy and deploy/crd from the kubebuilder markers (controller-gen)
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/hotgpu/...
+	$(CONTROLLER_GEN) crd paths=./api/hotgpu/... output:crd:artifacts:config=deploy/crd
+
+lint: host-deps ## gofmt, go vet, go mod tidy check, generated files current
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet ./cmd/hotgpu # the cgo-free CLI's own files
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum not tidy: run go mod tidy"; exit 1; }
+	@hack/generated-current.sh
 
 bench: ## hotgpu vs the alternatives, side by side (root; ~3 min) -> bench/RESULTS.md
 	$(GO) run ./bench/cmd/hotgpu-bench $(BENCHFLAGS)
@@ -99,6 +105,7 @@ install: build ## install binaries, systemd unit, config and containerd drop-in
 	install -D -m 0755 $(BIN)/hotgpu $(DESTDIR)$(PREFIX)/bin/hotgpu
 	install -D -m 0755 $(BIN)/hotgpu-cdi $(DESTDIR)$(PREFIX)/bin/hotgpu-cdi
 	install -D -m 0755 $(BIN)/hotgpu-hook $(DESTDIR)$(PREFIX)/bin/hotgpu-hook
+	install -D -m 0755 $(BIN)/kubectl-hotgpu $(DESTDIR)$(PREFIX)/bin/kubectl-hotgpu
 	install -D -m 0644 etc/systemd/hotgpud.service $(DESTDIR)/etc/systemd/system/hotgpud.service
 	install -D -m 0644 etc/containerd/hotgpu.toml $(DESTDIR)/etc/containerd/conf.d/hotgpu.toml
 	@# podman / CRI-O read hooks.d; the hook's path follows PREFIX.

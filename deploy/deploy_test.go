@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -28,7 +29,7 @@ import (
 func objects(t *testing.T) []runtime.Object {
 	t.Helper()
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme, admissionv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
 		}
@@ -99,14 +100,10 @@ func TestDaemonSetLeastPrivilege(t *testing.T) {
 	if pod.HostNetwork || pod.HostIPC || !pod.HostPID {
 		t.Errorf("hostNetwork=%t hostIPC=%t hostPID=%t: want only hostPID", pod.HostNetwork, pod.HostIPC, pod.HostPID)
 	}
-	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
-		t.Error("hotgpud needs no API server token: set automountServiceAccountToken: false")
+	if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+		t.Error("hotgpud is the GPUAttachment node agent: its bound token must be mounted")
 	}
-	for _, o := range objs {
-		if _, ok := o.(*rbacv1.ClusterRoleBinding); ok {
-			t.Error("hotgpud needs no cluster role")
-		}
-	}
+	checkAgentRole(t, objs, pod.ServiceAccountName)
 	justified := strings.Split(ds.Spec.Template.Annotations["hotgpu.dev/privileged-containers"], ",")
 	why := ds.Spec.Template.Annotations["hotgpu.dev/privileged-why"]
 	for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
@@ -263,6 +260,8 @@ func TestKustomization(t *testing.T) {
 		t.Fatal(err)
 	}
 	files, _ := pathGlob("*.yaml")
+	crds, _ := pathGlob("crd/*.yaml")
+	files = append(files, crds...)
 	sort.Strings(files)
 	sort.Strings(k.Resources)
 	if k.Kind != "Kustomization" || !slices.Equal(files, k.Resources) {

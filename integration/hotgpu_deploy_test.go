@@ -134,9 +134,17 @@ metadata:
 spec:
   template:
     spec:
+      # The API server listens on 127.0.0.1 only and the cluster has no
+      # kube-proxy: hotgpud's in-cluster config reaches it on the host network.
+      hostNetwork: true
       containers:
         - name: hotgpud
+          # A simulated node has no driver: "/" as the driver root writes a spec
+          # without driver files (the overlay's driver dir stays empty).
           args: ["--config", "/etc/hotgpu/hotgpud.yaml", "--simulate", "dgxa100", "--driver-root", "/"]
+          env:
+            - {name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}
+            - {name: KUBERNETES_SERVICE_PORT, value: "` + h.Server[strings.LastIndex(h.Server, ":")+1:] + `"}
       volumes:
 ` + vol("nri", filepath.Dir(h.ctr.NRISocket)) + vol("cdi", h.ctr.CDIDir) +
 		vol("pod-resources", filepath.Join(h.KubeletRootDir, "pod-resources")) +

@@ -31,7 +31,9 @@ allocated GPUs by kubelet or that ask for them with the pod annotation
 (honoured only in namespaces listed with --annotation-namespaces). It writes a
 CDI spec for nvidia.com/gpu so ctr, nerdctl and CRI can use --device
 nvidia.com/gpu=N without it, and serves live attach/detach for the hotgpu CLI
-on a root-only unix socket.
+on a root-only unix socket. With a Kubernetes API (--kubeconfig, or the
+in-cluster config of its DaemonSet pod) it also carries out the GPUAttachments
+of its node's pods (kubectl hotgpu attach; see docs/kubernetes.md).
 
 Without a GPU, run with --simulate dgxa100 (8 x A100, NVSwitch) or
 --simulate pcie8 (8 GPUs, PCIe pairs).
@@ -113,6 +115,10 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 		func(c *configv1.Config, v bool) { c.DevicePlugin.Disabled = v })
 	str("kubelet-dir", def.DevicePlugin.KubeletDir, "kubelet's device-plugins dir (kubelet.sock is there)",
 		func(c *configv1.Config, v string) { c.DevicePlugin.KubeletDir = v })
+	str("kubeconfig", "", "kubeconfig of the GPUAttachment node agent (default: the in-cluster config in a pod; no Kubernetes API at all otherwise)",
+		func(c *configv1.Config, v string) { c.Kubernetes.Kubeconfig = v })
+	str("node-name", "", "this node's name for the GPUAttachment agent (default: $NODE_NAME, then the hostname)",
+		func(c *configv1.Config, v string) { c.Kubernetes.NodeName = v })
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines")

@@ -27,6 +27,7 @@ import (
 	"github.com/hotgpu/hotgpu/internal/policy"
 	"github.com/hotgpu/hotgpu/internal/registry"
 	"github.com/hotgpu/hotgpu/internal/systemd"
+	"github.com/hotgpu/hotgpu/k8s"
 	"github.com/hotgpu/hotgpu/plugin"
 )
 
@@ -60,6 +61,9 @@ type Daemon struct {
 	driver atomic.Pointer[driver.Driver]
 	// driverMu serialises giving the driver to running containers.
 	driverMu sync.Mutex
+
+	// agent carries out GPUAttachments; nil without a Kubernetes API.
+	agent *k8s.Agent
 
 	// devicePlugin is the kubelet device plugin; nil when disabled.
 	devicePlugin *deviceplugin.Plugin
@@ -137,6 +141,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 		// Under the systemd cgroup driver a live grant must be in the
 		// container's scope too, or daemon-reload drops it.
 		d.attach.SetUnits(systemd.New(), systemd.UnitOf)
+	}
+	if d.agent, err = newAgent(cfg, d.attach, d.ledger, d, log); err != nil {
+		return nil, err
 	}
 	if !cfg.NRI.Disabled {
 		d.plugin, err = plugin.New(d, d.ledger, d.registry,
@@ -218,6 +225,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.readyOnce.Do(func() { close(d.Ready) })
 	}
 	d.runHealthAndDevicePlugin(ctx, &wg)
+	d.runAgent(ctx, &wg)
 	wg.Add(1)
 	go func() { defer wg.Done(); d.loop(ctx) }()
 

@@ -50,9 +50,20 @@ type Config struct {
 	DevicePlugin DevicePlugin `json:"devicePlugin"`
 	Metrics      Metrics      `json:"metrics"`
 	Health       Health       `json:"health"`
+	Kubernetes   Kubernetes   `json:"kubernetes,omitempty"`
 	// ReconcileInterval is how often live grants are re-checked against the
 	// containers' cgroups and re-applied when something reset them.
 	ReconcileInterval Duration `json:"reconcileInterval"`
+}
+
+// Kubernetes configures the GPUAttachment node agent (package k8s). It runs
+// when Kubeconfig is set or hotgpud runs in a pod (in-cluster config), and
+// not at all otherwise.
+type Kubernetes struct {
+	// Kubeconfig is a kubeconfig file; empty means the in-cluster config.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// NodeName is this node; empty means $NODE_NAME, then the hostname.
+	NodeName string `json:"nodeName,omitempty"`
 }
 
 // NRI configures the containerd NRI plugin.

@@ -1,0 +1,130 @@
+package deploy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// agentRules is everything hotgpud's account may do: read pods, carry out
+// GPUAttachments, record events. Nothing more may creep in unnoticed.
+var agentRules = map[string][]string{
+	"/pods":                                {"get", "list", "watch"},
+	"hotgpu.dev/gpuattachments":            {"get", "list", "watch", "update", "patch"},
+	"hotgpu.dev/gpuattachments/status":     {"update", "patch"},
+	"hotgpu.dev/gpuattachments/finalizers": {"update", "patch"},
+	"/events":                              {"create", "patch"},
+	"events.k8s.io/events":                 {"create", "patch"},
+}
+
+// checkAgentRole: hotgpud's service account is bound to exactly one
+// ClusterRole, whose rules are agentRules.
+func checkAgentRole(t *testing.T, objs []runtime.Object, sa string) {
+	t.Helper()
+	roles := map[string]*rbacv1.ClusterRole{}
+	var bound []string
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *rbacv1.ClusterRole:
+			roles[o.Name] = o
+		case *rbacv1.ClusterRoleBinding:
+			for _, s := range o.Subjects {
+				if s.Kind == "ServiceAccount" && s.Name == sa {
+					bound = append(bound, o.RoleRef.Name)
+				}
+			}
+		case *rbacv1.RoleBinding, *rbacv1.Role:
+			t.Errorf("unexpected namespaced RBAC object %T", o)
+		}
+	}
+	if len(bound) != 1 || roles[bound[0]] == nil {
+		t.Fatalf("%s is bound to %v, want one ClusterRole of deploy/", sa, bound)
+	}
+	got := map[string][]string{}
+	for _, r := range roles[bound[0]].Rules {
+		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("unexpected rule %+v", r)
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				got[g+"/"+res] = append(got[g+"/"+res], r.Verbs...)
+			}
+		}
+	}
+	for k, want := range agentRules {
+		if !slices.Equal(got[k], want) {
+			t.Errorf("hotgpud may %v %s, want %v", got[k], k, want)
+		}
+		delete(got, k)
+	}
+	for k, v := range got {
+		t.Errorf("hotgpud may %v %s: not in agentRules", v, k)
+	}
+}
+
+// TestTenantRolesAggregate: the tenant roles aggregate to edit/admin and
+// view, and view cannot write.
+func TestTenantRolesAggregate(t *testing.T) {
+	want := map[string]string{
+		"rbac.authorization.k8s.io/aggregate-to-edit": "create delete get list patch watch",
+		"rbac.authorization.k8s.io/aggregate-to-view": "get list watch",
+	}
+	for _, o := range objects(t) {
+		r, ok := o.(*rbacv1.ClusterRole)
+		if !ok {
+			continue
+		}
+		for label, verbs := range want {
+			if r.Labels[label] != "true" {
+				continue
+			}
+			if len(r.Rules) != 1 || !slices.Equal(r.Rules[0].Resources, []string{"gpuattachments"}) {
+				t.Errorf("%s: rules %+v, want gpuattachments only", r.Name, r.Rules)
+				continue
+			}
+			v := slices.Sorted(slices.Values(r.Rules[0].Verbs))
+			if strings.Join(v, " ") != verbs {
+				t.Errorf("%s (%s) verbs %v, want %s", r.Name, label, v, verbs)
+			}
+			delete(want, label)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("no ClusterRole aggregated by %v", want)
+	}
+}
+
+// TestNodeAgentPolicy: the admission policy matches hotgpud's writes to
+// attachments and checks the node name of its bound token.
+func TestNodeAgentPolicy(t *testing.T) {
+	var policy *admissionv1.ValidatingAdmissionPolicy
+	var binding *admissionv1.ValidatingAdmissionPolicyBinding
+	for _, o := range objects(t) {
+		switch o := o.(type) {
+		case *admissionv1.ValidatingAdmissionPolicy:
+			policy = o
+		case *admissionv1.ValidatingAdmissionPolicyBinding:
+			binding = o
+		}
+	}
+	if policy == nil || binding == nil || binding.Spec.PolicyName != policy.Name {
+		t.Fatalf("want a ValidatingAdmissionPolicy and its binding, got %v %v", policy, binding)
+	}
+	if !slices.Equal(binding.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+		t.Errorf("binding actions %v, want Deny", binding.Spec.ValidationActions)
+	}
+	if policy.Spec.FailurePolicy == nil || *policy.Spec.FailurePolicy != admissionv1.Fail {
+		t.Error("the policy must fail closed")
+	}
+	var all string
+	for _, v := range policy.Spec.Variables {
+		all += v.Expression
+	}
+	if !strings.Contains(all, "authentication.kubernetes.io/node-name") {
+		t.Error("the policy does not read the token's node name")
+	}
+}
