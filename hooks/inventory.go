@@ -194,24 +194,14 @@ func readGPUInfo(path string) (gpuInfo, error) {
 // /proc/devices).
 func controlNodes(procDevices string) ([]gpu.DeviceNode, error) {
 	nodes := []gpu.DeviceNode{{Path: "/dev/nvidiactl", Major: gpu.NvidiaMajor, Minor: gpu.ControlMinor}}
-	f, err := os.Open(procDevices)
+	majors, err := gpu.ReadCharMajors(procDevices)
 	if err != nil {
-		return nil, fmt.Errorf("failed to read device majors: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 2 && fields[1] == "nvidia-uvm" {
-			major, err := strconv.ParseInt(fields[0], 10, 64)
-			if err != nil || major <= 0 || major > 0xfff {
-				return nil, fmt.Errorf("failed to parse %s: bad nvidia-uvm major %q", procDevices, fields[0])
-			}
-			nodes = append(nodes,
-				gpu.DeviceNode{Path: "/dev/nvidia-uvm", Major: major, Minor: 0},
-				gpu.DeviceNode{Path: "/dev/nvidia-uvm-tools", Major: major, Minor: 1})
-			break
-		}
+	if major, ok := majors["nvidia-uvm"]; ok {
+		nodes = append(nodes,
+			gpu.DeviceNode{Path: "/dev/nvidia-uvm", Major: major, Minor: 0},
+			gpu.DeviceNode{Path: "/dev/nvidia-uvm-tools", Major: major, Minor: 1})
 	}
-	return nodes, sc.Err()
+	return nodes, nil
 }

@@ -1,10 +1,7 @@
 package doctor
 
 import (
-	"bufio"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -47,7 +44,7 @@ func driverChecks(inv *gpu.Inventory, invErr error, procDevices, devRoot string)
 		return append(out, driverStep.skip("kernel", "a simulated node: the host's /proc/devices and /dev say nothing about it (give --dev-root to check a fake /dev)"))
 	}
 	if procDevices != "" {
-		majors, err := readProcDevices(procDevices)
+		majors, err := gpu.ReadCharMajors(procDevices)
 		if err != nil {
 			return append(out, driverStep.fail("kernel", err.Error(), "run doctor on the host, with /proc mounted"))
 		}
@@ -145,45 +142,4 @@ func nodeCheck(n gpu.DeviceNode, devRoot string) (Check, bool) {
 			"remove the stale node and let 'nvidia-modprobe' make it again (or reboot)"), true
 	}
 	return Check{}, false
-}
-
-func readProcDevices(path string) (map[string]int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read the kernel's device majors: %w", err)
-	}
-	defer f.Close()
-	return parseProcDevices(f)
-}
-
-// parseProcDevices returns the character-device majors by driver name, as
-// internal/nvml reads them (that package needs cgo; this one does not).
-func parseProcDevices(r io.Reader) (map[string]int64, error) {
-	table := map[string]int64{}
-	inChar := false
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case line == "":
-			continue
-		case strings.HasSuffix(line, ":"):
-			inChar = line == "Character devices:"
-			continue
-		case !inChar:
-			continue
-		}
-		fields := strings.Fields(line)
-		if len(fields) != 2 {
-			return nil, fmt.Errorf("malformed line %q in /proc/devices", line)
-		}
-		major, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("malformed major in line %q of /proc/devices", line)
-		}
-		if _, seen := table[fields[1]]; !seen {
-			table[fields[1]] = major
-		}
-	}
-	return table, sc.Err()
 }

@@ -1,15 +1,12 @@
 package nvml
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -42,7 +39,7 @@ type majors struct {
 // Provider); when it stays missing the majors say so (uvm 0) and
 // uvmProblem tells the user how to fix it: hotgpud still starts.
 func (p *Provider) majors() (majors, error) {
-	table, err := readProcDevices(p.opts.procDevices)
+	table, err := gpu.ReadCharMajors(p.opts.procDevices)
 	if err != nil && p.sim == nil {
 		return majors{}, err
 	}
@@ -59,7 +56,7 @@ func (p *Provider) majors() (majors, error) {
 	if m.uvm == 0 && !p.uvmTried {
 		p.uvmTried = true
 		if p.uvmErr = p.loadUVM(); p.uvmErr == nil {
-			if table, err = readProcDevices(p.opts.procDevices); err != nil {
+			if table, err = gpu.ReadCharMajors(p.opts.procDevices); err != nil {
 				return majors{}, err
 			}
 			m = majors{uvm: table[uvmDevice], caps: table[capsDevice]}
@@ -114,51 +111,6 @@ func (p *Provider) uvmProblem(m majors) string {
 		msg += " (loading it failed: " + p.uvmErr.Error() + ")"
 	}
 	return msg
-}
-
-func readProcDevices(path string) (map[string]int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read device majors: %w", err)
-	}
-	defer f.Close()
-	table, err := parseProcDevices(f)
-	if err != nil {
-		return nil, fmt.Errorf("failed to parse %s: %w", path, err)
-	}
-	return table, nil
-}
-
-// parseProcDevices returns the character-device majors by driver name. Block
-// devices are ignored: a block driver can share a name with a char driver.
-func parseProcDevices(r io.Reader) (map[string]int64, error) {
-	table := map[string]int64{}
-	inChar := false
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case line == "":
-			continue
-		case strings.HasSuffix(line, ":"):
-			inChar = line == "Character devices:"
-			continue
-		case !inChar:
-			continue
-		}
-		fields := strings.Fields(line)
-		if len(fields) != 2 {
-			return nil, fmt.Errorf("malformed line %q", line)
-		}
-		major, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("malformed major in line %q", line)
-		}
-		if _, seen := table[fields[1]]; !seen {
-			table[fields[1]] = major
-		}
-	}
-	return table, sc.Err()
 }
 
 // modesetMinor is the minor of /dev/nvidia-modeset, fixed by the driver.
