@@ -45,4 +45,3 @@ func TestParseCharMajors(t *testing.T) {
 		})
 	}
 }
-
