@@ -20,7 +20,7 @@ export CGO_CFLAGS ?= -g -O2 -Wno-deprecated-declarations
 .PHONY: help generate host-deps build test integration check lint bench bench-go fuzz demo image image-archive install deps deps-kubelet deps-cluster clean fuzz-short vulncheck depcheck depcheck-report
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 host-deps: ## install the Debian packages builds and tests need (gcc for cgo, make, ...)
 	@hack/host-deps.sh
