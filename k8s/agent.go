@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -28,6 +30,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	hotgpuv1 "github.com/hotgpu/hotgpu/api/hotgpu/v1alpha1"
+	"github.com/hotgpu/hotgpu/internal/policy"
 )
 
 // Config says how the agent reaches the API server and which node it is.
@@ -89,6 +92,12 @@ type Agent struct {
 	owned, unowned cache.SharedIndexInformer
 	queue          workqueue.TypedRateLimitingInterface[string]
 	informers      []interface{ Start(<-chan struct{}) }
+
+	// policy is annotations.namespaces, for annotations changed on
+	// running pods; refused remembers the refusals already told.
+	policy  policy.Policy
+	mu      sync.Mutex
+	refused map[string]string
 }
 
 // byPod indexes attachments by "namespace/podName".
@@ -168,6 +177,11 @@ func (ag *Agent) watchAttachments() error {
 			UpdateFunc: func(_, obj any) { ag.enqueue(obj) },
 			DeleteFunc: ag.enqueue,
 		})
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    ag.enqueueOwner,
+			UpdateFunc: func(_, obj any) { ag.enqueueOwner(obj) },
+			DeleteFunc: ag.enqueueOwner,
+		})
 		*sel.inf = inf
 		ag.informers = append(ag.informers, f)
 	}
@@ -199,7 +213,13 @@ func (ag *Agent) next(ctx context.Context) bool {
 		return false
 	}
 	defer ag.queue.Done(key)
-	after, err := ag.reconcile(ctx, key)
+	var after time.Duration
+	var err error
+	if strings.HasPrefix(key, podKeyPrefix) {
+		err = ag.adjustPod(ctx, key)
+	} else {
+		after, err = ag.reconcile(ctx, key)
+	}
 	switch {
 	case err != nil:
 		ag.log.WithError(err).WithField("attachment", key).Warn("reconcile failed; retrying")
@@ -230,10 +250,28 @@ func (ag *Agent) onPod(obj any) {
 	if !ok {
 		return
 	}
+	ag.enqueuePod(p)
 	for _, inf := range []cache.SharedIndexInformer{ag.owned, ag.unowned} {
 		objs, _ := inf.GetIndexer().ByIndex(byPod, p.Namespace+"/"+p.Name)
 		for _, o := range objs {
 			ag.enqueue(o)
 		}
 	}
+}
+
+func (ag *Agent) informersOf() []cache.SharedIndexInformer {
+	return []cache.SharedIndexInformer{ag.owned, ag.unowned}
+}
+
+// enqueueOwner queues the pod of an attachment that carries its
+// annotation: the pod's applied GPUs follow the attachment.
+func (ag *Agent) enqueueOwner(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	a, err := fromUnstructured(obj)
+	if err != nil || !fromAnnotation(a) {
+		return
+	}
+	ag.queue.Add(podKeyPrefix + a.Namespace + "/" + a.Spec.PodName)
 }
