@@ -57,9 +57,10 @@ func fromAnnotation(a *hotgpuv1.GPUAttachment) bool {
 
 // plan is what converging one container to its annotation takes.
 type plan struct {
-	add    int                       // GPUs to attach in a new attachment
+	add    int                       // GPUs to attach in a new attachment, by count
+	addIDs []string                  // or these GPUs (UUIDs)
 	remove []*hotgpuv1.GPUAttachment // attachments to delete
-	refuse string                    // why nothing is done, or ""
+	refuse string                    // why not all is done, or ""
 }
 
 // attachmentN is how many GPUs an attachment holds or will hold.
@@ -73,16 +74,28 @@ func attachmentN(a *hotgpuv1.GPUAttachment) int {
 	return len(a.Spec.GPUs)
 }
 
-// diff compares what the annotation value asks for with what the container
-// holds: created GPUs from its creation (which stay) and the annotation's
-// attachments (newest last; those being deleted already left out).
-func diff(value string, req policy.Request, created int, atts []*hotgpuv1.GPUAttachment) plan {
-	var p plan
-	if len(req.IDs) > 0 {
-		p.refuse = fmt.Sprintf("a running container follows a count; the GPU list %q applies only when the container is created", req.String())
-		return p
+// attachmentUUIDs are the GPUs an attachment holds or will hold, when
+// known: a pending count is not.
+func attachmentUUIDs(a *hotgpuv1.GPUAttachment) []string {
+	if a.Status.Phase == hotgpuv1.Attached {
+		var out []string
+		for _, g := range a.Status.GPUs {
+			out = append(out, g.UUID)
+		}
+		return out
 	}
-	have := created
+	if a.Spec.Count != nil {
+		return nil
+	}
+	return a.Spec.GPUs
+}
+
+// diff compares what the annotation value asks for (a count, or the GPUs
+// want, UUIDs, when it lists them) with what the container holds: created,
+// the GPUs from its creation (which stay), and the annotation's
+// attachments (oldest first; those being deleted already left out).
+func diff(value string, req policy.Request, created []string, atts []*hotgpuv1.GPUAttachment, want []string) plan {
+	var p plan
 	var live []*hotgpuv1.GPUAttachment
 	for _, a := range atts {
 		if a.Status.Phase == hotgpuv1.Failed {
@@ -94,19 +107,53 @@ func diff(value string, req policy.Request, created int, atts []*hotgpuv1.GPUAtt
 			continue
 		}
 		live = append(live, a)
+	}
+	if len(req.IDs) > 0 {
+		return diffIDs(p, created, live, want)
+	}
+	have := len(created)
+	for _, a := range live {
 		have += attachmentN(a)
 	}
-	want := req.Count
-	if want < created {
-		p.refuse = fmt.Sprintf("the container got %d GPU(s) when it was created and keeps them; ask for at least %d", created, created)
-		want = created
+	n := req.Count
+	if n < len(created) {
+		p.refuse = fmt.Sprintf("the container got %d GPU(s) when it was created and keeps them; ask for at least %d", len(created), len(created))
+		n = len(created)
 	}
-	for i := len(live) - 1; i >= 0 && have > want; i-- {
+	for i := len(live) - 1; i >= 0 && have > n; i-- {
 		p.remove = append(p.remove, live[i])
 		have -= attachmentN(live[i])
 	}
-	if have < want {
-		p.add = want - have
+	if have < n {
+		p.add = n - have
+	}
+	return p
+}
+
+// diffIDs is diff for a list of GPUs: attachments holding a GPU not
+// listed go, listed GPUs not held come.
+func diffIDs(p plan, created []string, live []*hotgpuv1.GPUAttachment, want []string) plan {
+	have := map[string]bool{}
+	for _, u := range created {
+		have[u] = true
+		if !slices.Contains(want, u) {
+			p.refuse = fmt.Sprintf("GPU %s came with the container when it was created and stays; list it", u)
+		}
+	}
+	for _, a := range live {
+		uuids := attachmentUUIDs(a)
+		if len(uuids) == 0 || slices.ContainsFunc(uuids, func(u string) bool { return !slices.Contains(want, u) }) {
+			p.remove = append(p.remove, a)
+			continue
+		}
+		for _, u := range uuids {
+			have[u] = true
+		}
+	}
+	for _, u := range want {
+		if !have[u] {
+			p.addIDs = append(p.addIDs, u)
+		}
 	}
 	return p
 }
@@ -150,13 +197,13 @@ func (ag *Agent) adjustContainer(ctx context.Context, pod *corev1.Pod, container
 	if !asked && len(atts) == 0 {
 		return -1, nil
 	}
-	held := created
+	held := len(created)
 	for _, a := range atts {
 		if a.Status.Phase == hotgpuv1.Attached {
 			held += len(a.Status.GPUs)
 		}
 	}
-	req := policy.Request{Count: created} // annotation removed: back to creation's GPUs
+	req := policy.Request{Count: len(created)} // annotation removed: back to creation's GPUs
 	if asked {
 		r, _, err := ag.policy.FromAnnotations(pod.Namespace, container, pod.Annotations)
 		if err != nil {
@@ -164,6 +211,17 @@ func (ag *Agent) adjustContainer(ctx context.Context, pod *corev1.Pod, container
 			return held, nil
 		}
 		req = r
+	}
+	var want []string
+	if len(req.IDs) > 0 {
+		gpus, err := ag.inv.Inventory().LookupAll(req.IDs)
+		if err != nil {
+			ag.refuse(pod, container, value, fmt.Sprintf("annotation %s=%q: %v", policy.AnnotationKey(container), value, err))
+			return held, nil
+		}
+		for _, g := range gpus {
+			want = append(want, g.UUID)
+		}
 	}
 	if kubelet > 0 {
 		ag.refuse(pod, container, value, fmt.Sprintf("annotation %s: the container already has %d GPU(s) from kubelet; "+
@@ -176,7 +234,7 @@ func (ag *Agent) adjustContainer(ctx context.Context, pod *corev1.Pod, container
 			pending = append(pending, a)
 		}
 	}
-	p := diff(value, req, created, pending)
+	p := diff(value, req, created, pending, want)
 	if p.refuse != "" {
 		ag.refuse(pod, container, value, p.refuse)
 	}
@@ -186,8 +244,8 @@ func (ag *Agent) adjustContainer(ctx context.Context, pod *corev1.Pod, container
 			return held, fmt.Errorf("failed to delete attachment %s/%s: %w", a.Namespace, a.Name, err)
 		}
 	}
-	if p.add > 0 {
-		if err := ag.create(ctx, pod, container, value, p.add); err != nil {
+	if p.add > 0 || len(p.addIDs) > 0 {
+		if err := ag.create(ctx, pod, container, value, p.add, p.addIDs); err != nil {
 			return held, err
 		}
 	}
@@ -211,9 +269,9 @@ func (ag *Agent) refuse(pod *corev1.Pod, container, value, msg string) {
 	}
 }
 
-// createdGPUs counts the GPUs the ledger gave the container when it was
-// created: by annotation, and by kubelet.
-func (ag *Agent) createdGPUs(pod *corev1.Pod, container string) (annotation, kubelet int) {
+// createdGPUs returns the GPUs the ledger gave the container by annotation
+// when it was created, and counts those kubelet gave it.
+func (ag *Agent) createdGPUs(pod *corev1.Pod, container string) (annotation []string, kubelet int) {
 	for _, g := range ag.grants.Grants() {
 		h := g.Holder
 		if g.State != ledger.Active || h.PodNamespace != pod.Namespace || h.PodName != pod.Name || h.Container != container {
@@ -221,7 +279,7 @@ func (ag *Agent) createdGPUs(pod *corev1.Pod, container string) (annotation, kub
 		}
 		switch g.Reason {
 		case ledger.Annotation:
-			annotation++
+			annotation = append(annotation, g.GPU)
 		case ledger.Kubelet:
 			kubelet++
 		}
@@ -251,10 +309,15 @@ func (ag *Agent) annotationAttachments(pod *corev1.Pod, container string) []*hot
 	return out
 }
 
-// create makes the attachment that carries n more GPUs for the container,
-// already claimed: labelled with this node, owned by the pod, finalized.
-func (ag *Agent) create(ctx context.Context, pod *corev1.Pod, container, value string, n int) error {
-	count := int32(n)
+// create makes the attachment that carries n more GPUs, or the GPUs ids,
+// for the container, already claimed: labelled with this node, owned by the
+// pod, finalized.
+func (ag *Agent) create(ctx context.Context, pod *corev1.Pod, container, value string, n int, ids []string) error {
+	var count *int32
+	if len(ids) == 0 {
+		c := int32(n)
+		count = &c
+	}
 	a := &hotgpuv1.GPUAttachment{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: pod.Name + "-" + container + "-",
@@ -265,7 +328,7 @@ func (ag *Agent) create(ctx context.Context, pod *corev1.Pod, container, value s
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}},
 		},
-		Spec: hotgpuv1.GPUAttachmentSpec{PodName: pod.Name, Container: container, Count: &count,
+		Spec: hotgpuv1.GPUAttachmentSpec{PodName: pod.Name, Container: container, Count: count, GPUs: ids,
 			DetachPolicy: hotgpuv1.Graceful},
 	}
 	u, err := toUnstructured(a)
@@ -275,7 +338,7 @@ func (ag *Agent) create(ctx context.Context, pod *corev1.Pod, container, value s
 	if _, err := ag.dyn.Resource(hotgpuv1.Resource).Namespace(pod.Namespace).Create(ctx, u, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("failed to create an attachment for %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	ag.log.WithFields(map[string]any{"pod": pod.Namespace + "/" + pod.Name, "container": container, "count": n}).
+	ag.log.WithFields(map[string]any{"pod": pod.Namespace + "/" + pod.Name, "container": container, "count": n, "gpus": ids}).
 		Info("annotation asks for more GPUs: attachment created")
 	return nil
 }

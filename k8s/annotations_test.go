@@ -31,43 +31,48 @@ func annAttachment(name, value string, n int32, phase hotgpuv1.Phase) *hotgpuv1.
 
 func TestDiff(t *testing.T) {
 	one := annAttachment("one", "2", 1, hotgpuv1.Attached)
-	one.Status.GPUs = []hotgpuv1.AttachedGPU{{Index: 3}}
+	one.Status.GPUs = []hotgpuv1.AttachedGPU{{Index: 3, UUID: "GPU-3"}}
 	two := annAttachment("two", "3", 1, hotgpuv1.Pending)
 	failed := annAttachment("failed", "4", 1, hotgpuv1.Failed)
 	for _, tc := range []struct {
 		name    string
 		value   string
-		created int
+		created []string
 		atts    []*hotgpuv1.GPUAttachment
+		want    []string // the listed GPUs, resolved
 		add     int
+		addIDs  []string
 		remove  []string
 		refuse  string
 	}{
-		{name: "more", value: "2", created: 1, add: 1},
-		{name: "same", value: "2", created: 1, atts: []*hotgpuv1.GPUAttachment{one}},
-		{name: "pending counts", value: "3", created: 1, atts: []*hotgpuv1.GPUAttachment{one, two}},
-		{name: "more again", value: "4", created: 1, atts: []*hotgpuv1.GPUAttachment{one}, add: 2},
-		{name: "fewer removes newest first", value: "2", created: 1, atts: []*hotgpuv1.GPUAttachment{one, two}, remove: []string{"two"}},
-		{name: "back to creation", value: "1", created: 1, atts: []*hotgpuv1.GPUAttachment{one, two}, remove: []string{"two", "one"}},
-		{name: "below creation", value: "1", created: 2, atts: []*hotgpuv1.GPUAttachment{one}, remove: []string{"one"}, refuse: "got 2 GPU(s) when it was created"},
-		{name: "failed for this value", value: "4", created: 1, atts: []*hotgpuv1.GPUAttachment{one, failed}, refuse: "no free GPU"},
-		{name: "failed for another value", value: "3", created: 1, atts: []*hotgpuv1.GPUAttachment{one, failed}, remove: []string{"failed"}, add: 1},
-		{name: "list", value: "0,1", created: 1, refuse: "applies only when the container is created"},
+		{name: "more", value: "2", created: []string{"GPU-0"}, add: 1},
+		{name: "same", value: "2", created: []string{"GPU-0"}, atts: []*hotgpuv1.GPUAttachment{one}},
+		{name: "pending counts", value: "3", created: []string{"GPU-0"}, atts: []*hotgpuv1.GPUAttachment{one, two}},
+		{name: "more again", value: "4", created: []string{"GPU-0"}, atts: []*hotgpuv1.GPUAttachment{one}, add: 2},
+		{name: "fewer removes newest first", value: "2", created: []string{"GPU-0"}, atts: []*hotgpuv1.GPUAttachment{one, two}, remove: []string{"two"}},
+		{name: "back to creation", value: "1", created: []string{"GPU-0"}, atts: []*hotgpuv1.GPUAttachment{one, two}, remove: []string{"two", "one"}},
+		{name: "below creation", value: "1", created: []string{"GPU-0", "GPU-1"}, atts: []*hotgpuv1.GPUAttachment{one}, remove: []string{"one"}, refuse: "got 2 GPU(s) when it was created"},
+		{name: "failed for this value", value: "4", created: []string{"GPU-0"}, atts: []*hotgpuv1.GPUAttachment{one, failed}, refuse: "no free GPU"},
+		{name: "failed for another value", value: "3", created: []string{"GPU-0"}, atts: []*hotgpuv1.GPUAttachment{one, failed}, remove: []string{"failed"}, add: 1},
+		{name: "list adds", value: "0,5", created: []string{"GPU-0"}, want: []string{"GPU-0", "GPU-5"}, addIDs: []string{"GPU-5"}},
+		{name: "list keeps and adds", value: "0,3,5", created: []string{"GPU-0"}, atts: []*hotgpuv1.GPUAttachment{one}, want: []string{"GPU-0", "GPU-3", "GPU-5"}, addIDs: []string{"GPU-5"}},
+		{name: "list drops", value: "0,5", created: []string{"GPU-0"}, atts: []*hotgpuv1.GPUAttachment{one, two}, want: []string{"GPU-0", "GPU-5"}, remove: []string{"one", "two"}, addIDs: []string{"GPU-5"}},
+		{name: "list without a created GPU", value: "5,6", created: []string{"GPU-0"}, want: []string{"GPU-5", "GPU-6"}, addIDs: []string{"GPU-5", "GPU-6"}, refuse: "GPU GPU-0 came with the container"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := policy.ParseRequest(tc.value)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := diff(tc.value, req, tc.created, tc.atts)
+			p := diff(tc.value, req, tc.created, tc.atts, tc.want)
 			var removed []string
 			for _, a := range p.remove {
 				removed = append(removed, a.Name)
 			}
-			if p.add != tc.add || fmt.Sprint(removed) != fmt.Sprint(tc.remove) ||
+			if p.add != tc.add || fmt.Sprint(p.addIDs) != fmt.Sprint(tc.addIDs) || fmt.Sprint(removed) != fmt.Sprint(tc.remove) ||
 				(tc.refuse == "") != (p.refuse == "") || !strings.Contains(p.refuse, tc.refuse) {
-				t.Fatalf("diff = add %d remove %v refuse %q, want add %d remove %v refuse %q",
-					p.add, removed, p.refuse, tc.add, tc.remove, tc.refuse)
+				t.Fatalf("diff = add %d %v remove %v refuse %q, want add %d %v remove %v refuse %q",
+					p.add, p.addIDs, removed, p.refuse, tc.add, tc.addIDs, tc.remove, tc.refuse)
 			}
 		})
 	}
