@@ -150,7 +150,7 @@ func (ag *Agent) watchPods() {
 	_, _ = inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    ag.onPod,
 		UpdateFunc: func(_, obj any) { ag.onPod(obj) },
-		DeleteFunc: ag.onPod,
+		DeleteFunc: func(obj any) { ag.forget(obj); ag.onPod(obj) },
 	})
 	ag.informers = append(ag.informers, f)
 }

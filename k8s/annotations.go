@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 
 	hotgpuv1 "github.com/hotgpu/hotgpu/api/hotgpu/v1alpha1"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -191,12 +192,12 @@ func (ag *Agent) adjustPod(ctx context.Context, key string) error {
 // holds now by creation and the annotation's attachments, or -1 when the
 // annotation does not concern it.
 func (ag *Agent) adjustContainer(ctx context.Context, pod *corev1.Pod, container string) (int, error) {
-	created, kubelet := ag.createdGPUs(pod, container)
 	atts := ag.annotationAttachments(pod, container)
 	value, asked := pod.Annotations[policy.AnnotationKey(container)]
 	if !asked && len(atts) == 0 {
 		return -1, nil
 	}
+	created, kubelet := ag.createdGPUs(pod, container)
 	held := len(created)
 	for _, a := range atts {
 		if a.Status.Phase == hotgpuv1.Attached {
@@ -266,6 +267,24 @@ func (ag *Agent) refuse(pod *corev1.Pod, container, value, msg string) {
 	ag.mu.Unlock()
 	if !same {
 		ag.recorder.Eventf(pod, corev1.EventTypeWarning, ReasonRefused, "container %s: %s", container, msg)
+	}
+}
+
+// forget drops what was told about a deleted pod.
+func (ag *Agent) forget(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	ag.mu.Lock()
+	defer ag.mu.Unlock()
+	for k := range ag.refused {
+		if strings.HasPrefix(k, string(p.UID)+"/") {
+			delete(ag.refused, k)
+		}
 	}
 }
 
