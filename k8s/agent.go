@@ -94,10 +94,14 @@ type Agent struct {
 	informers      []interface{ Start(<-chan struct{}) }
 
 	// policy is annotations.namespaces, for annotations changed on
-	// running pods; refused remembers the refusals already told.
+	// running pods; refused remembers the refusals already told; made and
+	// gone are the attachments the agent created and deleted that the
+	// watch has not shown yet (gone: of which pod).
 	policy  policy.Policy
 	mu      sync.Mutex
 	refused map[string]string
+	made    map[string]*hotgpuv1.GPUAttachment
+	gone    map[string]string
 }
 
 // byPod indexes attachments by "namespace/podName".
@@ -118,6 +122,7 @@ func New(cfg *rest.Config, node string, a Attacher, g Grants, inv Inventory, log
 
 func newAgent(client kubernetes.Interface, dyn dynamic.Interface, node string, a Attacher, g Grants, inv Inventory, log *logrus.Entry) (*Agent, error) {
 	ag := &Agent{node: node, client: client, dyn: dyn, attacher: a, grants: g, inv: inv,
+		refused: map[string]string{}, made: map[string]*hotgpuv1.GPUAttachment{}, gone: map[string]string{},
 		log: log.WithFields(logrus.Fields{"component": "k8s-agent", "node": node}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
@@ -241,9 +242,13 @@ func (ag *Agent) adjustContainer(ctx context.Context, pod *corev1.Pod, container
 	}
 	for _, a := range p.remove {
 		err := ag.dyn.Resource(hotgpuv1.Resource).Namespace(a.Namespace).Delete(ctx, a.Name, metav1.DeleteOptions{})
-		if err != nil {
+		if err != nil && !apierrors.IsNotFound(err) {
 			return held, fmt.Errorf("failed to delete attachment %s/%s: %w", a.Namespace, a.Name, err)
 		}
+		ag.mu.Lock()
+		ag.gone[a.Namespace+"/"+a.Name] = pod.Namespace + "/" + pod.Name
+		delete(ag.made, a.Namespace+"/"+a.Name)
+		ag.mu.Unlock()
 	}
 	if p.add > 0 || len(p.addIDs) > 0 {
 		if err := ag.create(ctx, pod, container, value, p.add, p.addIDs); err != nil {
@@ -259,9 +264,6 @@ func (ag *Agent) refuse(pod *corev1.Pod, container, value, msg string) {
 	key := string(pod.UID) + "/" + container
 	said := value + "\x00" + msg
 	ag.mu.Lock()
-	if ag.refused == nil {
-		ag.refused = map[string]string{}
-	}
 	same := ag.refused[key] == said
 	ag.refused[key] = said
 	ag.mu.Unlock()
@@ -286,6 +288,16 @@ func (ag *Agent) forget(obj any) {
 			delete(ag.refused, k)
 		}
 	}
+	for k, a := range ag.made {
+		if a.Namespace == p.Namespace && a.Spec.PodName == p.Name {
+			delete(ag.made, k)
+		}
+	}
+	for k, of := range ag.gone {
+		if of == p.Namespace+"/"+p.Name {
+			delete(ag.gone, k)
+		}
+	}
 }
 
 // createdGPUs returns the GPUs the ledger gave the container by annotation
@@ -307,16 +319,43 @@ func (ag *Agent) createdGPUs(pod *corev1.Pod, container string) (annotation []st
 }
 
 // annotationAttachments returns the pod's attachments for container that
-// carry its annotation, oldest first.
+// carry its annotation, oldest first. The watch may lag behind the agent's
+// own writes: an attachment it created and the watch has not shown yet
+// counts, one it deleted counts as being deleted, so a second pass never
+// creates or deletes twice.
 func (ag *Agent) annotationAttachments(pod *corev1.Pod, container string) []*hotgpuv1.GPUAttachment {
+	podKey := pod.Namespace + "/" + pod.Name
+	ag.mu.Lock()
+	defer ag.mu.Unlock()
 	var out []*hotgpuv1.GPUAttachment
+	seen := map[string]bool{}
 	for _, inf := range ag.informersOf() {
-		objs, _ := inf.GetIndexer().ByIndex(byPod, pod.Namespace+"/"+pod.Name)
+		objs, _ := inf.GetIndexer().ByIndex(byPod, podKey)
 		for _, o := range objs {
 			a, err := fromUnstructured(o)
-			if err == nil && fromAnnotation(a) && a.Spec.Container == container && ownedBy(a, pod) {
-				out = append(out, a)
+			if err != nil || !fromAnnotation(a) || a.Spec.Container != container || !ownedBy(a, pod) {
+				continue
 			}
+			key := a.Namespace + "/" + a.Name
+			seen[key] = true
+			delete(ag.made, key)
+			if _, deleted := ag.gone[key]; deleted && a.DeletionTimestamp == nil {
+				now := metav1.Now()
+				a.DeletionTimestamp = &now
+			} else {
+				delete(ag.gone, key)
+			}
+			out = append(out, a)
+		}
+	}
+	for key, a := range ag.made {
+		if !seen[key] && a.Namespace+"/"+a.Spec.PodName == podKey && a.Spec.Container == container {
+			out = append(out, a)
+		}
+	}
+	for key, of := range ag.gone {
+		if of == podKey && !seen[key] {
+			delete(ag.gone, key) // gone from the watch too
 		}
 	}
 	slices.SortFunc(out, func(x, y *hotgpuv1.GPUAttachment) int {
@@ -354,8 +393,14 @@ func (ag *Agent) create(ctx context.Context, pod *corev1.Pod, container, value s
 	if err != nil {
 		return err
 	}
-	if _, err := ag.dyn.Resource(hotgpuv1.Resource).Namespace(pod.Namespace).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+	made, err := ag.dyn.Resource(hotgpuv1.Resource).Namespace(pod.Namespace).Create(ctx, u, metav1.CreateOptions{})
+	if err != nil {
 		return fmt.Errorf("failed to create an attachment for %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	if a, err = fromUnstructured(made); err == nil {
+		ag.mu.Lock()
+		ag.made[a.Namespace+"/"+a.Name] = a
+		ag.mu.Unlock()
 	}
 	ag.log.WithFields(map[string]any{"pod": pod.Namespace + "/" + pod.Name, "container": container, "count": n, "gpus": ids}).
 		Info("annotation asks for more GPUs: attachment created")

@@ -244,3 +244,18 @@ func TestAnnotationBusyGPUStays(t *testing.T) {
 		t.Fatalf("events %q, want %s", ev, ReasonRefused)
 	}
 }
+
+// TestAnnotationWatchLagCreatesOnce: a second pass before the watch shows
+// the attachment the first created (the applied annotation's own pod update
+// comes back first) creates no second one.
+func TestAnnotationWatchLagCreatesOnce(t *testing.T) {
+	e, _, _ := annEnv(t, "3")
+	for range 2 {
+		if err := e.ag.adjustPod(context.Background(), podKeyPrefix+"team-a/p"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if atts := e.list(); len(atts) != 1 || *atts[0].Spec.Count != 2 {
+		t.Fatalf("attachments %v, want one for 2 GPUs", atts)
+	}
+}
