@@ -13,8 +13,8 @@ import (
 // agentRules is everything hotgpud's account may do: read pods, carry out
 // GPUAttachments, record events. Nothing more may creep in unnoticed.
 var agentRules = map[string][]string{
-	"/pods":                                {"get", "list", "watch"},
-	"hotgpu.dev/gpuattachments":            {"get", "list", "watch", "update", "patch"},
+	"/pods":                                {"get", "list", "watch", "patch"},
+	"hotgpu.dev/gpuattachments":            {"get", "list", "watch", "create", "update", "patch", "delete"},
 	"hotgpu.dev/gpuattachments/status":     {"update", "patch"},
 	"hotgpu.dev/gpuattachments/finalizers": {"update", "patch"},
 	"/events":                              {"create", "patch"},

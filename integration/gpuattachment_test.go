@@ -285,6 +285,26 @@ func testAgentPolicy(t *testing.T, h *hotgpuCluster) {
 			t.Errorf("%s: agent write gave %v, want refused with %q", tc.name, err, tc.want)
 		}
 	}
+	// It creates and deletes attachments (a running pod's annotation): only
+	// its own node's.
+	other, own := agentKubeconfig(t, h, "other-node"), agentKubeconfig(t, h, h.NodeName)
+	if _, err := h.Kubectl(ctx, "--kubeconfig", other, "delete", "-n", "team-b", "gpuattachment", "mine", "--wait=false"); err == nil ||
+		!strings.Contains(err.Error(), "belongs to another node") {
+		t.Errorf("another node's agent deleting the attachment: %v, want refused", err)
+	}
+	made := filepath.Join(h.Dir, "agent-made.yaml")
+	if err := os.WriteFile(made, []byte("apiVersion: hotgpu.dev/v1alpha1\nkind: GPUAttachment\nmetadata: {name: made, namespace: team-b, labels: {hotgpu.dev/node: "+h.NodeName+"}}\nspec: {podName: nosuchpod, count: 1}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Kubectl(ctx, "--kubeconfig", other, "create", "-f", made); err == nil || !strings.Contains(err.Error(), "may only write attachments labelled") {
+		t.Errorf("another node's agent creating an attachment of this node: %v, want refused", err)
+	}
+	if out, err := h.Kubectl(ctx, "--kubeconfig", own, "create", "-f", made); err != nil {
+		t.Errorf("the node's own agent creating its attachment: %v %s", err, out)
+	}
+	if out, err := h.Kubectl(ctx, "--kubeconfig", own, "delete", "-f", made, "--wait=false"); err != nil {
+		t.Errorf("the node's own agent deleting its attachment: %v %s", err, out)
+	}
 }
 
 // agentKubeconfig is the admin's kubeconfig impersonating hotgpud's service

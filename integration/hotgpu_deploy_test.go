@@ -122,6 +122,7 @@ images:
     newTag: "` + tag + `"
 patches:
   - path: node.yaml
+  - path: config.yaml
 `
 	vol := func(name, path string) string {
 		return "        - name: " + name + "\n          hostPath: {path: " + path + "}\n"
@@ -150,12 +151,35 @@ spec:
 		vol("pod-resources", filepath.Join(h.KubeletRootDir, "pod-resources")) +
 		vol("state", filepath.Join(h.host, "state")) + vol("api", filepath.Dir(h.socket)) +
 		vol("driver", filepath.Join(h.host, "driver")) + vol("hook-bin", filepath.Join(h.host, "hook-bin"))
-	for file, data := range map[string]string{"kustomization.yaml": kustomization, "node.yaml": patch} {
+	config := annotationPolicy(t, deploy)
+	for file, data := range map[string]string{"kustomization.yaml": kustomization, "node.yaml": patch, "config.yaml": config} {
 		if err := os.WriteFile(filepath.Join(dir, file), []byte(data), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return dir
+}
+
+// annotationPolicy returns deploy/'s ConfigMap with annotations allowed in
+// namespace team-a, up to 4 GPUs a container (TestAnnotationAdjust).
+func annotationPolicy(t testing.TB, deploy string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(deploy, "hotgpu.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		if !strings.Contains(doc, "\nkind: ConfigMap\n") {
+			continue
+		}
+		const base = "namespaces: []\n      maxPerContainer: 1\n"
+		if !strings.Contains(doc, base) {
+			t.Fatalf("deploy/hotgpu.yaml's ConfigMap has no %q", base)
+		}
+		return strings.Replace(doc, base, "namespaces: [team-a]\n      maxPerContainer: 4\n", 1)
+	}
+	t.Fatal("deploy/hotgpu.yaml has no ConfigMap")
+	return ""
 }
 
 // daemonPods lists the DaemonSet's pods.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -28,6 +30,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	hotgpuv1 "github.com/hotgpu/hotgpu/api/hotgpu/v1alpha1"
+	"github.com/hotgpu/hotgpu/internal/policy"
 )
 
 // Config says how the agent reaches the API server and which node it is.
@@ -89,6 +92,16 @@ type Agent struct {
 	owned, unowned cache.SharedIndexInformer
 	queue          workqueue.TypedRateLimitingInterface[string]
 	informers      []interface{ Start(<-chan struct{}) }
+
+	// policy is annotations.namespaces, for annotations changed on
+	// running pods; refused remembers the refusals already told; made and
+	// gone are the attachments the agent created and deleted that the
+	// watch has not shown yet (gone: of which pod).
+	policy  policy.Policy
+	mu      sync.Mutex
+	refused map[string]string
+	made    map[string]*hotgpuv1.GPUAttachment
+	gone    map[string]string
 }
 
 // byPod indexes attachments by "namespace/podName".
@@ -109,6 +122,7 @@ func New(cfg *rest.Config, node string, a Attacher, g Grants, inv Inventory, log
 
 func newAgent(client kubernetes.Interface, dyn dynamic.Interface, node string, a Attacher, g Grants, inv Inventory, log *logrus.Entry) (*Agent, error) {
 	ag := &Agent{node: node, client: client, dyn: dyn, attacher: a, grants: g, inv: inv,
+		refused: map[string]string{}, made: map[string]*hotgpuv1.GPUAttachment{}, gone: map[string]string{},
 		log: log.WithFields(logrus.Fields{"component": "k8s-agent", "node": node}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),
@@ -141,7 +155,7 @@ func (ag *Agent) watchPods() {
 	_, _ = inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    ag.onPod,
 		UpdateFunc: func(_, obj any) { ag.onPod(obj) },
-		DeleteFunc: ag.onPod,
+		DeleteFunc: func(obj any) { ag.forget(obj); ag.onPod(obj) },
 	})
 	ag.informers = append(ag.informers, f)
 }
@@ -167,6 +181,11 @@ func (ag *Agent) watchAttachments() error {
 			AddFunc:    ag.enqueue,
 			UpdateFunc: func(_, obj any) { ag.enqueue(obj) },
 			DeleteFunc: ag.enqueue,
+		})
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    ag.enqueueOwner,
+			UpdateFunc: func(_, obj any) { ag.enqueueOwner(obj) },
+			DeleteFunc: ag.enqueueOwner,
 		})
 		*sel.inf = inf
 		ag.informers = append(ag.informers, f)
@@ -199,7 +218,13 @@ func (ag *Agent) next(ctx context.Context) bool {
 		return false
 	}
 	defer ag.queue.Done(key)
-	after, err := ag.reconcile(ctx, key)
+	var after time.Duration
+	var err error
+	if strings.HasPrefix(key, podKeyPrefix) {
+		err = ag.adjustPod(ctx, key)
+	} else {
+		after, err = ag.reconcile(ctx, key)
+	}
 	switch {
 	case err != nil:
 		ag.log.WithError(err).WithField("attachment", key).Warn("reconcile failed; retrying")
@@ -230,10 +255,28 @@ func (ag *Agent) onPod(obj any) {
 	if !ok {
 		return
 	}
+	ag.enqueuePod(p)
 	for _, inf := range []cache.SharedIndexInformer{ag.owned, ag.unowned} {
 		objs, _ := inf.GetIndexer().ByIndex(byPod, p.Namespace+"/"+p.Name)
 		for _, o := range objs {
 			ag.enqueue(o)
 		}
 	}
+}
+
+func (ag *Agent) informersOf() []cache.SharedIndexInformer {
+	return []cache.SharedIndexInformer{ag.owned, ag.unowned}
+}
+
+// enqueueOwner queues the pod of an attachment that carries its
+// annotation: the pod's applied GPUs follow the attachment.
+func (ag *Agent) enqueueOwner(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	a, err := fromUnstructured(obj)
+	if err != nil || !fromAnnotation(a) {
+		return
+	}
+	ag.queue.Add(podKeyPrefix + a.Namespace + "/" + a.Spec.PodName)
 }

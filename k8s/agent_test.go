@@ -79,6 +79,7 @@ type env struct {
 	dyn    *dynamicfake.FakeDynamicClient
 	att    *fakeAttacher
 	grants *fakeGrants
+	named  []string // attachments created by the agent
 }
 
 func newEnv(t *testing.T, pods ...*corev1.Pod) *env {
@@ -300,8 +301,8 @@ func TestAttachmentBeforeItsPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.ag.onPod(pod("nb"))
-	if e.ag.queue.Len() != 1 {
-		t.Fatalf("the pod's event queued %d attachments, want 1", e.ag.queue.Len())
+	if e.ag.queue.Len() != 2 { // the attachment, and the pod for its annotation
+		t.Fatalf("the pod's event queued %d keys, want 2", e.ag.queue.Len())
 	}
 	if a := e.settle("a1"); a.Status.Phase != hotgpuv1.Attached {
 		t.Fatalf("status %+v once the pod is here, want Attached", a.Status)

@@ -167,6 +167,9 @@ func (ag *Agent) attach(ctx context.Context, a *hotgpuv1.GPUAttachment, pod *cor
 		return retry, ag.pending(ctx, a, err.Error())
 	case err != nil:
 		ag.event(a, pod, corev1.EventTypeWarning, "AttachFailed", err.Error())
+		if fromAnnotation(a) {
+			ag.recorder.Eventf(pod, corev1.EventTypeWarning, ReasonRefused, "container %s: %s", a.Spec.Container, err)
+		}
 		return 0, ag.fail(ctx, a, pod, "AttachFailed", err.Error())
 	}
 	var gpus []hotgpuv1.AttachedGPU
@@ -225,6 +228,10 @@ func (ag *Agent) detach(ctx context.Context, a *hotgpuv1.GPUAttachment, pod *cor
 		switch {
 		case errors.Is(err, attach.ErrBusy):
 			ag.event(a, pod, corev1.EventTypeWarning, "DetachBusy", err.Error())
+			if fromAnnotation(a) {
+				ag.recorder.Eventf(pod, corev1.EventTypeWarning, ReasonRefused,
+					"container %s: %s; the GPU stays until it is free", a.Spec.Container, err)
+			}
 			msg := err.Error() + " (detachPolicy Graceful: set it to Force to detach anyway)"
 			return retry, ag.setStatus(ctx, a, hotgpuv1.Detaching, "Busy", msg, a.Status.GPUs)
 		case errors.Is(err, attach.ErrNotFound):
@@ -233,6 +240,10 @@ func (ag *Agent) detach(ctx context.Context, a *hotgpuv1.GPUAttachment, pod *cor
 			return 0, err
 		default:
 			ag.event(a, pod, corev1.EventTypeNormal, "Detached", fmt.Sprintf("detached GPUs %v", indexes(a.Status.GPUs)))
+			if fromAnnotation(a) {
+				ag.recorder.Eventf(pod, corev1.EventTypeNormal, ReasonDetached,
+					"container %s: detached GPUs %v (annotation %s)", a.Spec.Container, indexes(a.Status.GPUs), a.Annotations[ValueAnnotation])
+			}
 		}
 	}
 	return 0, ag.dropFinalizer(ctx, a)
@@ -286,6 +297,10 @@ func indexes(gpus []hotgpuv1.AttachedGPU) []int {
 func (ag *Agent) attached(ctx context.Context, a *hotgpuv1.GPUAttachment, pod *corev1.Pod, gpus []hotgpuv1.AttachedGPU, reason, msg string) error {
 	msg = fmt.Sprintf("%s: GPUs %v", msg, indexes(gpus))
 	ag.event(a, pod, corev1.EventTypeNormal, reason, msg)
+	if fromAnnotation(a) && pod != nil {
+		ag.recorder.Eventf(pod, corev1.EventTypeNormal, ReasonAttached,
+			"container %s: attached GPUs %v (annotation %s)", a.Spec.Container, indexes(gpus), a.Annotations[ValueAnnotation])
+	}
 	return ag.setStatus(ctx, a, hotgpuv1.Attached, reason, msg, gpus)
 }
 

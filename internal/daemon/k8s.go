@@ -10,6 +10,7 @@ import (
 	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/policy"
 	"github.com/hotgpu/hotgpu/k8s"
 )
 
@@ -27,7 +28,12 @@ func newAgent(cfg *configv1.Config, m *attach.Manager, l *ledger.Ledger, inv k8s
 	if err != nil {
 		return nil, err
 	}
-	return k8s.New(rc, node, m, l, inv, log)
+	ag, err := k8s.New(rc, node, m, l, inv, log)
+	if err != nil {
+		return nil, err
+	}
+	ag.SetAnnotationPolicy(policy.Policy{Namespaces: cfg.Annotations.Namespaces, MaxPerContainer: cfg.Annotations.MaxPerContainer})
+	return ag, nil
 }
 
 // runAgent runs the agent, if any, until ctx ends.
