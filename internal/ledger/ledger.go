@@ -74,6 +74,11 @@ type Holder struct {
 	// Allocate again, and each container presents the token of its own
 	// Allocate. Never logged or shown.
 	Tokens string `json:"tokens,omitempty"`
+	// Realises is, for a live attach that carries out a GPUAttachment with
+	// a holder pod, that pod's UID: the grant realises the kubelet
+	// allocation of the holder in this container, so the GPU is counted
+	// once and neither is refused as held by the other.
+	Realises string `json:"realises,omitempty"`
 }
 
 // maxTokens bounds the tokens one grant keeps (the newest): one per
@@ -318,6 +323,8 @@ func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) 
 			if cur.Holder.PodUID == "" {
 				nh = withTokens(h, cur.Holder)
 			}
+		case moved(cur, h, reason):
+			// the holder pod's kubelet allocation moves into the target
 		default:
 			return &HeldError{GPU: u, By: cur}
 		}
@@ -586,6 +593,12 @@ func claimable(cur Grant, h Holder, reason Reason) bool {
 func reallocated(cur Grant, h Holder, reason Reason) bool {
 	return cur.Reason == Kubelet && reason == Kubelet && cur.Holder.ContainerID == "" &&
 		h.ContainerID == "" && h.PodUID == ""
+}
+
+// moved reports whether h, a live attach realising the kubelet allocation
+// of pod h.Realises, may take cur, that pod's kubelet grant.
+func moved(cur Grant, h Holder, reason Reason) bool {
+	return reason == Attach && h.Realises != "" && cur.Reason == Kubelet && cur.Holder.PodUID == h.Realises
 }
 
 func sameHolder(a, b Holder) bool {
