@@ -80,6 +80,10 @@ type Agent struct {
 	inv      Inventory
 	log      *logrus.Entry
 	recorder record.EventRecorder
+	// holderImage, when set, makes attachments go through holder pods
+	// asking resource (UseHolders).
+	holderImage string
+	resource    corev1.ResourceName
 
 	pods     corelisters.PodLister
 	podCache cache.Indexer
@@ -108,7 +112,7 @@ func New(cfg *rest.Config, node string, a Attacher, g Grants, inv Inventory, log
 }
 
 func newAgent(client kubernetes.Interface, dyn dynamic.Interface, node string, a Attacher, g Grants, inv Inventory, log *logrus.Entry) (*Agent, error) {
-	ag := &Agent{node: node, client: client, dyn: dyn, attacher: a, grants: g, inv: inv,
+	ag := &Agent{node: node, client: client, dyn: dyn, attacher: a, grants: g, inv: inv, resource: gpuResource,
 		log: log.WithFields(logrus.Fields{"component": "k8s-agent", "node": node}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),
@@ -230,6 +234,7 @@ func (ag *Agent) onPod(obj any) {
 	if !ok {
 		return
 	}
+	ag.onHolder(p)
 	for _, inf := range []cache.SharedIndexInformer{ag.owned, ag.unowned} {
 		objs, _ := inf.GetIndexer().ByIndex(byPod, p.Namespace+"/"+p.Name)
 		for _, o := range objs {

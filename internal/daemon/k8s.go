@@ -27,7 +27,12 @@ func newAgent(cfg *configv1.Config, m *attach.Manager, l *ledger.Ledger, inv k8s
 	if err != nil {
 		return nil, err
 	}
-	return k8s.New(rc, node, m, l, inv, log)
+	ag, err := k8s.New(rc, node, m, l, inv, log)
+	if err != nil {
+		return nil, err
+	}
+	ag.UseHolders(cfg.Kubernetes.HolderImage, cfg.DevicePlugin.ResourceName)
+	return ag, nil
 }
 
 // runAgent runs the agent, if any, until ctx ends.
