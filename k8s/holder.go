@@ -20,10 +20,6 @@ import (
 	"github.com/hotgpu/hotgpu/internal/policy"
 )
 
-// HolderLabel on a holder pod names its attachment, so that the holder's
-// events bring the attachment back to the reconciler.
-const HolderLabel = "hotgpu.dev/holder-of"
-
 // gpuResource is the resource a holder pod asks for.
 const gpuResource corev1.ResourceName = "nvidia.com/gpu"
 
@@ -43,10 +39,11 @@ func (ag *Agent) UseHolders(image string, resourceName string) {
 // holderName is the holder pod of attachment a.
 func holderName(a *hotgpuv1.GPUAttachment) string {
 	name := "gpuatt-holder-" + a.Name
-	if len(name) > 63 {
-		name = name[:54] + "-" + string(a.UID)[:8]
+	if len(name) > 63 { // a pod's hostname is its name, up to 63 characters
+		uid := string(a.UID)
+		name = strings.TrimRight(name[:63-len(uid)-1], "-.") + "-" + uid
 	}
-	return strings.TrimRight(name, "-.")
+	return name
 }
 
 func count(a *hotgpuv1.GPUAttachment) int {
@@ -65,7 +62,6 @@ func (ag *Agent) holderPod(a *hotgpuv1.GPUAttachment, target *corev1.Pod) *corev
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: holderName(a), Namespace: a.Namespace,
-			Labels:      map[string]string{HolderLabel: a.Name},
 			Annotations: map[string]string{policy.HolderAnnotation: string(a.UID)},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: hotgpuv1.Kind.GroupVersion().String(),
 				Kind: hotgpuv1.Kind.Kind, Name: a.Name, UID: a.UID, Controller: &yes, BlockOwnerDeletion: &yes}},
@@ -232,9 +228,15 @@ func (ag *Agent) IsHolder(namespace, podName, _, attachmentUID string) bool {
 	return false
 }
 
-// onHolder brings back the attachment of a holder pod that changed.
+// onHolder brings back the attachment of a holder pod that changed (its
+// owner).
 func (ag *Agent) onHolder(p *corev1.Pod) {
-	if name := p.Labels[HolderLabel]; name != "" {
-		ag.queue.Add(p.Namespace + "/" + name)
+	if p.Annotations[policy.HolderAnnotation] == "" {
+		return
+	}
+	for _, r := range p.OwnerReferences {
+		if r.Kind == hotgpuv1.Kind.Kind && r.APIVersion == hotgpuv1.Kind.GroupVersion().String() {
+			ag.queue.Add(p.Namespace + "/" + r.Name)
+		}
 	}
 }
