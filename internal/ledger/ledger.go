@@ -394,6 +394,7 @@ func (l *Ledger) Release(containerID string, uuids ...string) ([]Grant, error) {
 				delete(next, u)
 			}
 		}
+		giveBack(next, freed)
 	}
 	for _, u := range uuids {
 		g, ok := next[u]
@@ -403,6 +404,7 @@ func (l *Ledger) Release(containerID string, uuids ...string) ([]Grant, error) {
 		freed = append(freed, g)
 		delete(next, u)
 	}
+	giveBack(next, freed)
 	if len(freed) == 0 {
 		return nil, nil
 	}
@@ -434,12 +436,25 @@ func (l *Ledger) ContainerGone(containerID string) (released, unbound []Grant, e
 		released = append(released, g)
 		delete(next, u)
 	}
+	giveBack(next, released)
 	if len(released)+len(unbound) == 0 {
 		return nil, nil, nil
 	}
 	sortGrants(released)
 	sortGrants(unbound)
 	return released, unbound, l.commit(next)
+}
+
+// giveBack returns to its holder pod, as that pod's unclaimed kubelet
+// allocation, each released grant that realised one (Holder.Realises):
+// kubelet still counts the GPU as the holder's until the holder goes, and a
+// restarted target gets it moved again.
+func giveBack(next map[string]Grant, released []Grant) {
+	for _, g := range released {
+		if g.Reason == Attach && g.Holder.Realises != "" {
+			next[g.GPU] = Grant{GPU: g.GPU, Holder: Holder{PodUID: g.Holder.Realises}, Reason: Kubelet, State: Active, Since: g.Since}
+		}
+	}
 }
 
 // PodGone releases everything held for a pod, claimed or not.
