@@ -10,10 +10,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
-// agentRules is everything hotgpud's account may do: read pods, carry out
-// GPUAttachments, record events. Nothing more may creep in unnoticed.
+// agentRules is everything hotgpud's account may do: read pods, create and
+// delete attachments' holder pods (admission.yaml keeps them to holders on
+// its own node), carry out GPUAttachments, record events. Nothing more may
+// creep in unnoticed.
 var agentRules = map[string][]string{
-	"/pods":                                {"get", "list", "watch", "patch"},
+	"/pods":                                {"get", "list", "watch", "patch", "create", "delete"},
 	"hotgpu.dev/gpuattachments":            {"get", "list", "watch", "create", "update", "patch", "delete"},
 	"hotgpu.dev/gpuattachments/status":     {"update", "patch"},
 	"hotgpu.dev/gpuattachments/finalizers": {"update", "patch"},

@@ -40,6 +40,7 @@ func TestGPUAttachments(t *testing.T) {
 	run("attach-as-edit-user", func(t *testing.T) { testAttachAsTenant(t, h, k) })
 	run("forbidden-in-other-namespace", func(t *testing.T) { testForbidden(t, h, k) })
 	run("node-agent-policy", func(t *testing.T) { testAgentPolicy(t, h) })
+	run("quota-and-holder", func(t *testing.T) { testQuotaAndHolder(t, h, k) })
 	run("scheduler-sees-attachment", func(t *testing.T) { testAttachmentWithdraws(t, h, k) })
 	run("pod-deleted", func(t *testing.T) { testPodDeleted(t, h, k) })
 	run("hotgpud-killed", func(t *testing.T) { testAgentRestart(t, h, k) })
@@ -454,4 +455,101 @@ func testAgentRestart(t *testing.T, h *hotgpuCluster, k *tenants) {
 	if got := h.heldBy(t, "team-a", "resilient"); len(got) != 0 {
 		t.Fatalf("the ledger still holds %v for resilient", got)
 	}
+}
+
+// testQuotaAndHolder: with a ResourceQuota of 2 GPUs in team-a, an
+// attachment's holder pod is Running on the node, listed by kubectl
+// describe node, while the target container sees the GPU; deleting the
+// holder detaches it (phase and event say why); and once a pod holds the 2
+// GPUs, attaching 1 more is refused with the quota's message.
+func testQuotaAndHolder(t *testing.T, h *hotgpuCluster, k *tenants) {
+	ctx := context.Background()
+	quota := map[string]any{"apiVersion": "v1", "kind": "ResourceQuota",
+		"metadata": map[string]any{"name": "gpus", "namespace": "team-a"},
+		"spec":     map[string]any{"hard": map[string]any{"requests.nvidia.com/gpu": "2"}}}
+	if err := h.Client().Create(ctx, "/api/v1/namespaces/team-a/resourcequotas", quota); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = h.Client().Delete(ctx, "/api/v1/namespaces/team-a/resourcequotas/gpus") }()
+	createPod(t, h.Cluster, teamPod("target", 0))
+	defer deletePod(t, h.Cluster, "team-a", "target")
+
+	out := k.mustHotgpu(t, "attach", "target", "-n", "team-a", "--count", "1", "--wait", "-o", "json")
+	var att hotgpuv1.GPUAttachment
+	if err := json.Unmarshal([]byte(out), &att); err != nil {
+		t.Fatalf("attach -o json: %v\n%s", err, out)
+	}
+	holder := "gpuatt-holder-" + att.Name
+	hp, err := getPod(t, h.Cluster, "team-a", holder)
+	if err != nil {
+		t.Fatalf("no holder pod %s: %v", holder, err)
+	}
+	if hp.Status.Phase != corev1.PodRunning || hp.Spec.NodeName != h.NodeName || len(hp.OwnerReferences) != 1 || hp.OwnerReferences[0].UID != att.UID {
+		t.Fatalf("holder pod %s: phase %s node %s owners %v", holder, hp.Status.Phase, hp.Spec.NodeName, hp.OwnerReferences)
+	}
+	visible, held := h.visibleGPUs(t, "team-a", "target"), h.heldBy(t, "team-a", "target")
+	if len(visible) != 1 || !sameGPUs(visible, held) || held[0] != att.Status.GPUs[0].Index {
+		t.Fatalf("target sees GPUs %v, the ledger holds %v, the status says %v", visible, held, att.Status.GPUs)
+	}
+	if got := h.heldBy(t, "team-a", holder); len(got) != 0 {
+		t.Fatalf("the ledger holds GPUs %v for the holder pod: its allocation was not moved", got)
+	}
+	describe, err := h.Kubectl(ctx, "describe", "node", h.NodeName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(describe, holder) {
+		t.Fatalf("kubectl describe node does not list the holder pod %s:\n%s", holder, describe)
+	}
+	var rq corev1.ResourceQuota
+	eventually(t, time.Minute, "the quota to charge the attached GPU", func() (bool, string) {
+		if err := h.Client().Get(ctx, "/api/v1/namespaces/team-a/resourcequotas/gpus", &rq); err != nil {
+			return false, err.Error()
+		}
+		used := rq.Status.Used["requests.nvidia.com/gpu"]
+		return used.Value() == 1, fmt.Sprintf("used %v", rq.Status.Used)
+	})
+
+	// the holder goes: the GPU goes with it
+	deletePod(t, h.Cluster, "team-a", holder)
+	eventually(t, time.Minute, "the attachment ended by its holder's deletion", func() (bool, string) {
+		atts := attachments(t, h.Cluster, "team-a")
+		return len(atts) == 1 && atts[0].Status.Phase == hotgpuv1.Failed && strings.Contains(atts[0].Status.Message, "holder pod"), attachmentsString(atts)
+	})
+	if got := h.visibleGPUs(t, "team-a", "target"); len(got) != 0 {
+		t.Fatalf("target still sees GPUs %v after its holder was deleted", got)
+	}
+	if got := h.heldBy(t, "team-a", "target"); len(got) != 0 {
+		t.Fatalf("the ledger still holds %v for target after its holder was deleted", got)
+	}
+	events, err := h.Kubectl(ctx, "get", "events", "-n", "team-a", "--field-selector", "involvedObject.name="+att.Name)
+	if err != nil || !strings.Contains(events, "HolderGone") {
+		t.Fatalf("no HolderGone event on the attachment: %v\n%s", err, events)
+	}
+	if err := h.Client().Delete(ctx, "/apis/hotgpu.dev/v1alpha1/namespaces/team-a/gpuattachments/"+att.Name); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the ended attachment deleted", func() (bool, string) {
+		atts := attachments(t, h.Cluster, "team-a")
+		return len(atts) == 0, attachmentsString(atts)
+	})
+
+	// a pod holding the quota's 2 GPUs leaves no room for an attachment
+	createPod(t, h.Cluster, teamPod("greedy", 2))
+	defer deletePod(t, h.Cluster, "team-a", "greedy")
+	waitPodRunning(t, h.Cluster, "team-a", "greedy")
+	out, err = k.hotgpu("attach", "target", "-n", "team-a", "--count", "1", "--wait")
+	if err == nil || !strings.Contains(out, "exceeded quota") {
+		t.Fatalf("attach over quota: %v\n%s\nwant a failure with the quota's message", err, out)
+	}
+	if got := h.heldBy(t, "team-a", "target"); len(got) != 0 {
+		t.Fatalf("the ledger holds %v for target after an attach over quota", got)
+	}
+	for _, a := range attachments(t, h.Cluster, "team-a") {
+		_ = h.Client().Delete(ctx, "/apis/hotgpu.dev/v1alpha1/namespaces/team-a/gpuattachments/"+a.Name)
+	}
+	eventually(t, time.Minute, "the refused attachment deleted", func() (bool, string) {
+		atts := attachments(t, h.Cluster, "team-a")
+		return len(atts) == 0, attachmentsString(atts)
+	})
 }

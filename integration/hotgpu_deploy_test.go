@@ -142,7 +142,9 @@ spec:
         - name: hotgpud
           # A simulated node has no driver: "/" as the driver root writes a spec
           # without driver files (the overlay's driver dir stays empty).
-          args: ["--config", "/etc/hotgpu/hotgpud.yaml", "--simulate", "dgxa100", "--driver-root", "/"]
+          # Holder pods use the pause image the node already has (no registry).
+          args: ["--config", "/etc/hotgpu/hotgpud.yaml", "--simulate", "dgxa100", "--driver-root", "/",
+            "--holder-image", "` + harness.PauseImage + `"]
           env:
             - {name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}
             - {name: KUBERNETES_SERVICE_PORT, value: "` + h.Server[strings.LastIndex(h.Server, ":")+1:] + `"}

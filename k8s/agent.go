@@ -83,6 +83,10 @@ type Agent struct {
 	inv      Inventory
 	log      *logrus.Entry
 	recorder record.EventRecorder
+	// holderImage, when set, makes attachments go through holder pods
+	// asking resource (UseHolders).
+	holderImage string
+	resource    corev1.ResourceName
 
 	pods     corelisters.PodLister
 	podCache cache.Indexer
@@ -121,7 +125,7 @@ func New(cfg *rest.Config, node string, a Attacher, g Grants, inv Inventory, log
 }
 
 func newAgent(client kubernetes.Interface, dyn dynamic.Interface, node string, a Attacher, g Grants, inv Inventory, log *logrus.Entry) (*Agent, error) {
-	ag := &Agent{node: node, client: client, dyn: dyn, attacher: a, grants: g, inv: inv,
+	ag := &Agent{node: node, client: client, dyn: dyn, attacher: a, grants: g, inv: inv, resource: gpuResource,
 		refused: map[string]string{}, made: map[string]*hotgpuv1.GPUAttachment{}, gone: map[string]string{},
 		log: log.WithFields(logrus.Fields{"component": "k8s-agent", "node": node}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -256,6 +260,7 @@ func (ag *Agent) onPod(obj any) {
 		return
 	}
 	ag.enqueuePod(p)
+	ag.onHolder(p)
 	for _, inf := range []cache.SharedIndexInformer{ag.owned, ag.unowned} {
 		objs, _ := inf.GetIndexer().ByIndex(byPod, p.Namespace+"/"+p.Name)
 		for _, o := range objs {

@@ -31,6 +31,7 @@ const node = "node-1"
 type fakeAttacher struct {
 	grants    *fakeGrants
 	attached  []attach.Target
+	moved     []string // holder pod UIDs
 	detached  []string
 	attachErr error
 	detachErr error
@@ -46,6 +47,24 @@ func (f *fakeAttacher) Attach(t attach.Target, ids []string, count int) (*attach
 		gpus = append(gpus, gpu.GPU{Index: 3 + i, UUID: fmt.Sprintf("GPU-%d", 3+i)})
 		*f.grants = append(*f.grants, ledger.Grant{GPU: fmt.Sprintf("GPU-%d", 3+i), Reason: ledger.Attach, State: ledger.Active,
 			Holder: ledger.Holder{PodNamespace: t.PodNamespace, PodName: t.PodName, Container: "main"}})
+	}
+	return &attach.Result{GPUs: gpus}, nil
+}
+
+func (f *fakeAttacher) Move(t attach.Target, holderUID string, uuids []string) (*attach.Result, error) {
+	if f.attachErr != nil {
+		return nil, f.attachErr
+	}
+	f.attached = append(f.attached, t)
+	f.moved = append(f.moved, holderUID)
+	var gpus []gpu.GPU
+	for _, u := range uuids {
+		var idx int
+		_, _ = fmt.Sscanf(u, "GPU-%d", &idx)
+		gpus = append(gpus, gpu.GPU{Index: idx, UUID: u})
+		*f.grants = slices.DeleteFunc(*f.grants, func(g ledger.Grant) bool { return g.GPU == u })
+		*f.grants = append(*f.grants, ledger.Grant{GPU: u, Reason: ledger.Attach, State: ledger.Active,
+			Holder: ledger.Holder{PodNamespace: t.PodNamespace, PodName: t.PodName, Container: "main", Realises: holderUID}})
 	}
 	return &attach.Result{GPUs: gpus}, nil
 }
@@ -80,6 +99,7 @@ type env struct {
 	att    *fakeAttacher
 	grants *fakeGrants
 	named  []string // attachments created by the agent
+	client *kubefake.Clientset
 }
 
 func newEnv(t *testing.T, pods ...*corev1.Pod) *env {
@@ -93,8 +113,8 @@ func newEnv(t *testing.T, pods ...*corev1.Pod) *env {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	grants := &fakeGrants{}
-	e := &env{t: t, dyn: dyn, att: &fakeAttacher{grants: grants}, grants: grants}
-	ag, err := newAgent(kubefake.NewClientset(), dyn, node, e.att, e.grants, fakeInventory{}, logrus.NewEntry(log))
+	e := &env{t: t, dyn: dyn, att: &fakeAttacher{grants: grants}, grants: grants, client: kubefake.NewClientset()}
+	ag, err := newAgent(e.client, dyn, node, e.att, e.grants, fakeInventory{}, logrus.NewEntry(log))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 type Attacher interface {
 	Attach(t attach.Target, ids []string, count int) (*attach.Result, error)
 	Detach(t attach.Target, ids []string, force bool) (*attach.Result, error)
+	// Move attaches the GPUs kubelet allocated to holder pod holderUID.
+	Move(t attach.Target, holderUID string, uuids []string) (*attach.Result, error)
 }
 
 // Grants lists the ledger's grants (internal/ledger.Ledger): after a

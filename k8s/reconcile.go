@@ -64,8 +64,12 @@ func (ag *Agent) reconcile(ctx context.Context, key string) (time.Duration, erro
 	}
 	switch a.Status.Phase {
 	case hotgpuv1.Failed:
-		return 0, nil
+		// a holder left behind (the move failed) gives its GPUs back
+		return 0, ag.deleteHolder(ctx, a)
 	case hotgpuv1.Attached:
+		if ag.holderImage != "" && ag.holderEnded(a) {
+			return 0, ag.holderGone(ctx, a, pod)
+		}
 		if len(ag.stillHeld(a)) > 0 || !podRunning(pod) {
 			return 0, nil
 		}
@@ -77,6 +81,9 @@ func (ag *Agent) reconcile(ctx context.Context, key string) (time.Duration, erro
 	if msg := badContainer(a, pod); msg != "" {
 		ag.event(a, pod, corev1.EventTypeWarning, "AttachFailed", msg)
 		return 0, ag.fail(ctx, a, pod, "AttachFailed", msg)
+	}
+	if ag.holderImage != "" {
+		return ag.attachByHolder(ctx, a, pod)
 	}
 	return ag.attach(ctx, a, pod)
 }
@@ -245,6 +252,11 @@ func (ag *Agent) detach(ctx context.Context, a *hotgpuv1.GPUAttachment, pod *cor
 					"container %s: detached GPUs %v (annotation %s)", a.Spec.Container, indexes(a.Status.GPUs), a.Annotations[ValueAnnotation])
 			}
 		}
+	}
+	// detached first, then the holder goes: kubelet may give its GPUs to
+	// another pod only once the target has let go of them
+	if err := ag.deleteHolder(ctx, a); err != nil {
+		return 0, fmt.Errorf("failed to delete holder pod: %w", err)
 	}
 	return 0, ag.dropFinalizer(ctx, a)
 }

@@ -58,6 +58,12 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.
 	if err := p.step("create-recorded"); err != nil {
 		return nil, nil, err
 	}
+	if req.reason == ledger.Kubelet && p.isHolder(pod) {
+		// the allocation is moved into the attachment's target by the
+		// agent: the holder's pause container gets none of it
+		log.WithField("gpus", uuids).Info("GPUAttachment holder: its kubelet GPUs are moved to the attachment's target, not given to it")
+		return holderAdjustment(inv, c, req.gpus), nil, nil
+	}
 	if !req.inject {
 		return nil, nil, nil
 	}
@@ -229,6 +235,27 @@ func adjustment(inv *gpu.Inventory, c *api.Container, gpus []*gpu.GPU) *api.Cont
 		})
 	}
 	adj.AddEnv(policy.EnvNVIDIA, strings.Join(uuidsOf(gpus), ","))
+	return adj
+}
+
+// holderAdjustment takes away from a holder container the GPU nodes the
+// runtime injected for its CDI devices, and the visible-devices env.
+func holderAdjustment(inv *gpu.Inventory, c *api.Container, gpus []*gpu.GPU) *api.ContainerAdjustment {
+	adj := &api.ContainerAdjustment{}
+	have := map[string]bool{}
+	for _, d := range c.GetLinux().GetDevices() {
+		have[d.GetPath()] = true
+	}
+	var nodes []gpu.DeviceNode
+	for _, g := range gpus {
+		nodes = gpu.AppendNodes(nodes, *g)
+	}
+	for _, n := range nodes {
+		if have[n.Path] {
+			adj.RemoveDevice(n.Path)
+		}
+	}
+	adj.RemoveEnv(policy.EnvNVIDIA)
 	return adj
 }
 

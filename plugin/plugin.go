@@ -66,6 +66,26 @@ type Plugin struct {
 	connected atomic.Bool
 	// fail, when set, is called between steps (tests: WithFailpoint).
 	fail func(step string) error
+	// holders confirms a GPUAttachment holder pod (SetHolders); nil: no
+	// pod is one.
+	holders atomic.Pointer[Holders]
+}
+
+// Holders confirms that a pod is the holder pod of a GPUAttachment, by the
+// attachment's UID its policy.HolderAnnotation names (k8s.Agent).
+type Holders interface {
+	IsHolder(namespace, podName, podUID, attachmentUID string) bool
+}
+
+// SetHolders sets who confirms holder pods (the GPUAttachment agent).
+func (p *Plugin) SetHolders(h Holders) { p.holders.Store(&h) }
+
+// isHolder reports whether the pod is a confirmed GPUAttachment holder.
+func (p *Plugin) isHolder(pod *api.PodSandbox) bool {
+	uid := pod.GetAnnotations()[policy.HolderAnnotation]
+	h := p.holders.Load()
+	return uid != "" && h != nil && *h != nil &&
+		(*h).IsHolder(pod.GetNamespace(), pod.GetName(), pod.GetUid(), uid)
 }
 
 // Connected reports whether the plugin is connected to the runtime now.

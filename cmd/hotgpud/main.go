@@ -119,6 +119,8 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 		func(c *configv1.Config, v string) { c.Kubernetes.Kubeconfig = v })
 	str("node-name", "", "this node's name for the GPUAttachment agent (default: $NODE_NAME, then the hostname)",
 		func(c *configv1.Config, v string) { c.Kubernetes.NodeName = v })
+	str("holder-image", def.Kubernetes.HolderImage, `pause image of the GPUAttachment holder pods that account attached GPUs ("" attaches without holders: nothing is charged)`,
+		func(c *configv1.Config, v string) { c.Kubernetes.HolderImage = v })
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines")

@@ -41,7 +41,30 @@ var ErrBusy = errors.New("GPU is in use")
 // of hotgpu's choosing. On any error the container and the ledger are as
 // before.
 func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
-	return m.attach(t, func(inv *gpu.Inventory) ([]*gpu.GPU, error) { return m.pick(inv, ids, count) })
+	return m.attach(t, func(inv *gpu.Inventory) ([]*gpu.GPU, error) { return m.pick(inv, ids, count) }, "")
+}
+
+// Move attaches the GPUs of uuids, which kubelet allocated to the holder
+// pod holderUID, to the container instead: the ledger records the grant as
+// realising that allocation. Every GPU must be the holder's kubelet grant.
+// On any error the container and the ledger are as before.
+func (m *Manager) Move(t Target, holderUID string, uuids []string) (*Result, error) {
+	if holderUID == "" || len(uuids) == 0 {
+		return nil, errors.New("move: no holder pod or no GPUs")
+	}
+	return m.attach(t, func(inv *gpu.Inventory) ([]*gpu.GPU, error) {
+		gpus, err := inv.LookupAll(uuids)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range gpus {
+			cur, ok := m.ledger.Lookup(g.UUID)
+			if !ok || cur.Reason != ledger.Kubelet || cur.Holder.PodUID != holderUID {
+				return nil, fmt.Errorf("GPU %s is not allocated by kubelet to holder pod %s", g.ID(), holderUID)
+			}
+		}
+		return gpus, nil
+	}, holderUID)
 }
 
 // AttachMIG gives the container count free MIG devices of profile
@@ -49,10 +72,10 @@ func (m *Manager) Attach(t Target, ids []string, count int) (*Result, error) {
 func (m *Manager) AttachMIG(t Target, profile string, count int) (*Result, error) {
 	return m.attach(t, func(inv *gpu.Inventory) ([]*gpu.GPU, error) {
 		return alloc.ChooseMIG(inv, available{m.ledger, m.health}, profile, count)
-	})
+	}, "")
 }
 
-func (m *Manager) attach(t Target, pick func(*gpu.Inventory) ([]*gpu.GPU, error)) (*Result, error) {
+func (m *Manager) attach(t Target, pick func(*gpu.Inventory) ([]*gpu.GPU, error), realises string) (*Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.prune()
@@ -76,6 +99,8 @@ func (m *Manager) attach(t Target, pick func(*gpu.Inventory) ([]*gpu.GPU, error)
 		nodes = append(nodes, inv.Control...)
 	}
 	uuids := uuidsOf(gpus)
+	r.holder.Realises = realises
+	moved := m.grantsOf(realises, uuids)
 	log := m.log.WithFields(map[string]any{"container": r.holder.String(), "gpus": uuids})
 	if err := m.ledger.Acquire(r.holder, ledger.Attach, ledger.Pending, uuids...); err != nil {
 		return nil, err
@@ -85,12 +110,14 @@ func (m *Manager) attach(t Target, pick func(*gpu.Inventory) ([]*gpu.GPU, error)
 		if _, rerr := m.ledger.Release(r.holder.ContainerID, uuids...); rerr != nil {
 			log.WithError(rerr).Error("failed to roll back reservation; it is rolled back at the next start")
 		}
+		m.giveBack(moved)
 		log.WithError(err).Warn("attach failed and was rolled back")
 		return nil, err
 	}
 	if err := m.ledger.SetState(r.holder.ContainerID, ledger.Active, uuids...); err != nil {
 		m.undo(r, inv, prior, nodes, made)
 		_, _ = m.ledger.Release(r.holder.ContainerID, uuids...)
+		m.giveBack(moved)
 		return nil, err
 	}
 	log.Info("attached")
@@ -523,4 +550,28 @@ func deref(gpus []*gpu.GPU) []gpu.GPU {
 		out = append(out, *g)
 	}
 	return out
+}
+
+// grantsOf returns the kubelet grants of uuids that a move from holder pod
+// realises ("" for a plain attach: none), to give back if the move fails.
+func (m *Manager) grantsOf(realises string, uuids []string) []ledger.Grant {
+	if realises == "" {
+		return nil
+	}
+	var out []ledger.Grant
+	for _, u := range uuids {
+		if g, ok := m.ledger.Lookup(u); ok {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// giveBack restores the holder pod's kubelet grants a failed move took.
+func (m *Manager) giveBack(grants []ledger.Grant) {
+	for _, g := range grants {
+		if err := m.ledger.Acquire(g.Holder, g.Reason, g.State, g.GPU); err != nil {
+			m.log.WithError(err).WithField("gpu", g.GPU).Error("failed to give a GPU back to its holder pod's kubelet allocation")
+		}
+	}
 }

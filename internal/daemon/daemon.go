@@ -161,6 +161,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if d.agent != nil {
+			d.plugin.SetHolders(d.agent)
+		}
 	}
 	return d, nil
 }

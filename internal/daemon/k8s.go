@@ -33,6 +33,7 @@ func newAgent(cfg *configv1.Config, m *attach.Manager, l *ledger.Ledger, inv k8s
 		return nil, err
 	}
 	ag.SetAnnotationPolicy(policy.Policy{Namespaces: cfg.Annotations.Namespaces, MaxPerContainer: cfg.Annotations.MaxPerContainer})
+	ag.UseHolders(cfg.Kubernetes.HolderImage, cfg.DevicePlugin.ResourceName)
 	return ag, nil
 }
 

@@ -74,6 +74,11 @@ type Holder struct {
 	// Allocate again, and each container presents the token of its own
 	// Allocate. Never logged or shown.
 	Tokens string `json:"tokens,omitempty"`
+	// Realises is, for a live attach that carries out a GPUAttachment with
+	// a holder pod, that pod's UID: the grant realises the kubelet
+	// allocation of the holder in this container, so the GPU is counted
+	// once and neither is refused as held by the other.
+	Realises string `json:"realises,omitempty"`
 }
 
 // maxTokens bounds the tokens one grant keeps (the newest): one per
@@ -318,6 +323,8 @@ func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) 
 			if cur.Holder.PodUID == "" {
 				nh = withTokens(h, cur.Holder)
 			}
+		case moved(cur, h, reason):
+			// the holder pod's kubelet allocation moves into the target
 		default:
 			return &HeldError{GPU: u, By: cur}
 		}
@@ -387,6 +394,7 @@ func (l *Ledger) Release(containerID string, uuids ...string) ([]Grant, error) {
 				delete(next, u)
 			}
 		}
+		giveBack(next, freed)
 	}
 	for _, u := range uuids {
 		g, ok := next[u]
@@ -396,6 +404,7 @@ func (l *Ledger) Release(containerID string, uuids ...string) ([]Grant, error) {
 		freed = append(freed, g)
 		delete(next, u)
 	}
+	giveBack(next, freed)
 	if len(freed) == 0 {
 		return nil, nil
 	}
@@ -427,12 +436,25 @@ func (l *Ledger) ContainerGone(containerID string) (released, unbound []Grant, e
 		released = append(released, g)
 		delete(next, u)
 	}
+	giveBack(next, released)
 	if len(released)+len(unbound) == 0 {
 		return nil, nil, nil
 	}
 	sortGrants(released)
 	sortGrants(unbound)
 	return released, unbound, l.commit(next)
+}
+
+// giveBack returns to its holder pod, as that pod's unclaimed kubelet
+// allocation, each released grant that realised one (Holder.Realises):
+// kubelet still counts the GPU as the holder's until the holder goes, and a
+// restarted target gets it moved again.
+func giveBack(next map[string]Grant, released []Grant) {
+	for _, g := range released {
+		if g.Reason == Attach && g.Holder.Realises != "" {
+			next[g.GPU] = Grant{GPU: g.GPU, Holder: Holder{PodUID: g.Holder.Realises}, Reason: Kubelet, State: Active, Since: g.Since}
+		}
+	}
 }
 
 // PodGone releases everything held for a pod, claimed or not.
@@ -586,6 +608,12 @@ func claimable(cur Grant, h Holder, reason Reason) bool {
 func reallocated(cur Grant, h Holder, reason Reason) bool {
 	return cur.Reason == Kubelet && reason == Kubelet && cur.Holder.ContainerID == "" &&
 		h.ContainerID == "" && h.PodUID == ""
+}
+
+// moved reports whether h, a live attach realising the kubelet allocation
+// of pod h.Realises, may take cur, that pod's kubelet grant.
+func moved(cur Grant, h Holder, reason Reason) bool {
+	return reason == Attach && h.Realises != "" && cur.Reason == Kubelet && cur.Holder.PodUID == h.Realises
 }
 
 func sameHolder(a, b Holder) bool {

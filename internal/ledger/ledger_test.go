@@ -285,3 +285,41 @@ func TestSetNodesRecordsCreatedNodesDurably(t *testing.T) {
 		}
 	}
 }
+
+// A live attach realising a holder pod's kubelet allocation, once released
+// (detached, or its container gone), goes back to the holder pod: kubelet
+// still counts the GPU as the holder's, and a restarted target gets it
+// moved again.
+func TestReleasedMoveGoesBackToTheHolder(t *testing.T) {
+	for name, release := range map[string]func(l *Ledger) error{
+		"detach":         func(l *Ledger) error { _, err := l.Release("target", "GPU-1"); return err },
+		"detach all":     func(l *Ledger) error { _, err := l.Release("target"); return err },
+		"container gone": func(l *Ledger) error { _, _, err := l.ContainerGone("target"); return err },
+	} {
+		t.Run(name, func(t *testing.T) {
+			l, _ := newLedger(t)
+			holder := Holder{ContainerID: "pause", PodUID: "holder-uid", Token: "tok"}
+			if err := l.Acquire(holder, Kubelet, Active, "GPU-1"); err != nil {
+				t.Fatal(err)
+			}
+			target := Holder{ContainerID: "target", PodUID: "target-uid", PodName: "p"}
+			if err := l.Acquire(target, Attach, Active, "GPU-1"); err == nil {
+				t.Fatal("a plain attach took the holder's kubelet allocation")
+			}
+			target.Realises = "holder-uid"
+			if err := l.Acquire(target, Attach, Active, "GPU-1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := release(l); err != nil {
+				t.Fatal(err)
+			}
+			g, ok := l.Lookup("GPU-1")
+			if !ok || g.Reason != Kubelet || g.Holder.PodUID != "holder-uid" || g.Holder.ContainerID != "" {
+				t.Fatalf("grant after release %+v (held %t), want the holder pod's unclaimed kubelet allocation", g, ok)
+			}
+			if err := l.Acquire(target, Attach, Active, "GPU-1"); err != nil {
+				t.Fatalf("moving it again: %v", err)
+			}
+		})
+	}
+}

@@ -33,6 +33,14 @@ const (
 // token. Environment variables are no such proof: any pod can set them.
 const AllocationAnnotation = "gpus.hotgpu.dev/allocation"
 
+// HolderAnnotation on a pod names, by UID, the GPUAttachment whose holder
+// pod it is: hotgpud's node agent creates the holder so that kubelet and
+// ResourceQuota account for an attached GPU, and moves the holder's kubelet
+// allocation into the attachment's target. The NRI plugin gives the
+// holder's container no GPU, but only when the agent confirms the claim: a
+// pod that merely carries the annotation gets its GPUs as any pod.
+const HolderAnnotation = "gpus.hotgpu.dev/holder-of"
+
 // HotplugAnnotation on a pod, "true", asks that its containers be made
 // ready for live attach: created with the driver's user-space (libraries,
 // their links and linker cache) and no GPU, so a later attach only adds

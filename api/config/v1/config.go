@@ -64,6 +64,12 @@ type Kubernetes struct {
 	Kubeconfig string `json:"kubeconfig,omitempty"`
 	// NodeName is this node; empty means $NODE_NAME, then the hostname.
 	NodeName string `json:"nodeName,omitempty"`
+	// HolderImage is the pause image of the holder pods through which
+	// attachments are accounted (ResourceQuota, kubelet, the scheduler):
+	// each asks the attachment's GPUs, and kubelet's allocation is moved
+	// into the target container. Empty attaches without a holder pod, and
+	// an attached GPU is then not charged to the namespace.
+	HolderImage string `json:"holderImage"`
 }
 
 // NRI configures the containerd NRI plugin.
@@ -190,6 +196,7 @@ func Default() *Config {
 			IgnoredXids:    []uint64{13, 31, 43, 45, 68, 109},
 		},
 		ReconcileInterval: Duration{30 * time.Second},
+		Kubernetes:        Kubernetes{HolderImage: "registry.k8s.io/pause:3.10"},
 	}
 }
 
