@@ -11,7 +11,7 @@ import (
 )
 
 // agentRules is everything hotgpud's account may do: read pods, carry out
-// GPUAttachments, record events. Nothing more may creep in unnoticed.
+// GPUAttachments, record events, run the DRA plugin. Nothing more may creep in unnoticed.
 var agentRules = map[string][]string{
 	"/pods":                                {"get", "list", "watch"},
 	"hotgpu.dev/gpuattachments":            {"get", "list", "watch", "update", "patch"},
@@ -19,6 +19,11 @@ var agentRules = map[string][]string{
 	"hotgpu.dev/gpuattachments/finalizers": {"update", "patch"},
 	"/events":                              {"create", "patch"},
 	"events.k8s.io/events":                 {"create", "patch"},
+	// the DRA kubelet plugin: its node's ResourceSlice, the claims it
+	// prepares, its Node (the slice's owner)
+	"resource.k8s.io/resourceslices": {"get", "list", "watch", "create", "update", "delete", "deletecollection"},
+	"resource.k8s.io/resourceclaims": {"get"},
+	"/nodes":                         {"get"},
 }
 
 // checkAgentRole: hotgpud's service account is bound to exactly one

@@ -12,6 +12,7 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	specs "tags.cncf.io/container-device-interface/specs-go"
 
@@ -28,6 +29,8 @@ type Config struct {
 	KubeletRootDir string
 	// CDIDir is where the per-claim CDI specs are written.
 	CDIDir string
+	// REST reaches the API server (ResourceClaims, ResourceSlices).
+	REST *rest.Config
 }
 
 // Driver is the DRA kubelet plugin.
@@ -40,16 +43,30 @@ type Driver struct {
 	// among others); a claim's spec is cut from it.
 	spec func(inv *gpu.Inventory) (*specs.Spec, error)
 	log  *logrus.Entry
+	// refresh wakes Run to publish again (the inventory changed).
+	refresh chan struct{}
 }
 
 // New returns the plugin; Run starts it.
 func New(cfg Config, l *ledger.Ledger, inventory func() *gpu.Inventory, spec func(*gpu.Inventory) (*specs.Spec, error), log *logrus.Entry) *Driver {
-	return &Driver{cfg: cfg, ledger: l, inventory: inventory, spec: spec, log: log}
+	return &Driver{cfg: cfg, ledger: l, inventory: inventory, spec: spec, log: log, refresh: make(chan struct{}, 1)}
+}
+
+// Refresh publishes the pool again: the inventory changed.
+func (d *Driver) Refresh() {
+	select {
+	case d.refresh <- struct{}{}:
+	default: // one is pending
+	}
 }
 
 // Run registers the plugin with kubelet, publishes the node's pool, and
 // republishes it whenever the ledger changes, until ctx ends.
-func (d *Driver) Run(ctx context.Context, client kubernetes.Interface) error {
+func (d *Driver) Run(ctx context.Context) error {
+	client, err := kubernetes.NewForConfig(d.cfg.REST)
+	if err != nil {
+		return fmt.Errorf("failed to build the Kubernetes client of the DRA plugin: %w", err)
+	}
 	helper, err := kubeletplugin.Start(ctx, d,
 		kubeletplugin.DriverName(DriverName),
 		kubeletplugin.KubeClient(client),
@@ -71,6 +88,7 @@ func (d *Driver) Run(ctx context.Context, client kubernetes.Interface) error {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+		case <-d.refresh:
 		}
 	}
 }
