@@ -67,12 +67,17 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to build the Kubernetes client of the DRA plugin: %w", err)
 	}
+	// The helper creates neither; kubelet makes plugins_registry only.
+	dataDir := filepath.Join(d.cfg.KubeletRootDir, "plugins", DriverName)
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return fmt.Errorf("failed to create the DRA plugin's dir: %w", err)
+	}
 	helper, err := kubeletplugin.Start(ctx, d,
 		kubeletplugin.DriverName(DriverName),
 		kubeletplugin.KubeClient(client),
 		kubeletplugin.NodeName(d.cfg.Node),
 		kubeletplugin.RegistrarDirectoryPath(filepath.Join(d.cfg.KubeletRootDir, "plugins_registry")),
-		kubeletplugin.PluginDataDirectoryPath(filepath.Join(d.cfg.KubeletRootDir, "plugins", DriverName)),
+		kubeletplugin.PluginDataDirectoryPath(dataDir),
 	)
 	if err != nil {
 		return fmt.Errorf("failed to start the DRA kubelet plugin: %w", err)
