@@ -150,3 +150,106 @@ func visibleNodes(t testing.TB, c *cluster.Cluster, ns, pod string) []string {
 	}
 	return gpus
 }
+
+// TestDRAAndDevicePluginNeverShare: with hotgpud serving kubelet both as
+// the device plugin and as the DRA driver, a device-plugin pod and a DRA
+// pod of 4 GPUs each fill the 8 with disjoint GPUs, and then one more pod
+// of each kind stays Pending.
+func TestDRAAndDevicePluginNeverShare(t *testing.T) {
+	c, ctr := startCluster(t, nil)
+	startHotgpud(t, ctr, "--kubeconfig", c.AdminKubeconfig, "--node-name", c.NodeName,
+		"--dra", "--kubelet-root-dir", c.KubeletRootDir, "--kubelet-dir", "/var/lib/kubelet/device-plugins")
+	ctx := context.Background()
+	if out, err := c.Kubectl(ctx, "apply", "-f", "../deploy/dra.yaml"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	waitSlice := func(n int, why string) {
+		t.Helper()
+		eventually(t, time.Minute, fmt.Sprintf("the ResourceSlice with %d GPUs (%s)", n, why), func() (bool, string) {
+			got, err := sliceDevices(c)
+			return got == n, fmt.Sprintf("%d devices (%v)", got, err)
+		})
+	}
+	waitAlloc := func(n int64, why string) {
+		t.Helper()
+		eventually(t, time.Minute, fmt.Sprintf("allocatable nvidia.com/gpu %d (%s)", n, why), func() (bool, string) {
+			var node corev1.Node
+			if err := c.Client().Get(ctx, "/api/v1/nodes/"+c.NodeName, &node); err != nil {
+				return false, err.Error()
+			}
+			a := node.Status.Allocatable["nvidia.com/gpu"]
+			return a.Value() == n, a.String()
+		})
+	}
+	waitSlice(8, "all free")
+	waitAlloc(8, "all free")
+
+	createPod(t, c, busyboxPod("dp", 4))
+	waitSlice(4, "the device plugin's 4 left out")
+	createDRAPod(t, c, "dra4", 4)
+	waitAlloc(4, "DRA's 4 withdrawn from the device plugin")
+	dp, dra := visibleNodes(t, c, "default", "dp"), visibleNodes(t, c, "default", "dra4")
+	if len(dp) != 4 || len(dra) != 4 {
+		t.Fatalf("device-plugin pod sees %v, DRA pod sees %v; want 4 each", dp, dra)
+	}
+	for _, m := range dp {
+		if slices.Contains(dra, m) {
+			t.Fatalf("GPU nvidia%s given to both: device plugin %v, DRA %v", m, dp, dra)
+		}
+	}
+
+	if err := c.Client().Create(ctx, "/api/v1/namespaces/default/pods", busyboxPod("dp-more", 1)); err != nil {
+		t.Fatal(err)
+	}
+	pendingDRA := draPod(t, c, "dra-more", 1)
+	if err := c.Client().Create(ctx, "/api/v1/namespaces/default/pods", pendingDRA); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"dp-more", "dra-more"} {
+		eventually(t, time.Minute, name+" refused by the scheduler", func() (bool, string) {
+			p, err := getPod(t, c, "default", name)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
+					return true, ""
+				}
+			}
+			return false, string(p.Status.Phase) + " " + podConditions(p)
+		})
+		if p, _ := getPod(t, c, "default", name); p.Status.Phase != corev1.PodPending || p.Spec.NodeName != "" {
+			t.Fatalf("%s is %s on %q, want Pending", name, p.Status.Phase, p.Spec.NodeName)
+		}
+	}
+	for _, name := range []string{"dp-more", "dra-more", "dra4", "dp"} {
+		deletePod(t, c, "default", name)
+	}
+}
+
+// draPod is a busybox pod asking for n gpu.hotgpu.dev devices through a
+// ResourceClaimTemplate of its own name.
+func draPod(t *testing.T, c *cluster.Cluster, name string, n int64) *corev1.Pod {
+	t.Helper()
+	tmpl := &resourcev1.ResourceClaimTemplate{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaimTemplate"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: resourcev1.ResourceClaimTemplateSpec{Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{
+			Requests: []resourcev1.DeviceRequest{{Name: "gpu", Exactly: &resourcev1.ExactDeviceRequest{
+				DeviceClassName: "gpu.hotgpu.dev", AllocationMode: resourcev1.DeviceAllocationModeExactCount, Count: n,
+			}}},
+		}}},
+	}
+	if err := c.Client().Create(context.Background(), "/apis/resource.k8s.io/v1/namespaces/default/resourceclaimtemplates", tmpl); err != nil {
+		t.Fatal(err)
+	}
+	pod := busyboxPod(name, 0)
+	pod.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimTemplateName: &tmpl.Name}}
+	pod.Spec.Containers[0].Resources.Claims = []corev1.ResourceClaim{{Name: "gpu"}}
+	return pod
+}
+
+func createDRAPod(t *testing.T, c *cluster.Cluster, name string, n int64) *corev1.Pod {
+	t.Helper()
+	return createPod(t, c, draPod(t, c, name, n))
+}
