@@ -24,7 +24,7 @@ import (
 // TestDRAClaimOnCluster runs hotgpud as a host process beside the cluster's
 // kubelet (--kubeconfig, --dra, kubelet's private --root-dir), applies the
 // DeviceClass of deploy/, and proves: the node's ResourceSlice lists the 8
-// GPUs; a pod with a ResourceClaimTemplate asking one gpu.hotgpu.dev device
+// GPUs, and only the 8th once live attach took 7; a pod with a ResourceClaimTemplate asking one gpu.hotgpu.dev device
 // runs with exactly the allocated GPU, held for the claim in the ledger
 // (refused to live attach); the claim survives a hotgpud restart; deleting
 // the pod unprepares it (GPU free, the claim's CDI spec gone).
@@ -40,6 +40,19 @@ func TestDRAClaimOnCluster(t *testing.T) {
 		n, err := sliceDevices(c)
 		return n == 8, fmt.Sprintf("%d devices (%v)", n, err)
 	})
+	// live attach takes 7 GPUs: DRA may then allocate only the 8th
+	createPod(t, c, busyboxPod("idle", 0))
+	mustCLI(t, d, "attach", "--pod", "default/idle", "--count", "7")
+	eventually(t, time.Minute, "the ResourceSlice without the 7 attached GPUs", func() (bool, string) {
+		n, err := sliceDevices(c)
+		return n == 1, fmt.Sprintf("%d devices (%v)", n, err)
+	})
+	free := -1
+	for _, s := range lsJSON(t, d) {
+		if s.Grant == nil {
+			free = s.Index
+		}
+	}
 
 	tmpl := &resourcev1.ResourceClaimTemplate{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaimTemplate"},
@@ -73,6 +86,19 @@ func TestDRAClaimOnCluster(t *testing.T) {
 	if dev.Driver != "gpu.hotgpu.dev" || dev.Pool != c.NodeName || err != nil {
 		t.Fatalf("allocated %+v, want a gpu.hotgpu.dev device of pool %s", dev, c.NodeName)
 	}
+	if index != free {
+		t.Fatalf("DRA allocated GPU %d, want %d, the one live attach left free", index, free)
+	}
+	deletePod(t, c, "default", "idle")
+	eventually(t, time.Minute, "the attached GPUs free again", func() (bool, string) {
+		held := 0
+		for _, s := range lsJSON(t, d) {
+			if s.Grant != nil {
+				held++
+			}
+		}
+		return held == 1, fmt.Sprintf("%d held", held)
+	})
 	gpus := lsJSON(t, d)
 	g := gpus[slices.IndexFunc(gpus, func(s api.GPUStatus) bool { return s.Index == index })]
 	if got, want := visibleNodes(t, c, "default", "dra"), []string{strconv.Itoa(g.Minor)}; !slices.Equal(got, want) {
