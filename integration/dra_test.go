@@ -18,6 +18,7 @@ import (
 
 	"github.com/hotgpu/hotgpu/integration/cluster"
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
@@ -278,4 +279,71 @@ func draPod(t *testing.T, c *cluster.Cluster, name string, n int64) *corev1.Pod 
 func createDRAPod(t *testing.T, c *cluster.Cluster, name string, n int64) *corev1.Pod {
 	t.Helper()
 	return createPod(t, c, draPod(t, c, name, n))
+}
+
+// TestDRANVLinkPairOnCluster: on the pcie8 preset (NVLink pairs behind PCIe
+// switches) a claim of two GPUs constrained to one nvlinkDomain, with a CEL
+// selector on memory, gets two GPUs joined by NVLink, none of them the one
+// live attach holds.
+func TestDRANVLinkPairOnCluster(t *testing.T) {
+	c, ctr := startCluster(t, nil)
+	d := startHotgpud(t, ctr, "--kubeconfig", c.AdminKubeconfig, "--node-name", c.NodeName,
+		"--dra", "--kubelet-root-dir", c.KubeletRootDir, "--simulate", "pcie8")
+	ctx := context.Background()
+	if out, err := c.Kubectl(ctx, "apply", "-f", "../deploy/dra.yaml"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	eventually(t, time.Minute, "the node's ResourceSlice with 8 GPUs", func() (bool, string) {
+		n, err := sliceDevices(c)
+		return n == 8, fmt.Sprintf("%d devices (%v)", n, err)
+	})
+	// GPU 1 attached live leaves GPU 0 without its NVLink partner: the
+	// first two free devices in order (0 and 2) are not a pair, so only the
+	// constraint makes the scheduler find one.
+	createPod(t, c, busyboxPod("idle", 0))
+	mustCLI(t, d, "attach", "--pod", "default/idle", "--gpu", "1")
+	eventually(t, time.Minute, "the ResourceSlice without GPU 1", func() (bool, string) {
+		n, err := sliceDevices(c)
+		return n == 7, fmt.Sprintf("%d devices (%v)", n, err)
+	})
+	pod := draPod(t, c, "pair", 2)
+	tmplPath := "/apis/resource.k8s.io/v1/namespaces/default/resourceclaimtemplates/pair"
+	var tmpl resourcev1.ResourceClaimTemplate
+	if err := c.Client().Get(ctx, tmplPath, &tmpl); err != nil {
+		t.Fatal(err)
+	}
+	// draPod made a plain template: replace it with the constrained one
+	if err := c.Client().Delete(ctx, tmplPath); err != nil {
+		t.Fatal(err)
+	}
+	spec := &tmpl.Spec.Spec.Devices
+	spec.Requests[0].Exactly.Selectors = []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
+		Expression: `device.capacity["gpu.hotgpu.dev"].memory.compareTo(quantity("1Gi")) >= 0`,
+	}}}
+	domain := resourcev1.FullyQualifiedName("gpu.hotgpu.dev/nvlinkDomain")
+	spec.Constraints = []resourcev1.DeviceConstraint{{Requests: []string{"gpu"}, MatchAttribute: &domain}}
+	tmpl.ResourceVersion, tmpl.UID = "", ""
+	tmpl.TypeMeta = metav1.TypeMeta{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaimTemplate"}
+	if err := c.Client().Create(ctx, "/apis/resource.k8s.io/v1/namespaces/default/resourceclaimtemplates", &tmpl); err != nil {
+		t.Fatal(err)
+	}
+	createPod(t, c, pod)
+	seen := visibleNodes(t, c, "default", "pair")
+	if len(seen) != 2 {
+		t.Fatalf("pair sees GPUs %v, want 2", seen)
+	}
+	byMinor := map[string]api.GPUStatus{}
+	for _, s := range lsJSON(t, d) {
+		byMinor[strconv.Itoa(s.Minor)] = s
+	}
+	a, b := byMinor[seen[0]], byMinor[seen[1]]
+	linked := slices.ContainsFunc(a.Peers, func(p gpu.Peer) bool { return p.Index == b.Index && p.NVLinks > 0 })
+	if !linked {
+		t.Fatalf("pair got GPUs %d and %d, not joined by NVLink (peers of %d: %+v)", a.Index, b.Index, a.Index, a.Peers)
+	}
+	if a.Index == 1 || b.Index == 1 {
+		t.Fatalf("pair got GPU 1, held by live attach")
+	}
+	deletePod(t, c, "default", "pair")
+	deletePod(t, c, "default", "idle")
 }
