@@ -27,7 +27,7 @@ import (
 // DeviceClass of deploy/, and proves: the node's ResourceSlice lists the 8
 // GPUs, and only the 8th once live attach took 7; a pod with a ResourceClaimTemplate asking one gpu.hotgpu.dev device
 // runs with exactly the allocated GPU, held for the claim in the ledger
-// (refused to live attach); the claim survives a hotgpud restart; deleting
+// (refused to live attach); the claim survives a hotgpud restart and a kill -9; deleting
 // the pod unprepares it (GPU free, the claim's CDI spec gone).
 func TestDRAClaimOnCluster(t *testing.T) {
 	c, ctr := startCluster(t, nil)
@@ -130,6 +130,9 @@ func TestDRAClaimOnCluster(t *testing.T) {
 	d.stop()
 	d.start()
 	checkClaimHeld("after a hotgpud restart")
+	d.kill9()
+	d.start()
+	checkClaimHeld("after kill -9 and a start")
 	eventually(t, time.Minute, "the ResourceSlice again after the restart", func() (bool, string) {
 		n, err := sliceDevices(c)
 		return n == 8, fmt.Sprintf("%d devices (%v)", n, err)
