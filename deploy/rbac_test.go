@@ -12,8 +12,8 @@ import (
 
 // agentRules is everything hotgpud's account may do: read pods, create and
 // delete attachments' holder pods (admission.yaml keeps them to holders on
-// its own node), carry out GPUAttachments, record events. Nothing more may
-// creep in unnoticed.
+// its own node), carry out GPUAttachments, record events, run the DRA
+// plugin. Nothing more may creep in unnoticed.
 var agentRules = map[string][]string{
 	"/pods":                                {"get", "list", "watch", "patch", "create", "delete"},
 	"hotgpu.dev/gpuattachments":            {"get", "list", "watch", "create", "update", "patch", "delete"},
@@ -21,6 +21,11 @@ var agentRules = map[string][]string{
 	"hotgpu.dev/gpuattachments/finalizers": {"update", "patch"},
 	"/events":                              {"create", "patch"},
 	"events.k8s.io/events":                 {"create", "patch"},
+	// the DRA kubelet plugin: its node's ResourceSlice, the claims it
+	// prepares, its Node (the slice's owner)
+	"resource.k8s.io/resourceslices": {"get", "list", "watch", "create", "update", "delete", "deletecollection"},
+	"resource.k8s.io/resourceclaims": {"get"},
+	"/nodes":                         {"get"},
 }
 
 // checkAgentRole: hotgpud's service account is bound to exactly one

@@ -55,6 +55,13 @@ func TestListAndWatchWithdrawsGPUsHeldElsewhere(t *testing.T) {
 			return f.ledger.Quarantine(attached.ContainerID, "pid 42 holds it", f.uuid(6))
 		}, 6, pluginapi.Unhealthy},
 		{"lifting the quarantine gives it back", func() error { _, err := f.ledger.Lift(f.uuid(6)); return err }, 6, pluginapi.Healthy},
+		{"a DRA claim withdraws", func() error {
+			return f.ledger.Acquire(ledger.Holder{ClaimUID: "u1", Claim: "ml/c"}, ledger.DRA, ledger.Active, f.uuid(7))
+		}, 7, pluginapi.Unhealthy},
+		{"unpreparing the claim gives it back", func() error {
+			_, err := f.ledger.ReleaseWhere(func(g ledger.Grant) bool { return g.Holder.ClaimUID == "u1" })
+			return err
+		}, 7, pluginapi.Healthy},
 	}
 	for _, s := range steps {
 		if err := s.change(); err != nil {

@@ -121,6 +121,10 @@ func parse(args []string) (*configv1.Config, *logrus.Entry, error) {
 		func(c *configv1.Config, v string) { c.Kubernetes.NodeName = v })
 	str("holder-image", def.Kubernetes.HolderImage, `pause image of the GPUAttachment holder pods that account attached GPUs ("" attaches without holders: nothing is charged)`,
 		func(c *configv1.Config, v string) { c.Kubernetes.HolderImage = v })
+	boolean("dra", "serve kubelet as the DRA driver gpu.hotgpu.dev too (needs the Kubernetes API: --kubeconfig, or in a pod)",
+		func(c *configv1.Config, v bool) { c.DRA.Enabled = v })
+	str("kubelet-root-dir", def.DRA.KubeletRootDir, "kubelet's --root-dir: the DRA plugin registers in <dir>/plugins_registry",
+		func(c *configv1.Config, v string) { c.DRA.KubeletRootDir = v })
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log JSON lines")

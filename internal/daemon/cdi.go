@@ -3,7 +3,10 @@ package daemon
 import (
 	"fmt"
 
+	specs "tags.cncf.io/container-device-interface/specs-go"
+
 	"github.com/hotgpu/hotgpu/cdi"
+	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 )
 
@@ -21,6 +24,22 @@ func (d *Daemon) writeCDI(inv *gpu.Inventory) error {
 	if err != nil {
 		return fmt.Errorf("failed to generate CDI spec: %w", err)
 	}
+	spec, err := d.cdiSpec(inv, drv)
+	if err != nil {
+		return err
+	}
+	path, err := cdi.Write(spec, d.cfg.CDI.Dir, cdi.SpecFile(cdi.FormatYAML))
+	if err != nil {
+		return err
+	}
+	d.cdiPath.Store(path)
+	d.log.WithFields(map[string]any{"path": path, "devices": len(spec.Devices)}).Info("CDI spec written")
+	return nil
+}
+
+// cdiSpec is the node's CDI spec for inv, with the driver's files drv
+// (nil: none found).
+func (d *Daemon) cdiSpec(inv *gpu.Inventory, drv *driver.Driver) (*specs.Spec, error) {
 	opts := []cdi.Option{
 		cdi.WithVendor(d.cfg.CDI.Vendor), cdi.WithClass(d.cfg.CDI.Class), cdi.WithHookPath(d.cfg.HookPath),
 	}
@@ -32,13 +51,7 @@ func (d *Daemon) writeCDI(inv *gpu.Inventory) error {
 	}
 	spec, err := cdi.Generate(inv, opts...)
 	if err != nil {
-		return fmt.Errorf("failed to generate CDI spec: %w", err)
+		return nil, fmt.Errorf("failed to generate CDI spec: %w", err)
 	}
-	path, err := cdi.Write(spec, d.cfg.CDI.Dir, cdi.SpecFile(cdi.FormatYAML))
-	if err != nil {
-		return err
-	}
-	d.cdiPath.Store(path)
-	d.log.WithFields(map[string]any{"path": path, "devices": len(spec.Devices)}).Info("CDI spec written")
-	return nil
+	return spec, nil
 }

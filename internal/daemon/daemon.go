@@ -17,6 +17,7 @@ import (
 
 	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
 	"github.com/hotgpu/hotgpu/deviceplugin"
+	"github.com/hotgpu/hotgpu/dra"
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/driver"
@@ -64,6 +65,8 @@ type Daemon struct {
 
 	// agent carries out GPUAttachments; nil without a Kubernetes API.
 	agent *k8s.Agent
+	// dra is the DRA kubelet plugin; nil unless dra.enabled.
+	dra *dra.Driver
 
 	// devicePlugin is the kubelet device plugin; nil when disabled.
 	devicePlugin *deviceplugin.Plugin
@@ -143,6 +146,9 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 		d.attach.SetUnits(systemd.New(), systemd.UnitOf)
 	}
 	if d.agent, err = newAgent(cfg, d.attach, d.ledger, d, log); err != nil {
+		return nil, err
+	}
+	if d.dra, err = d.newDRA(); err != nil {
 		return nil, err
 	}
 	if !cfg.NRI.Disabled {
@@ -229,6 +235,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.runHealthAndDevicePlugin(ctx, &wg)
 	d.runAgent(ctx, &wg)
+	d.runDRA(ctx, &wg)
 	wg.Add(1)
 	go func() { defer wg.Done(); d.loop(ctx) }()
 
@@ -353,6 +360,9 @@ func (d *Daemon) refreshInventory() {
 	}
 	d.reportDestroyedMIG(old, inv)
 	d.syncMIGPlugins(inv)
+	if d.dra != nil {
+		d.dra.Refresh()
+	}
 	if d.devicePlugin != nil {
 		d.devicePlugin.Refresh()
 		for _, p := range d.mig.plugins() {

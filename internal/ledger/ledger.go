@@ -30,6 +30,10 @@ const (
 	Annotation Reason = "annotation" // asked for by a policy-checked pod annotation
 	Attach     Reason = "attach"     // attached live through the API
 	Hook       Reason = "hook"       // granted by hotgpu-hook for a runtime without NRI
+	// DRA holds a GPU for a ResourceClaim prepared by the DRA kubelet
+	// plugin (package dra), from Prepare until Unprepare; the holder is the
+	// claim (Holder.ClaimUID), never a container.
+	DRA Reason = "dra"
 	// Quarantine holds a GPU that was detached while a process still had it
 	// open or mapped: the device cgroup checks only open(2), so that process
 	// keeps using it. Nobody gets the GPU until Lift, once no process holds
@@ -79,6 +83,10 @@ type Holder struct {
 	// allocation of the holder in this container, so the GPU is counted
 	// once and neither is refused as held by the other.
 	Realises string `json:"realises,omitempty"`
+	// ClaimUID and Claim ("namespace/name") name the ResourceClaim of a
+	// DRA grant.
+	ClaimUID string `json:"claimUID,omitempty"`
+	Claim    string `json:"claim,omitempty"`
 }
 
 // maxTokens bounds the tokens one grant keeps (the newest): one per
@@ -122,6 +130,8 @@ func (h Holder) String() string {
 		return "container " + ShortID(h.ContainerID)
 	case h.PodUID != "":
 		return "pod " + h.PodUID
+	case h.ClaimUID != "":
+		return "ResourceClaim " + h.Claim
 	default:
 		return "kubelet allocation"
 	}
@@ -619,6 +629,9 @@ func moved(cur Grant, h Holder, reason Reason) bool {
 func sameHolder(a, b Holder) bool {
 	if a.ContainerID != "" || b.ContainerID != "" {
 		return a.ContainerID == b.ContainerID
+	}
+	if a.ClaimUID != "" || b.ClaimUID != "" {
+		return a.ClaimUID == b.ClaimUID
 	}
 	return a.PodUID == b.PodUID && a.PodUID != ""
 }

@@ -51,6 +51,7 @@ type Config struct {
 	Metrics      Metrics      `json:"metrics"`
 	Health       Health       `json:"health"`
 	Kubernetes   Kubernetes   `json:"kubernetes,omitempty"`
+	DRA          DRA          `json:"dra,omitempty"`
 	// ReconcileInterval is how often live grants are re-checked against the
 	// containers' cgroups and re-applied when something reset them.
 	ReconcileInterval Duration `json:"reconcileInterval"`
@@ -70,6 +71,16 @@ type Kubernetes struct {
 	// into the target container. Empty attaches without a holder pod, and
 	// an attached GPU is then not charged to the namespace.
 	HolderImage string `json:"holderImage"`
+}
+
+// DRA configures the DRA kubelet plugin, driver gpu.hotgpu.dev (package
+// dra). It needs the Kubernetes API of Kubernetes (the kubeconfig or the
+// in-cluster config).
+type DRA struct {
+	Enabled bool `json:"enabled,omitempty"`
+	// KubeletRootDir is kubelet's --root-dir: the plugin registers in
+	// <root>/plugins_registry and listens in <root>/plugins/gpu.hotgpu.dev.
+	KubeletRootDir string `json:"kubeletRootDir,omitempty"`
 }
 
 // NRI configures the containerd NRI plugin.
@@ -195,6 +206,7 @@ func Default() *Config {
 			RecoveryWindow: Duration{5 * time.Minute},
 			IgnoredXids:    []uint64{13, 31, 43, 45, 68, 109},
 		},
+		DRA:               DRA{KubeletRootDir: "/var/lib/kubelet"},
 		ReconcileInterval: Duration{30 * time.Second},
 		Kubernetes:        Kubernetes{HolderImage: "registry.k8s.io/pause:3.10"},
 	}
@@ -254,6 +266,7 @@ func (c *Config) Validate() error {
 		"api.socket": c.API.Socket, "devicePlugin.kubeletDir": c.DevicePlugin.KubeletDir,
 		"devicePlugin.podResourcesSocket": c.DevicePlugin.PodResourcesSocket,
 		"hookPath":                        c.HookPath, "driverRoot": c.DriverRoot,
+		"dra.kubeletRootDir": c.DRA.KubeletRootDir,
 	} {
 		if p == "" || !filepath.IsAbs(p) {
 			bad("%s must be an absolute path, got %q", name, p)
