@@ -231,7 +231,7 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 		p, _ := inv.ByUUID(g.GPU)
 		gpus = append(gpus, p)
 	}
-	if err := m.checkBusy(gpus, force); err != nil {
+	if err := m.refuseBusy(gpus, force); err != nil {
 		return nil, err
 	}
 	// what the container keeps (a sibling MIG instance's parent node) stays
@@ -361,23 +361,22 @@ func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledg
 	return out, nil
 }
 
-// checkBusy refuses gpus that a process anywhere on the node holds, unless
-// force: a holder need not be in the container's cgroup (a sub-cgroup, or
-// another process it passed the fd to).
-func (m *Manager) checkBusy(gpus []*gpu.GPU, force bool) error {
+// refuseBusy refuses a detach while any process of the node holds one of
+// gpus. A forced detach skips this scan: the one after the revoke
+// (releaseOrQuarantine) finds the holders anyway, logs them and quarantines
+// what they still hold, so scanning /proc here too would only repeat it.
+func (m *Manager) refuseBusy(gpus []*gpu.GPU, force bool) error {
+	if force {
+		return nil
+	}
 	holders, err := m.holders(gpus)
 	if err != nil {
 		return err
 	}
 	for _, g := range gpus {
-		pids := holders[g.UUID]
-		if len(pids) == 0 {
-			continue
-		}
-		if !force {
+		if pids := holders[g.UUID]; len(pids) > 0 {
 			return fmt.Errorf("%w: GPU %s is held open by %s; stop them or detach with --force (the GPU is then quarantined until they let go)", ErrBusy, g.ID(), describePIDs(pids))
 		}
-		m.log.WithFields(map[string]any{"gpu": g.Index, "pids": pids}).Warn("detaching a GPU that is in use (--force)")
 	}
 	return nil
 }
