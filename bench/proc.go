@@ -12,27 +12,42 @@ import (
 // 100 on every Linux architecture Go supports.
 const clockTicks = 100
 
-// RSS returns a process's resident set (VmRSS) and its peak (VmHWM), in bytes.
-func RSS(pid int) (rss, peak int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, fmt.Errorf("failed to read memory of process %d: %w", pid, err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
+// Mem is a process's memory as /proc/<pid>/status and smaps_rollup tell it,
+// in bytes.
+type Mem struct {
+	RSS  int64 // VmRSS: resident pages, private and file-backed
+	Peak int64 // VmHWM: the most VmRSS has been
+	Anon int64 // RssAnon: the process's own memory (heap, stacks)
+	File int64 // RssFile: pages of mapped files, the binary's text first
+	// FilePMD is the part of File mapped as whole 2 MiB folios
+	// (FilePmdMapped): a kernel with large page-cache folios maps the
+	// binary's text in 2 MiB pieces on first touch, so File grows with
+	// the binary's size rather than with what runs.
+	FilePMD int64
+}
+
+// Memory reads a process's Mem.
+func Memory(pid int) (Mem, error) {
+	var m Mem
+	fields := map[string]*int64{"VmRSS": &m.RSS, "VmHWM": &m.Peak, "RssAnon": &m.Anon, "RssFile": &m.File, "FilePmdMapped": &m.FilePMD}
+	for _, f := range []string{"status", "smaps_rollup"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+		if err != nil {
+			if f == "smaps_rollup" { // optional: FilePMD stays 0
+				continue
+			}
+			return Mem{}, fmt.Errorf("failed to read memory of process %d: %w", pid, err)
 		}
-		var kb int64
-		fmt.Sscan(strings.TrimSpace(v), &kb)
-		switch k {
-		case "VmRSS":
-			rss = kb << 10
-		case "VmHWM":
-			peak = kb << 10
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if p, want := fields[k]; ok && want {
+				var kb int64
+				fmt.Sscan(strings.TrimSpace(v), &kb)
+				*p = kb << 10
+			}
 		}
 	}
-	return rss, peak, nil
+	return m, nil
 }
 
 // CPUTime returns the user+system CPU time a process has used.
