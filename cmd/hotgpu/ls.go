@@ -26,7 +26,9 @@ gets it until that process lets go, which hotgpud checks at every reconcile.
 
 const statusHelp = `Usage: hotgpu status [-o text|json] [--socket PATH]
 
-Show hotgpud's version, GPUs, NRI connection and CDI spec.
+Show hotgpud's version, GPUs, NRI connection, device plugin, CDI spec, how often
+it re-checks live grants (reconcile) and when it last did, and any problem
+that needs an operator.
 `
 
 func runLs(ctx context.Context, s stdio, args []string) error {
@@ -64,6 +66,19 @@ func runLs(ctx context.Context, s stdio, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID(), g.UUID, name, health, holder, why, since)
 	}
 	return tw.Flush()
+}
+
+// reconcileLine says how often hotgpud re-checks live grants and when it
+// last did: a stale time means the reconcile loop is stuck.
+func reconcileLine(st *api.Status, now time.Time) string {
+	every := "every " + st.ReconcileInterval
+	if st.ReconcileInterval == "" {
+		every = "off"
+	}
+	if st.LastReconcile.IsZero() {
+		return every + ", none yet"
+	}
+	return fmt.Sprintf("%s, last %s ago", every, now.Sub(st.LastReconcile).Round(time.Second))
 }
 
 // grantHolder is the HELD BY and WHY columns of a grant. A quarantined GPU
@@ -111,6 +126,7 @@ func runStatus(ctx context.Context, s stdio, args []string) error {
 		{"NRI", fmt.Sprintf("%s, %d containers known", nri, st.Containers)},
 		{"device plugin", st.DevicePlugin},
 		{"CDI spec", st.CDISpec},
+		{"reconcile", reconcileLine(st, time.Now())},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
 	}
