@@ -34,8 +34,10 @@ build: host-deps ## build hotgpud, hotgpu (+ hotgpu-cdi), hotgpu-hook and kubect
 test: host-deps ## unit tests with the race detector (root runs the cgroup tests too)
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
 
+INTEGRATION_LOCK ?= /tmp/hotgpu-integration.lock
 integration: deps deps-kubelet deps-cluster ## real containerd + runc + Kubernetes tests (root; builds them on first run)
-	$(GO) test -race -count=1 -timeout 20m -v ./integration/... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+	@echo "integration runs take $(INTEGRATION_LOCK) in turn: kubelet's device-plugin dir is one per host"
+	flock $(INTEGRATION_LOCK) $(GO) test -race -count=1 -timeout 20m -v ./integration/... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 check: ## everything CI runs: lint, deps (report), vulns (when reachable), unit, fuzz (short), integration
 	@mkdir -p $(BIN) && rm -f $(HOTGPU_SKIP_LOG)
