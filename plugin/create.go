@@ -29,7 +29,7 @@ type request struct {
 // CreateContainer decides the container's GPUs, records them in the ledger
 // and returns the adjustment that gives them to it. Any bad or
 // unsatisfiable request fails the creation and leaves the ledger unchanged.
-func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
 	log := p.log.WithFields(map[string]any{"pod": pod.GetNamespace() + "/" + pod.GetName(), "container": c.GetName()})
 	p.registry.Put(toRegistry(pod, c))
 	inv := p.inv.Inventory()
@@ -49,7 +49,18 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.
 		return nil, nil, nil
 	}
 	uuids := uuidsOf(req.gpus)
+	var charged bool
+	if req.reason == ledger.Annotation {
+		if charged, err = p.charge(ctx, pod, c, len(uuids)); err != nil {
+			err = fmt.Errorf("%s: %w", req.source, err)
+			log.WithError(err).Warn("refused container")
+			return nil, nil, err
+		}
+	}
 	if err := p.ledger.Acquire(holderOf(pod, c), req.reason, ledger.Active, uuids...); err != nil {
+		if charged {
+			p.uncharge(ctx, pod, c)
+		}
 		err = fmt.Errorf("%s: %w", req.source, err)
 		log.WithError(err).Warn("refused container")
 		return nil, nil, err
