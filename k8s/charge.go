@@ -3,6 +3,7 @@ package k8s
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -94,9 +95,12 @@ func (ag *Agent) chargePod(ns, podName, podUID, container string, n int) *corev1
 	return p
 }
 
-// isCharge reports whether p is the charge pod of container of pod podUID.
-func isCharge(p *corev1.Pod, podUID, container string) bool {
-	if p.Labels[ChargeForLabel] != podUID || p.Labels[ChargeContainerLabel] != container {
+// isCharge reports whether p is the charge pod of container of pod podUID
+// that this node's agent made: labelled so, gated, owned by the pod.
+func (ag *Agent) isCharge(p *corev1.Pod, podUID, container string) bool {
+	if p.Labels[ChargeForLabel] != podUID || p.Labels[ChargeContainerLabel] != container ||
+		p.Labels[hotgpuv1.NodeLabel] != ag.node ||
+		!slices.ContainsFunc(p.Spec.SchedulingGates, func(g corev1.PodSchedulingGate) bool { return g.Name == ChargeGate }) {
 		return false
 	}
 	for _, r := range p.OwnerReferences {
@@ -153,7 +157,7 @@ func (ag *Agent) chargedAlready(ctx context.Context, want *corev1.Pod, podUID, c
 	if err != nil {
 		return fmt.Errorf("cannot read charge pod %s/%s, so no GPU is given: %w", want.Namespace, want.Name, err)
 	}
-	if !isCharge(have, podUID, container) || have.DeletionTimestamp != nil {
+	if !ag.isCharge(have, podUID, container) || have.DeletionTimestamp != nil {
 		return fmt.Errorf("pod %s/%s is in the way of the charge pod of container %s (not its charge pod, or being deleted): "+
 			"delete it; no GPU is given until then", want.Namespace, want.Name, container)
 	}
@@ -179,7 +183,7 @@ func (ag *Agent) Uncharge(ctx context.Context, ns, podName, podUID, container st
 	if err != nil {
 		return fmt.Errorf("failed to read charge pod %s/%s: %w", ns, name, err)
 	}
-	if !isCharge(have, podUID, container) {
+	if !ag.isCharge(have, podUID, container) {
 		return nil // not ours: left alone
 	}
 	err = ag.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &have.UID}})

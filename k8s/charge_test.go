@@ -59,7 +59,7 @@ func TestChargePodAsksTheGPUsAndNeverRuns(t *testing.T) {
 		t.Fatalf("pods %v, want one charge pod", pods)
 	}
 	p := pods[0]
-	if p.Name != ChargeName("nb", string(nb.UID), "main") || !isCharge(&p, string(nb.UID), "main") {
+	if p.Name != ChargeName("nb", string(nb.UID), "main") || !e.ag.isCharge(&p, string(nb.UID), "main") {
 		t.Fatalf("charge pod %s labels %v owners %v", p.Name, p.Labels, p.OwnerReferences)
 	}
 	if p.Labels[hotgpuv1.NodeLabel] != node || p.Spec.NodeName != "" ||
