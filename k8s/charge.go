@@ -143,6 +143,12 @@ func (ag *Agent) Charge(ctx context.Context, ns, podName, podUID, container stri
 	case apierrors.IsAlreadyExists(err):
 		return false, ag.chargedAlready(ctx, want, podUID, container, n)
 	case apierrors.IsForbidden(err) || apierrors.IsInvalid(err):
+		// quota admission runs before the name is looked at: a restarted
+		// container under a full quota (full of its own charge) is refused
+		// so even though its charge pod is there
+		if ag.chargedAlready(ctx, want, podUID, container, n) == nil {
+			return false, nil
+		}
 		return false, fmt.Errorf("%d GPU(s) not charged to namespace %s: %w", n, ns, err)
 	default:
 		return false, fmt.Errorf("cannot charge %d GPU(s) to namespace %s's quota, so none is given "+

@@ -75,10 +75,18 @@ func TestChargePodAsksTheGPUsAndNeverRuns(t *testing.T) {
 	if req.Value() != 2 || lim.Value() != 2 || p.Spec.PriorityClassName != "high" {
 		t.Fatalf("requests %v limits %v priority %q; want 2 GPUs at the pod's priority", req, lim, p.Spec.PriorityClassName)
 	}
-	// the container restarted: the same charge, nothing new
-	made, err = e.ag.Charge(context.Background(), "team-a", "nb", string(nb.UID), "main", 2)
-	if err != nil || made || len(e.pods()) != 1 {
-		t.Fatalf("second Charge = %t, %v, pods %d; want the charge pod found", made, err, len(e.pods()))
+	// the container restarted: the same charge, nothing new; also when the
+	// quota is full (of this charge), which admission says before the name
+	for _, full := range []bool{false, true} {
+		if full {
+			e.client.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "x", errors.New("exceeded quota: gpu"))
+			})
+		}
+		made, err = e.ag.Charge(context.Background(), "team-a", "nb", string(nb.UID), "main", 2)
+		if err != nil || made || len(e.pods()) != 1 {
+			t.Fatalf("quota full %t: Charge again = %t, %v, pods %d; want the charge pod found", full, made, err, len(e.pods()))
+		}
 	}
 }
 
