@@ -168,7 +168,7 @@ func testAnnotationQuota(t *testing.T, h *hotgpuCluster) {
 	if err := h.Client().Create(ctx, "/api/v1/namespaces/team-a/pods", second); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = h.Client().Delete(ctx, "/api/v1/namespaces/team-a/pods/ann2") }()
+	defer func() { _ = h.Client().Delete(ctx, "/api/v1/namespaces/team-a/pods/ann2") }() // deleted below
 	var why string
 	eventually(t, time.Minute, "ann2 refused at creation with the quota's message", func() (bool, string) {
 		p, err := getPod(t, h.Cluster, "team-a", "ann2")
@@ -199,6 +199,27 @@ func testAnnotationQuota(t *testing.T, h *hotgpuCluster) {
 	}
 	h.chargePod(t, ann2)
 	h.waitQuotaUsed(t, 1, "ann2's charge pod counted, ann's not")
+
+	// a pod that ends (Succeeded) stays, but its charge goes: the agent
+	// deletes the charge pod, and the quota is free
+	deletePod(t, h.Cluster, "team-a", "ann2")
+	h.waitQuotaUsed(t, 0, "ann2's charge gone with it")
+	once := busyboxPod("once", 0)
+	once.Namespace, once.Spec.RestartPolicy = "team-a", corev1.RestartPolicyNever
+	once.Annotations = map[string]string{"gpus.hotgpu.dev/container.main": "1"}
+	once.Spec.Containers[0].Command = []string{"sleep", "5"}
+	once = createPod(t, h.Cluster, once)
+	defer func() { _ = h.Client().Delete(ctx, "/api/v1/namespaces/team-a/pods/once") }()
+	onceCharge := h.chargePod(t, once)
+	eventually(t, time.Minute, "once Succeeded and its charge pod gone", func() (bool, string) {
+		p, err := getPod(t, h.Cluster, "team-a", "once")
+		if err != nil {
+			return false, err.Error()
+		}
+		_, err = getPod(t, h.Cluster, "team-a", onceCharge.Name)
+		return p.Status.Phase == corev1.PodSucceeded && errors.Is(err, cluster.ErrNotFound), fmt.Sprintf("phase %s, charge pod: %v", p.Status.Phase, err)
+	})
+	h.waitQuotaUsed(t, 0, "the quota free while once stays (Succeeded)")
 }
 
 // restartMain kills p's container main (SIGKILL to its task) and waits
