@@ -11,9 +11,10 @@ import (
 )
 
 // agentRules is everything hotgpud's account may do: read pods, create and
-// delete attachments' holder pods (admission.yaml keeps them to holders on
-// its own node), carry out GPUAttachments, record events, run the DRA
-// plugin. Nothing more may creep in unnoticed.
+// delete attachments' holder pods and annotation GPUs' charge pods
+// (admission.yaml keeps them to holders on its own node and gated charge
+// pods labelled with it), carry out GPUAttachments, record events, run the
+// DRA plugin. Nothing more may creep in unnoticed.
 var agentRules = map[string][]string{
 	"/pods":                                {"get", "list", "watch", "patch", "create", "delete"},
 	"hotgpu.dev/gpuattachments":            {"get", "list", "watch", "create", "update", "patch", "delete"},

@@ -106,6 +106,9 @@ type Agent struct {
 	refused map[string]string
 	made    map[string]*hotgpuv1.GPUAttachment
 	gone    map[string]string
+	// uncharged are the pods' containers ("podUID/container") whose
+	// charge pods were deleted (charge.go).
+	uncharged map[string]bool
 }
 
 // byPod indexes attachments by "namespace/podName".

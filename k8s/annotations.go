@@ -169,8 +169,14 @@ func (ag *Agent) enqueuePod(p *corev1.Pod) {
 func (ag *Agent) adjustPod(ctx context.Context, key string) error {
 	ns, name, _ := strings.Cut(strings.TrimPrefix(key, podKeyPrefix), "/")
 	pod, err := ag.pods.Pods(ns).Get(name)
-	if err != nil || !podRunning(pod) || pod.DeletionTimestamp != nil {
-		return nil // gone or not running: creation or the garbage collector takes care
+	if err != nil || pod.DeletionTimestamp != nil {
+		return nil // gone: the garbage collector takes care
+	}
+	if err := ag.unchargeDone(ctx, pod); err != nil {
+		return err
+	}
+	if !podRunning(pod) {
+		return nil // creation takes care
 	}
 	applied := map[string]string{}
 	var errs []error
@@ -286,6 +292,11 @@ func (ag *Agent) forget(obj any) {
 	for k := range ag.refused {
 		if strings.HasPrefix(k, string(p.UID)+"/") {
 			delete(ag.refused, k)
+		}
+	}
+	for k := range ag.uncharged {
+		if strings.HasPrefix(k, string(p.UID)+"/") {
+			delete(ag.uncharged, k)
 		}
 	}
 	for k, a := range ag.made {

@@ -27,9 +27,10 @@ type request struct {
 }
 
 // CreateContainer decides the container's GPUs, records them in the ledger
-// and returns the adjustment that gives them to it. Any bad or
-// unsatisfiable request fails the creation and leaves the ledger unchanged.
-func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+// (annotation GPUs charged to the namespace's quota first, on a cluster)
+// and returns the adjustment that gives them to it. Any bad, unsatisfiable
+// or over-quota request fails the creation and leaves the ledger unchanged.
+func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
 	log := p.log.WithFields(map[string]any{"pod": pod.GetNamespace() + "/" + pod.GetName(), "container": c.GetName()})
 	p.registry.Put(toRegistry(pod, c))
 	inv := p.inv.Inventory()
@@ -49,8 +50,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.
 		return nil, nil, nil
 	}
 	uuids := uuidsOf(req.gpus)
-	if err := p.ledger.Acquire(holderOf(pod, c), req.reason, ledger.Active, uuids...); err != nil {
-		err = fmt.Errorf("%s: %w", req.source, err)
+	if err := p.record(ctx, pod, c, req); err != nil {
 		log.WithError(err).Warn("refused container")
 		return nil, nil, err
 	}
@@ -70,6 +70,27 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.
 	adj := adjustment(inv, c, req.gpus)
 	p.addDriver(adj, c)
 	return adj, nil, nil
+}
+
+// record charges annotation GPUs to the namespace's quota (plugin/charge.go)
+// and then records the grant; a charge made for GPUs that were taken
+// meanwhile is taken back.
+func (p *Plugin) record(ctx context.Context, pod *api.PodSandbox, c *api.Container, req *request) error {
+	uuids := uuidsOf(req.gpus)
+	var charged bool
+	if req.reason == ledger.Annotation {
+		var err error
+		if charged, err = p.charge(ctx, pod, c, len(uuids)); err != nil {
+			return fmt.Errorf("%s: %w", req.source, err)
+		}
+	}
+	if err := p.ledger.Acquire(holderOf(pod, c), req.reason, ledger.Active, uuids...); err != nil {
+		if charged {
+			p.uncharge(ctx, pod, c)
+		}
+		return fmt.Errorf("%s: %w", req.source, err)
+	}
+	return nil
 }
 
 // hotplugReady answers a container that asks no GPU: one whose pod carries

@@ -69,6 +69,8 @@ type Plugin struct {
 	// holders confirms a GPUAttachment holder pod (SetHolders); nil: no
 	// pod is one.
 	holders atomic.Pointer[Holders]
+	// charger charges annotation GPUs to quota (SetCharger); nil: none.
+	charger atomic.Pointer[Charger]
 }
 
 // Holders confirms that a pod is the holder pod of a GPUAttachment, by the

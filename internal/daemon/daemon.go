@@ -169,6 +169,7 @@ func New(cfg *configv1.Config, log *logrus.Entry) (d *Daemon, err error) {
 		}
 		if d.agent != nil {
 			d.plugin.SetHolders(d.agent)
+			d.plugin.SetCharger(d.agent)
 		}
 	}
 	return d, nil
