@@ -184,6 +184,8 @@ func (m *Manager) makeNodes(r *resolved, nodes []gpu.DeviceNode) ([]hotplug.Made
 
 // undo removes the nodes hotgpu made and revokes nodes, best effort.
 func (m *Manager) undo(r *resolved, inv *gpu.Inventory, granted []ledger.Grant, nodes []gpu.DeviceNode, made []hotplug.Made) {
+	made, files := splitFiles(made)
+	m.undoFiles(r, files)
 	for _, n := range made {
 		if err := hotplug.RemoveMade(r.target.Root, n); err != nil {
 			m.log.WithError(err).WithField("node", n.Path).Warn("left a node in the container")
@@ -304,6 +306,7 @@ func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, n
 		_ = access.Grant(nodes)
 		return nil, err
 	}
+	made, files := splitFiles(made)
 	for _, n := range made {
 		err := hotplug.RemoveMade(r.target.Root, n)
 		if errors.Is(err, hotplug.ErrUnsafePath) || errors.Is(err, hotplug.ErrNotMade) {
@@ -320,7 +323,27 @@ func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, n
 			return nil, fmt.Errorf("failed to remove %s from the container: %w", n.Path, err)
 		}
 	}
+	kept = append(kept, m.undoFiles(r, files)...)
 	return kept, m.step("removed")
+}
+
+// undoFiles restores the container's view where attach put files other
+// than device nodes (the linker cache): best effort, the GPU is gone
+// already; it returns the paths it left.
+func (m *Manager) undoFiles(r *resolved, files []hotplug.Made) []string {
+	if len(files) == 0 {
+		return nil
+	}
+	left, err := undoFiles(r.target.PID, files)
+	if err != nil {
+		m.log.WithError(err).WithField("container", r.holder.String()).Warn("failed to restore the container's own linker cache")
+		for _, f := range files {
+			if !slices.Contains(left, f.Path) {
+				left = append(left, f.Path)
+			}
+		}
+	}
+	return left
 }
 
 func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledger.Grant, error) {

@@ -76,11 +76,11 @@ func TestGiveDriverNotes(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			old := giveRunning
 			defer func() { giveRunning = old }()
-			giveRunning = func(_ context.Context, pid int, e *driver.Edits) (int, error) {
+			giveRunning = func(_ context.Context, pid int, e *driver.Edits) (int, *hooks.CacheMount, error) {
 				if pid != h.PID || e == nil || len(e.Mounts) == 0 {
 					t.Errorf("giveRunning(%d, %v)", pid, e)
 				}
-				return tc.n, tc.err
+				return tc.n, nil, tc.err
 			}
 			note := d.giveDriver(h)
 			for _, w := range tc.want {

@@ -243,3 +243,227 @@ func mountpoint(dir *os.File, name string, isDir bool) (fd int, created bool, er
 	}
 	return fd, created, nil
 }
+
+// View is a detached, read-only copy of a process's whole mount tree with a
+// small tmpfs of hotgpu's own over its /dev: a view of a container's files
+// for a host tool to read (ldconfig -r), whose writes can only land in the
+// tmpfs. Neither the container nor the host sees it; it goes with Close.
+type View struct {
+	// Root is the copy's root directory, for a child process as
+	// /proc/self/fd/N.
+	Root *os.File
+	// Scratch is the tmpfs's root directory; the copy shows it at /dev.
+	Scratch *os.File
+}
+
+// Close releases the view and its tmpfs (unless a clone of a file in it
+// was attached somewhere: that keeps the tmpfs alive).
+func (v *View) Close() error { return errors.Join(v.Root.Close(), v.Scratch.Close()) }
+
+// ScratchView makes a View of pid's mount namespace. The copy is made on a
+// thread that joined it and then unshared a private namespace of its own,
+// so the container's mounts are never changed; /dev in it must be a
+// directory, not a symlink. The tmpfs is made here, in the caller's
+// namespace, and only a clone of it goes into the copy: Scratch stays a
+// mount that files can be cloned from (CloneFile) once the copy is gone.
+func ScratchView(pid int) (*View, error) {
+	scratch, err := newTmpfs()
+	if err != nil {
+		return nil, err
+	}
+	var root *os.File
+	err = Enter(pid, func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("failed to make a private copy of the container's mounts: %w", err)
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("failed to make the copy of the container's mounts private: %w", err)
+		}
+		ro := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(unix.AT_FDCWD, "/", unix.AT_RECURSIVE, &ro); err != nil {
+			return fmt.Errorf("failed to make the copy of the container's mounts read-only: %w", err)
+		}
+		dev, err := unix.Openat2(unix.AT_FDCWD, "/dev", &unix.OpenHow{
+			Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+		if err != nil {
+			return fmt.Errorf("failed to open the container's /dev (a directory, not a symlink): %w", err)
+		}
+		defer unix.Close(dev)
+		clone, err := unix.OpenTree(int(scratch.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+		if err != nil {
+			return fmt.Errorf("failed to clone the scratch tmpfs: %w", err)
+		}
+		defer unix.Close(clone)
+		if err := unix.MoveMount(clone, "", dev, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+			return fmt.Errorf("failed to mount a scratch tmpfs in the copy of the container's mounts: %w", err)
+		}
+		fd, err := unix.OpenTree(unix.AT_FDCWD, "/", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+		if err != nil {
+			return fmt.Errorf("failed to copy the container's mounts: %w", err)
+		}
+		root = os.NewFile(uintptr(fd), "container-view")
+		return nil
+	})
+	if err != nil {
+		scratch.Close()
+		return nil, err
+	}
+	return &View{Root: root, Scratch: scratch}, nil
+}
+
+// newTmpfs makes a detached tmpfs (nosuid, nodev, noexec, 16 MiB, 0700).
+func newTmpfs() (*os.File, error) {
+	fs, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("failed to make a scratch tmpfs: %w", err)
+	}
+	defer unix.Close(fs)
+	for k, v := range map[string]string{"source": "hotgpu", "size": "16m", "mode": "0700"} {
+		if err := unix.FsconfigSetString(fs, k, v); err != nil {
+			return nil, fmt.Errorf("failed to make a scratch tmpfs (%s=%s): %w", k, v, err)
+		}
+	}
+	if err := unix.FsconfigCreate(fs); err != nil {
+		return nil, fmt.Errorf("failed to make a scratch tmpfs: %w", err)
+	}
+	m, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("failed to mount a scratch tmpfs: %w", err)
+	}
+	return os.NewFile(uintptr(m), "scratch"), nil
+}
+
+// CloneFile makes a detached read-only bind mount (nosuid, nodev, noexec)
+// of the regular file name in dir, to Attach elsewhere.
+func CloneFile(dir *os.File, name string) (*Tree, error) {
+	fd, err := unix.OpenTree(int(dir.Fd()), name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
+	if err != nil {
+		return nil, fmt.Errorf("failed to clone the mount of %s: %w", name, err)
+	}
+	t := &Tree{f: os.NewFile(uintptr(fd), name)}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		t.Close()
+		return nil, fmt.Errorf("failed to clone %s: not a regular file (%v)", name, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("failed to make the mount of %s read-only: %w", name, err)
+	}
+	return t, nil
+}
+
+// Stat returns the device and inode of the tree's file.
+func (t *Tree) Stat() (dev, ino uint64, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(t.f.Fd()), &st); err != nil {
+		return 0, 0, err
+	}
+	return st.Dev, st.Ino, nil
+}
+
+// FileID is a file by filesystem and inode; the zero FileID is none.
+type FileID struct {
+	Dev, Ino uint64
+}
+
+// Over mounts t at target inside root, as Attach does, and returns the
+// empty file it made there to mount on when target did not exist (zero
+// when it did). A target that shows t's file already is left as it is
+// (mounted false).
+func Over(root *os.File, t *Tree, target string) (made FileID, mounted bool, err error) {
+	p, err := prepare(root, t, target)
+	if err != nil {
+		return FileID{}, false, err
+	}
+	defer p.close()
+	if p.fd < 0 {
+		return FileID{}, false, nil
+	}
+	if p.created {
+		var st unix.Stat_t
+		if err := unix.Fstat(p.fd, &st); err != nil {
+			p.remove()
+			return FileID{}, false, fmt.Errorf("failed to stat the mount point %s: %w", target, err)
+		}
+		made = FileID{Dev: st.Dev, Ino: st.Ino}
+	}
+	if err := unix.MoveMount(int(t.f.Fd()), "", p.fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		p.remove()
+		return FileID{}, false, fmt.Errorf("failed to mount %s at %s in the container: %w", t.f.Name(), target, err)
+	}
+	return made, true, nil
+}
+
+// Undo takes away, in the mount namespace of pid, what Over put at target
+// and nothing else: while what target shows is one of ours (a file in
+// ours, by device and inode), a mount whose root it is is unmounted and an
+// empty regular file is removed. Anything else found there (the
+// container's own file, its own mount, a symlink) is left as it is and
+// reported as left.
+func Undo(pid int, target string, ours ...FileID) (left bool, err error) {
+	if !path.IsAbs(target) || path.Clean(target) != target || target == "/" {
+		return false, fmt.Errorf("invalid path %q", target)
+	}
+	err = Enter(pid, func() error {
+		for i := range len(ours) + 1 {
+			id, mountRoot, regularEmpty, err := statIn(target)
+			switch {
+			case errors.Is(err, unix.ENOENT):
+				return nil
+			case err != nil:
+				return err
+			case !slices.Contains(ours, id):
+				left = i == 0 // after an unmount: the container's own file, as before
+				return nil
+			case mountRoot:
+				if err := unix.Unmount(target, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
+					return fmt.Errorf("failed to unmount %s in the container: %w", target, err)
+				}
+			case regularEmpty:
+				return removeIn(target)
+			default:
+				left = true
+				return nil
+			}
+		}
+		return nil
+	})
+	return left, err
+}
+
+// removeIn unlinks p, resolved from the current root without following
+// any symlink.
+func removeIn(p string) error {
+	dir, err := unix.Openat2(unix.AT_FDCWD, path.Dir(p), &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+	if err != nil {
+		return fmt.Errorf("failed to open %s in the container: %w", path.Dir(p), err)
+	}
+	defer unix.Close(dir)
+	if err := unix.Unlinkat(dir, path.Base(p), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("failed to remove %s from the container: %w", p, err)
+	}
+	return nil
+}
+
+// statIn stats p, resolved from the current root without following any
+// symlink: its file, whether it is the root of a mount, and whether it is
+// an empty regular file.
+func statIn(p string) (id FileID, mountRoot, regularEmpty bool, err error) {
+	fd, err := unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+	if err != nil {
+		return FileID{}, false, false, err
+	}
+	defer unix.Close(fd)
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS, &stx); err != nil {
+		return FileID{}, false, false, err
+	}
+	id = FileID{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino}
+	mountRoot = stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
+	regularEmpty = stx.Mode&unix.S_IFMT == unix.S_IFREG && stx.Size == 0
+	return id, mountRoot, regularEmpty, nil
+}
