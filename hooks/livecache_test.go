@@ -133,6 +133,15 @@ func TestLiveCacheNeverWritesTheContainersCache(t *testing.T) {
 				}
 			}
 
+			// What is not hotgpu's (by device and inode) is left.
+			during := seen(t, inside)
+			if left, err := mountns.Undo(pid, LDCachePath, mountns.FileID{Dev: 1, Ino: 1}); err != nil || !left {
+				t.Errorf("Undo of a file that is not there = left %v, %v; want left", left, err)
+			}
+			if got := seen(t, inside); got != during {
+				t.Errorf("Undo of something else changed the container's cache: %s -> %s", during, got)
+			}
+
 			left, err := mountns.Undo(pid, LDCachePath, cm.Mounted, cm.Made)
 			if err != nil || left {
 				t.Fatalf("Undo = left %v, %v", left, err)

@@ -396,36 +396,38 @@ func Over(root *os.File, t *Tree, target string) (made FileID, mounted bool, err
 	return made, true, nil
 }
 
-// Undo takes away, in the mount namespace of pid, what Over put at target
-// and nothing else: while what target shows is one of ours (a file in
-// ours, by device and inode), a mount whose root it is is unmounted and an
-// empty regular file is removed. Anything else found there (the
+// Undo takes away, in the mount namespace of pid and under its root (as
+// Over was given it), what Over put at target and nothing else: while what
+// target shows is one of ours (a file in ours, by device and inode), a
+// mount whose root it is is unmounted and an empty regular file is
+// removed. Each is acted on through the handle it was checked by, so
+// nothing put there in between is touched. Anything else found there (the
 // container's own file, its own mount, a symlink) is left as it is and
 // reported as left.
 func Undo(pid int, target string, ours ...FileID) (left bool, err error) {
 	if !path.IsAbs(target) || path.Clean(target) != target || target == "/" {
 		return false, fmt.Errorf("invalid path %q", target)
 	}
+	root, err := os.OpenFile("/proc/"+strconv.Itoa(pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("failed to open the root of pid %d (has it exited?): %w", pid, err)
+	}
+	defer root.Close()
+	// the host's /proc: the mount is unmounted through its handle there
+	proc, err := os.OpenFile("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	defer proc.Close()
 	err = Enter(pid, func() error {
 		for i := range len(ours) + 1 {
-			id, mountRoot, regularEmpty, err := statIn(target)
-			switch {
-			case errors.Is(err, unix.ENOENT):
-				return nil
-			case err != nil:
-				return err
-			case !slices.Contains(ours, id):
+			done, err := undoOne(root, proc, target, ours)
+			if errors.Is(err, errNotOurs) {
 				left = i == 0 // after an unmount: the container's own file, as before
 				return nil
-			case mountRoot:
-				if err := unix.Unmount(target, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
-					return fmt.Errorf("failed to unmount %s in the container: %w", target, err)
-				}
-			case regularEmpty:
-				return removeIn(target)
-			default:
-				left = true
-				return nil
+			}
+			if err != nil || done {
+				return err
 			}
 		}
 		return nil
@@ -433,37 +435,60 @@ func Undo(pid int, target string, ours ...FileID) (left bool, err error) {
 	return left, err
 }
 
-// removeIn unlinks p, resolved from the current root without following
-// any symlink.
-func removeIn(p string) error {
-	dir, err := unix.Openat2(unix.AT_FDCWD, path.Dir(p), &unix.OpenHow{
-		Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
-	if err != nil {
-		return fmt.Errorf("failed to open %s in the container: %w", path.Dir(p), err)
-	}
-	defer unix.Close(dir)
-	if err := unix.Unlinkat(dir, path.Base(p), 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("failed to remove %s from the container: %w", p, err)
-	}
-	return nil
-}
+// errNotOurs says what is at the path is not what Over put there.
+var errNotOurs = errors.New("not hotgpu's")
 
-// statIn stats p, resolved from the current root without following any
-// symlink: its file, whether it is the root of a mount, and whether it is
-// an empty regular file.
-func statIn(p string) (id FileID, mountRoot, regularEmpty bool, err error) {
-	fd, err := unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{
-		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+// undoOne undoes the top of what target shows under root, if it is ours:
+// done is true when there is nothing more to undo.
+func undoOne(root, proc *os.File, target string, ours []FileID) (done bool, err error) {
+	rel := target[1:]
+	fd, err := unix.Openat2(int(root.Fd()), rel, &unix.OpenHow{
+		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS})
+	if errors.Is(err, unix.ENOENT) {
+		return true, nil
+	}
 	if err != nil {
-		return FileID{}, false, false, err
+		return false, fmt.Errorf("failed to open %s in the container: %w", target, err)
 	}
 	defer unix.Close(fd)
 	var stx unix.Statx_t
 	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS, &stx); err != nil {
-		return FileID{}, false, false, err
+		return false, err
 	}
-	id = FileID{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino}
-	mountRoot = stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
-	regularEmpty = stx.Mode&unix.S_IFMT == unix.S_IFREG && stx.Size == 0
-	return id, mountRoot, regularEmpty, nil
+	id := FileID{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino}
+	switch {
+	case !slices.Contains(ours, id):
+		return true, errNotOurs
+	case stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0:
+		if err := unix.Fchdir(int(proc.Fd())); err != nil {
+			return false, err
+		}
+		if err := unix.Unmount("thread-self/fd/"+strconv.Itoa(fd), unix.MNT_DETACH); err != nil {
+			return false, fmt.Errorf("failed to unmount %s in the container: %w", target, err)
+		}
+		return false, nil
+	case stx.Mode&unix.S_IFMT == unix.S_IFREG && stx.Size == 0:
+		dir, err := unix.Openat2(int(root.Fd()), path.Dir(rel), &unix.OpenHow{
+			Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS})
+		if err != nil {
+			return false, fmt.Errorf("failed to open %s in the container: %w", path.Dir(target), err)
+		}
+		defer unix.Close(dir)
+		if !sameFile(dir, path.Base(rel), id) {
+			return true, errNotOurs
+		}
+		if err := unix.Unlinkat(dir, path.Base(rel), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return false, fmt.Errorf("failed to remove %s from the container: %w", target, err)
+		}
+		return true, nil
+	default:
+		return true, errNotOurs
+	}
+}
+
+// sameFile reports whether name in dir is the file id, not following a
+// symlink.
+func sameFile(dir int, name string, id FileID) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dir, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Dev == id.Dev && st.Ino == id.Ino
 }
