@@ -34,20 +34,36 @@ func Enter(pid int, f func() error) error {
 		return fmt.Errorf("failed to open the mount namespace of pid %d (has it exited?): %w", pid, err)
 	}
 	defer ns.Close()
+	join := func() error {
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			return fmt.Errorf("failed to leave the shared filesystem context: %w", err)
+		}
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("failed to join the mount namespace %s: %w", nsPath, err)
+		}
+		return f()
+	}
 	done := make(chan error, 1)
 	go func() {
 		// Never unlocked: the goroutine ends on this thread, and the
 		// runtime then ends the thread, namespace and all.
 		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			done <- fmt.Errorf("failed to leave the shared filesystem context: %w", err)
+		if unix.Gettid() != unix.Getpid() {
+			done <- join()
 			return
 		}
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
-			done <- fmt.Errorf("failed to join the mount namespace %s: %w", nsPath, err)
-			return
-		}
-		done <- f()
+		// The main thread is never ended (the runtime parks it for
+		// good): joined, it would stay in the namespace, and
+		// /proc/<pid>/root would show the container's root from then on.
+		// Another goroutine runs on another thread while this one holds
+		// the main thread.
+		inner := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread()
+			inner <- join()
+		}()
+		done <- <-inner
+		runtime.UnlockOSThread()
 	}()
 	return <-done
 }
