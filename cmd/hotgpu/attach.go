@@ -59,7 +59,9 @@ Examples:
 const detachHelp = `Usage: hotgpu detach TARGET (--gpu ID[,ID...] | --all) [--force] [--socket PATH]
 
 Take GPUs away from a running container: the cgroup rule is revoked and the
-node removed; detaching the last GPU also removes the control nodes. Only
+node removed; detaching the last GPU also removes the control nodes and
+unmounts the linker cache attach mounted (the container's own
+/etc/ld.so.cache shows again). Only
 nodes that hotgpu made (the very same inode) are removed; any other file at
 their paths, such as the host's own nodes, is left in place. A GPU that any
 process of the node has open or mapped (in the container, a sub-cgroup, or one
