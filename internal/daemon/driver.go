@@ -79,6 +79,10 @@ func (d *Daemon) giveDriver(h ledger.Holder) string {
 		log.WithError(err).Warn("driver files mounted; the linker cache not rebuilt")
 		return fmt.Sprintf("driver files mounted into the container: %d, with their links, but %v; "+
 			"set LD_LIBRARY_PATH=%s in it", n, err, strings.Join(e.LibraryDirs, ":"))
+	case err != nil && n > 0:
+		log.WithError(err).Warn("driver files mounted; the links or the linker cache not given")
+		return fmt.Sprintf("driver files mounted into the container: %d, but %v; set LD_LIBRARY_PATH=%s in it",
+			n, err, strings.Join(e.LibraryDirs, ":"))
 	case err != nil:
 		log.WithError(err).Warn("driver files not given to the container")
 		return fmt.Sprintf("driver files not given (%v): CUDA in it needs them; create the container with the pod annotation %s: \"true\" "+

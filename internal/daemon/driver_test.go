@@ -72,6 +72,8 @@ func TestGiveDriverNotes(t *testing.T) {
 		"read-only": {err: errors.New("read-only file system"), want: []string{"not given", "read-only file system", "gpus.hotgpu.dev/hotplug"}},
 		"no ldconfig": {n: 9, err: fmt.Errorf("%w (looked for /sbin/ldconfig)", hooks.ErrNoLDConfig),
 			want: []string{"mounted into the container: 9", "LD_LIBRARY_PATH=" + drivertest.LibDir}},
+		"no cache": {n: 9, err: errors.New("failed to build the container's linker cache: boom"),
+			want: []string{"mounted into the container: 9", "boom", "LD_LIBRARY_PATH=" + drivertest.LibDir}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			old := giveRunning
