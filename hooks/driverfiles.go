@@ -8,7 +8,6 @@ import (
 	"path"
 	"slices"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -118,23 +117,27 @@ func linkTargets(e *driver.Edits) error {
 // the driver's user-space that a container created with the GPU gets:
 // e's files mounted at their paths in its mount namespace (cloned here,
 // attached from a thread that joined it: the container needs no tool of
-// its own), the SONAME links and the linker cache rebuilt by the host's
-// ldconfig chrooted into the container's root. Files it shows already (the
-// same file: given at creation, or by an earlier attach) are left as they
-// are; when all are there it changes nothing. A root it cannot create the
-// mount points in (a read-only root) gets nothing and an error that says
-// so. It returns how many files it mounted.
-func GiveRunning(ctx context.Context, pid int, e *driver.Edits) (int, error) {
+// its own), the SONAME links, and a linker cache that lists them. The
+// container's own /etc/ld.so.cache is not rewritten under its running
+// programs: a new cache, built by the host's ldconfig from a read-only copy
+// of the container's mounts, is mounted over it (mountLiveCache); the
+// returned CacheMount says what to unmount, and remove, to restore the
+// container's view. Files it shows already (the same file: given at
+// creation, or by an earlier attach) are left as they are; when all are
+// there it changes nothing. A root it cannot create the mount points in (a
+// read-only root) gets nothing and an error that says so. It returns how
+// many files it mounted.
+func GiveRunning(ctx context.Context, pid int, e *driver.Edits) (int, *CacheMount, error) {
 	if e == nil || len(e.Mounts) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	if err := linkTargets(e); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	rootPath := "/proc/" + strconv.Itoa(pid) + "/root"
 	root, err := os.OpenFile(rootPath, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, fmt.Errorf("failed to open the root of pid %d (has the container exited?): %w", pid, err)
+		return 0, nil, fmt.Errorf("failed to open the root of pid %d (has the container exited?): %w", pid, err)
 	}
 	defer root.Close()
 	trees := make([]*mountns.Tree, 0, len(e.Mounts))
@@ -147,7 +150,7 @@ func GiveRunning(ctx context.Context, pid int, e *driver.Edits) (int, error) {
 	for _, m := range e.Mounts {
 		t, err := mountns.Clone(m.HostPath, m.Options)
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		trees, targets = append(trees, t), append(targets, m.ContainerPath)
 	}
@@ -156,17 +159,26 @@ func GiveRunning(ctx context.Context, pid int, e *driver.Edits) (int, error) {
 		n, err = mountns.Attach(root, trees, targets)
 		return err
 	}); err != nil || n == 0 {
-		return n, err
+		return n, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, DefaultLDCacheTimeout)
 	defer cancel()
-	if err := finishDriver(ctx, root, rootPath, e); err != nil {
-		return n, err
+	for _, l := range e.Symlinks {
+		if err := createLink(root, symlink{target: l.Target, link: l.Link}); err != nil {
+			return n, nil, err
+		}
 	}
-	if len(e.LibraryDirs) > 0 && findLDConfig() == "" {
-		return n, fmt.Errorf("%w (looked for %s): the linker cache lists none of the driver's libraries", ErrNoLDConfig, strings.Join(DefaultLDConfigs, ", "))
+	if len(e.LibraryDirs) == 0 {
+		return n, nil, nil
 	}
-	return n, nil
+	if err := validateFolders(e.LibraryDirs); err != nil {
+		return n, nil, err
+	}
+	if err := writeConf(rootPath, e.LibraryDirs); err != nil {
+		return n, nil, err
+	}
+	cm, err := mountLiveCache(ctx, pid, root, e.LibraryDirs)
+	return n, cm, err
 }
 
 // ErrNoLDConfig means the files were mounted and linked but no host

@@ -21,8 +21,9 @@ import (
 //
 //	go test -run '^$' -bench AttachDetach -count 5 ./integration/
 //
-// A round trip makes four durable ledger changes (reserve, activate, mark
-// for removal, release), each a file and a directory fsync; they dominate.
+// A round trip makes four durable ledger changes (reserve with the nodes
+// made, activate, mark for removal, release), each one file fsync, and two
+// node-wide busy checks (before and after the revoke); the checks dominate.
 func BenchmarkAttachDetach(b *testing.B) {
 	env := startEnv(b, benchExtra()...)
 	c, d := env.c, env.d
@@ -71,7 +72,7 @@ func roundTrip(b *testing.B, op func() error) {
 }
 
 // benchExtra puts hotgpud's ledger in HOTGPU_BENCH_STATE_DIR when set: on
-// a tmpfs that takes the ledger's fsyncs (8 per round trip) out of the
+// a tmpfs that takes the ledger's fsyncs (4 per round trip) out of the
 // figure and leaves the mechanics, API and CLI.
 func benchExtra() []string {
 	if d := os.Getenv("HOTGPU_BENCH_STATE_DIR"); d != "" {

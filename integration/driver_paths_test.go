@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,26 +77,61 @@ func TestDriverLibrariesEveryPath(t *testing.T) {
 		})
 	}
 	// A container created with no GPU and no annotation gets the driver
-	// at attach, mounted into its running mount namespace; a read-only
-	// root cannot take new mount points, so it gets the GPU, no driver
-	// files, nothing changed, and a note that says what to do.
-	t.Run("live attach mounts the driver", func(t *testing.T) {
-		pod := c.MustRunPod(t, "live-drv", nil)
-		id := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{ReadOnlyMounts: map[string]string{hostLDConfig: "/sbin/ldconfig"}})
-		if out, _, _ := c.MustExec(t, id, "/sbin/ldconfig", "-p"); strings.Contains(out, "libcuda") {
-			t.Fatalf("before attach the container lists libcuda:\n%s", out)
-		}
-		out := mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/live-drv", "--count", "1")
-		if !strings.Contains(out, "driver files mounted into the container") {
-			t.Errorf("attach output: %s", out)
-		}
-		checkDriverLibraries(t, c, id, root, false)
-		if again := mustCLI(t, d, "attach", "--pod", harness.PodNamespace+"/live-drv", "--count", "1"); !strings.Contains(again, "driver files already in the container") {
-			t.Errorf("second attach output: %s", again)
-		}
-		mustCLI(t, d, "detach", "--pod", harness.PodNamespace+"/live-drv", "--all")
-		checkDriverLibraries(t, c, id, root, false) // detach leaves them
-	})
+	// at attach, and a linker cache that lists it mounted over its own
+	// /etc/ld.so.cache: the container's file is never rewritten under its
+	// running programs. With the last GPU the mount goes and the container
+	// sees its own file again; one it did not have is made to mount on and
+	// removed again.
+	for _, own := range []bool{true, false} {
+		name := map[bool]string{true: "live attach mounts the driver", false: "live attach mounts the driver, no ld.so.cache"}[own]
+		t.Run(name, func(t *testing.T) {
+			pod := c.MustRunPod(t, fmt.Sprint("live-drv-", own), nil)
+			id := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{ReadOnlyMounts: map[string]string{hostLDConfig: "/sbin/ldconfig"}})
+			target := harness.PodNamespace + "/live-drv-" + fmt.Sprint(own)
+			if own { // the container's own cache, made by itself
+				if _, errOut, code := c.MustExec(t, id, "/sbin/ldconfig"); code != 0 {
+					t.Fatalf("ldconfig in the container: exit %d: %s", code, errOut)
+				}
+			}
+			before := cacheSeen(t, c, id)
+			if own != (before != "none") {
+				t.Fatalf("setup: the container's /etc/ld.so.cache: %s", before)
+			}
+			underlying := filepath.Join(c.State, "io.containerd.runtime.v2.task", "k8s.io", id, "rootfs", "etc", "ld.so.cache")
+			hostBefore := fileSeen(t, underlying)
+			if out, _, _ := c.MustExec(t, id, "/sbin/ldconfig", "-p"); strings.Contains(out, "libcuda") {
+				t.Fatalf("before attach the container lists libcuda:\n%s", out)
+			}
+			out := mustCLI(t, d, "attach", "--pod", target, "--count", "1")
+			if !strings.Contains(out, "driver files mounted into the container") || !strings.Contains(out, "/etc/ld.so.cache") {
+				t.Errorf("attach output: %s", out)
+			}
+			checkDriverLibraries(t, c, id, root, false)
+			// Underneath the mount: the container's own file as it was, or
+			// the empty file made to mount on where it had none.
+			if got := fileSeen(t, underlying); own && got != hostBefore ||
+				!own && !strings.HasSuffix(got, fmt.Sprintf("sha256 %x", sha256.Sum256(nil))) {
+				t.Errorf("the container's /etc/ld.so.cache underneath the mount: %s -> %s", hostBefore, got)
+			}
+			if again := mustCLI(t, d, "attach", "--pod", target, "--count", "1"); !strings.Contains(again, "driver files already in the container") {
+				t.Errorf("second attach output: %s", again)
+			}
+			mustCLI(t, d, "detach", "--pod", target, "--gpu", strconv.Itoa(heldBy(t, d, id)[0]))
+			checkDriverLibraries(t, c, id, root, false) // one GPU left: the cache stays
+			mustCLI(t, d, "detach", "--pod", target, "--all")
+			if got := cacheSeen(t, c, id); got != before {
+				t.Errorf("after the last detach the container sees /etc/ld.so.cache as %s, want its own view back: %s", got, before)
+			}
+			if got := fileSeen(t, underlying); got != hostBefore {
+				t.Errorf("the container's own /etc/ld.so.cache after detach: %s, before attach: %s", got, hostBefore)
+			}
+			if out, _, _ := c.MustExec(t, id, "/sbin/ldconfig", "-p"); strings.Contains(out, "libcuda") {
+				t.Errorf("after the last detach the container's linker cache lists libcuda:\n%s", out)
+			}
+		})
+	}
+	// A read-only root cannot take new mount points, so it gets the GPU, no
+	// driver files, nothing changed, and a note that says what to do.
 	t.Run("live attach, read-only root", func(t *testing.T) {
 		pod := c.MustRunPod(t, "live-ro", nil)
 		id := c.MustRunContainer(t, pod, "app", harness.ContainerOptions{ReadOnlyRoot: true, ReadOnlyMounts: map[string]string{hostLDConfig: "/sbin/ldconfig"}})
@@ -228,4 +266,32 @@ func editSpec(t *testing.T, bundle string, edit func(*oci.Spec)) {
 	data, err = json.Marshal(&spec)
 	must(t, err)
 	must(t, os.WriteFile(path, data, 0o644))
+}
+
+// cacheSeen is how the container sees its /etc/ld.so.cache: inode and
+// checksum, or "none".
+func cacheSeen(t *testing.T, c *harness.Containerd, id string) string {
+	t.Helper()
+	out, _, code := c.MustExec(t, id, "sh", "-c", "if [ -e /etc/ld.so.cache ]; then ls -i /etc/ld.so.cache && md5sum /etc/ld.so.cache; else echo none; fi")
+	if code != 0 {
+		t.Fatalf("stat /etc/ld.so.cache in the container: exit %d: %s", code, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// fileSeen is a host file's device, inode and content, or "none".
+func fileSeen(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "none"
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("dev %d inode %d sha256 %x", st.Dev, st.Ino, sha256.Sum256(data))
 }

@@ -30,10 +30,12 @@ it only grants the devices: the host's nodes are used, none is made there.
 
 CUDA also needs the driver's libraries: unless the container has them (made
 with a GPU, or with the pod annotation gpus.hotgpu.dev/hotplug: "true"),
-hotgpud mounts them into it read-only, with their links and linker cache, and
-says so ("driver: ..."). A read-only root cannot take them: it gets the GPU
-and a note; create such containers with the hotplug annotation. Detach leaves
-the libraries.
+hotgpud mounts them into it read-only, with their links, and mounts a linker
+cache that lists them over the container's /etc/ld.so.cache (its own file is
+left unchanged underneath), and says so ("driver: ..."). A read-only root
+cannot take them: it gets the GPU and a note; create such containers with the
+hotplug annotation. Detach leaves the libraries; detaching the last GPU
+unmounts the linker cache.
 
 A MIG device is a GPU of its own: name it "0:1" (GPU 0's MIG device 1, as
 'hotgpu ls' and the CDI spec name it) or by its MIG UUID, or ask for
@@ -57,7 +59,9 @@ Examples:
 const detachHelp = `Usage: hotgpu detach TARGET (--gpu ID[,ID...] | --all) [--force] [--socket PATH]
 
 Take GPUs away from a running container: the cgroup rule is revoked and the
-node removed; detaching the last GPU also removes the control nodes. Only
+node removed; detaching the last GPU also removes the control nodes and
+unmounts the linker cache attach mounted (the container's own
+/etc/ld.so.cache shows again). Only
 nodes that hotgpu made (the very same inode) are removed; any other file at
 their paths, such as the host's own nodes, is left in place. A GPU that any
 process of the node has open or mapped (in the container, a sub-cgroup, or one

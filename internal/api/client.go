@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,19 +15,19 @@ import (
 	"github.com/hotgpu/hotgpu/internal/attach"
 )
 
-// Client talks to hotgpud over its socket.
+// Client talks to hotgpud over its socket: one connection per call, one
+// HTTP/1.1 request written and one response read on it. net/http's client
+// machinery (a transport, its connection pool and goroutines) cost the
+// one-call CLI and hook about a millisecond of start-up per run, more than
+// the work they ask for.
 type Client struct {
-	socket string
-	http   *http.Client
+	socket  string
+	timeout time.Duration
 }
 
 // NewClient returns a client for the socket at path.
 func NewClient(path string) *Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
-	}}
-	return &Client{socket: path, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &Client{socket: path, timeout: 30 * time.Second}
 }
 
 // Attach asks for GPUs in a running container.
@@ -64,10 +65,28 @@ func (c *Client) do(ctx context.Context, method, op string, in, out any) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
+	req.Close = true // one request per connection
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || isConnRefused(err) {
 			return fmt.Errorf("cannot reach hotgpud at %s (is it running? are you root?): %w", c.socket, err)
+		}
+		return fmt.Errorf("failed to call hotgpud: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
+		return fmt.Errorf("failed to call hotgpud: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) }) // a cancelled ctx ends the call
+	defer stop()
+	resp, err := exchange(conn, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
 		}
 		return fmt.Errorf("failed to call hotgpud: %w", err)
 	}
@@ -81,6 +100,14 @@ func (c *Client) do(ctx context.Context, method, op string, in, out any) error {
 		return &StatusError{Code: resp.StatusCode, Msg: msg}
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// exchange writes req on conn and reads the response to it.
+func exchange(conn net.Conn, req *http.Request) (*http.Response, error) {
+	if err := req.Write(conn); err != nil {
+		return nil, err
+	}
+	return http.ReadResponse(bufio.NewReader(conn), req)
 }
 
 func isConnRefused(err error) bool {

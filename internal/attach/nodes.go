@@ -53,7 +53,7 @@ func recorded(inv *gpu.Inventory, grants []ledger.Grant, withGPUs bool) []hotplu
 	for _, g := range grants {
 		for _, c := range g.Nodes.List() {
 			n := hotplug.Made(c)
-			if (withGPUs || isControl(inv, n.Path)) && !slices.Contains(out, n) {
+			if (withGPUs || containerWide(inv, n)) && !slices.Contains(out, n) {
 				out = append(out, n)
 			}
 		}
@@ -68,7 +68,7 @@ func removable(inv *gpu.Inventory, sel []ledger.Grant, last bool) []hotplug.Made
 	if last {
 		return all
 	}
-	return slices.DeleteFunc(all, func(n hotplug.Made) bool { return isControl(inv, n.Path) })
+	return slices.DeleteFunc(all, func(n hotplug.Made) bool { return containerWide(inv, n) })
 }
 
 // merge records made with the grants (of one container) it belongs to, as
@@ -135,6 +135,17 @@ func withoutGrants(held, sel []ledger.Grant) []ledger.Grant {
 		return slices.ContainsFunc(sel, func(s ledger.Grant) bool { return s.GPU == g.GPU })
 	})
 }
+
+// containerWide reports whether a record is the container's as long as it
+// holds any GPU by attach: a control node, or a file that is not a device
+// node (the linker cache mounted with the driver, see RecordCache).
+func containerWide(inv *gpu.Inventory, n hotplug.Made) bool {
+	return isFile(n) || isControl(inv, n.Path)
+}
+
+// isFile reports whether a record is a file hotgpu put in the container
+// other than a device node (whose device number is never 0).
+func isFile(n hotplug.Made) bool { return n.Rdev == 0 }
 
 func isControl(inv *gpu.Inventory, path string) bool {
 	return slices.ContainsFunc(inv.Control, func(n gpu.DeviceNode) bool { return n.Path == path })

@@ -89,14 +89,14 @@ func TestHostDevMountNodesAreNeverRemoved(t *testing.T) {
 
 // Nor does a rollback or crash recovery remove them.
 func TestHostDevMountSurvivesRollbackAndRecover(t *testing.T) {
-	for _, step := range []string{"nodes", "revoked", "removed"} {
+	for _, step := range []string{"granted", "revoked", "removed"} {
 		t.Run(step, func(t *testing.T) {
 			s := newSandbox(t)
 			host := s.hostDev()
 			before := inodes(t, host)
 			state := t.TempDir()
 			m, _ := newManager(t, s, state)
-			detach := step != "nodes"
+			detach := step != "granted"
 			if detach {
 				_, err := m.Attach(Target{ContainerID: sandboxID}, []string{"2"}, 0)
 				must(t, err)

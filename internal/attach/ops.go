@@ -102,11 +102,18 @@ func (m *Manager) attach(t Target, pick func(*gpu.Inventory) ([]*gpu.GPU, error)
 	r.holder.Realises = realises
 	moved := m.grantsOf(realises, uuids)
 	log := m.log.WithFields(map[string]any{"container": r.holder.String(), "gpus": uuids})
-	if err := m.ledger.Acquire(r.holder, ledger.Attach, ledger.Pending, uuids...); err != nil {
+	// The nodes are made first, with no cgroup rule yet (they open
+	// nothing), so that the one durable write that reserves the GPUs also
+	// records them: a rollback or a crash afterwards removes exactly them.
+	made, note, err := m.makeNodes(r, nodes)
+	if err != nil {
 		return nil, err
 	}
-	made, note, err := m.apply(r, inv, prior, gpus, nodes)
-	if err != nil {
+	if err := m.ledger.Reserve(r.holder, ledger.Attach, uuids, recordsFor(inv, gpus, made, prior)); err != nil {
+		hotplug.RemoveNodes(r.target.Root, made)
+		return nil, err
+	}
+	if err := m.apply(r, inv, prior, nodes, made); err != nil {
 		if _, rerr := m.ledger.Release(r.holder.ContainerID, uuids...); rerr != nil {
 			log.WithError(rerr).Error("failed to roll back reservation; it is rolled back at the next start")
 		}
@@ -124,50 +131,36 @@ func (m *Manager) attach(t Target, pick func(*gpu.Inventory) ([]*gpu.GPU, error)
 	return &Result{Holder: r.holder, GPUs: deref(gpus), Nodes: note}, nil
 }
 
-// apply grants nodes in the cgroup, creates them in the container and
-// records the ones it made with the (pending) grants of gpus before anything
-// else can happen, so that even a crash is undone exactly. It undoes its own
-// steps on failure and returns the nodes it made and a note for the answer.
-// Only what it added is undone: access and nodes the container had before
-// stay. In a /dev shared with the host it grants the devices and makes no
-// node: the host's own are there.
-func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, gpus []*gpu.GPU, nodes []gpu.DeviceNode) (made []hotplug.Made, note string, err error) {
+// apply grants nodes in the cgroup of the container, where attach made and
+// reserved with the GPUs the nodes made. On failure it removes made and
+// revokes what it granted: access and nodes the container had before stay.
+// In a /dev shared with the host made is empty: the host's own nodes are
+// there.
+func (m *Manager) apply(r *resolved, inv *gpu.Inventory, prior []ledger.Grant, nodes []gpu.DeviceNode, made []hotplug.Made) error {
+	rollback := func(cause error) error {
+		hotplug.RemoveNodes(r.target.Root, made)
+		return cause
+	}
 	if err := m.step("reserved"); err != nil {
-		return nil, "", err
+		return rollback(err)
 	}
 	access, err := m.access(r, inv, prior)
 	if err != nil {
-		return nil, "", fmt.Errorf("failed to open the container's device cgroup: %w", err)
+		return rollback(fmt.Errorf("failed to open the container's device cgroup: %w", err))
 	}
 	granted, err := hotplug.GrantMissing(access, nodes)
 	if err != nil {
-		return nil, "", fmt.Errorf("failed to grant devices: %w", err)
-	}
-	rollback := func(cause error) error {
-		hotplug.RemoveNodes(r.target.Root, made)
-		if len(granted) == 0 {
-			return cause
-		}
-		if err := access.Revoke(granted); err != nil {
-			return errors.Join(cause, fmt.Errorf("failed to revoke devices during rollback: %w", err))
-		}
-		return cause
+		return rollback(fmt.Errorf("failed to grant devices: %w", err))
 	}
 	if err := m.step("granted"); err != nil {
-		return nil, "", rollback(err)
-	}
-	if made, note, err = m.makeNodes(r, nodes); err != nil {
-		return nil, "", rollback(err)
-	}
-	if recs := recordsFor(inv, gpus, made, prior); len(recs) > 0 {
-		if err := m.ledger.SetNodes(r.holder.ContainerID, recs); err != nil {
-			return nil, "", rollback(err)
+		if len(granted) > 0 {
+			if rerr := access.Revoke(granted); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("failed to revoke devices during rollback: %w", rerr))
+			}
 		}
+		return rollback(err)
 	}
-	if err := m.step("nodes"); err != nil {
-		return nil, "", rollback(err)
-	}
-	return made, note, nil
+	return nil
 }
 
 // makeNodes creates nodes in the container and returns the ones it made
@@ -191,6 +184,8 @@ func (m *Manager) makeNodes(r *resolved, nodes []gpu.DeviceNode) ([]hotplug.Made
 
 // undo removes the nodes hotgpu made and revokes nodes, best effort.
 func (m *Manager) undo(r *resolved, inv *gpu.Inventory, granted []ledger.Grant, nodes []gpu.DeviceNode, made []hotplug.Made) {
+	made, files := splitFiles(made)
+	m.undoFiles(r, files)
 	for _, n := range made {
 		if err := hotplug.RemoveMade(r.target.Root, n); err != nil {
 			m.log.WithError(err).WithField("node", n.Path).Warn("left a node in the container")
@@ -311,6 +306,7 @@ func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, n
 		_ = access.Grant(nodes)
 		return nil, err
 	}
+	made, files := splitFiles(made)
 	for _, n := range made {
 		err := hotplug.RemoveMade(r.target.Root, n)
 		if errors.Is(err, hotplug.ErrUnsafePath) || errors.Is(err, hotplug.ErrNotMade) {
@@ -327,7 +323,27 @@ func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, n
 			return nil, fmt.Errorf("failed to remove %s from the container: %w", n.Path, err)
 		}
 	}
+	kept = append(kept, m.undoFiles(r, files)...)
 	return kept, m.step("removed")
+}
+
+// undoFiles restores the container's view where attach put files other
+// than device nodes (the linker cache): best effort, the GPU is gone
+// already; it returns the paths it left.
+func (m *Manager) undoFiles(r *resolved, files []hotplug.Made) []string {
+	if len(files) == 0 {
+		return nil
+	}
+	left, err := undoFiles(r.target.PID, files)
+	if err != nil {
+		m.log.WithError(err).WithField("container", r.holder.String()).Warn("failed to restore the container's own linker cache")
+		for _, f := range files {
+			if !slices.Contains(left, f.Path) {
+				left = append(left, f.Path)
+			}
+		}
+	}
+	return left
 }
 
 func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledger.Grant, error) {

@@ -147,7 +147,7 @@ func TestSystemdUnitReconcile(t *testing.T) {
 // right: without the GPU of the interrupted attach, or with the GPU of the
 // interrupted detach taken out.
 func TestSystemdUnitRecoverAfterCrash(t *testing.T) {
-	for _, step := range []string{"granted", "nodes", "revoked", "removed"} {
+	for _, step := range []string{"granted", "revoked", "removed"} {
 		t.Run(step, func(t *testing.T) {
 			s := newSandbox(t)
 			state := t.TempDir()

@@ -10,6 +10,7 @@ import (
 	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
+	"github.com/hotgpu/hotgpu/internal/mountns"
 	"github.com/hotgpu/hotgpu/internal/policy"
 )
 
@@ -62,13 +63,26 @@ func (d *Daemon) giveDriver(h ledger.Holder) string {
 	defer d.driverMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*hooks.DefaultLDCacheTimeout)
 	defer cancel()
-	n, err := giveRunning(ctx, h.PID, e)
+	n, cache, err := giveRunning(ctx, h.PID, e)
 	log := d.log.WithFields(map[string]any{"container": h.String(), "files": n})
+	if cache != nil {
+		if rerr := d.attach.RecordCache(h.ContainerID, hooks.LDCachePath, cache.Mounted, cache.Made); rerr != nil {
+			// unrecorded, it could not be undone at detach: undo it now
+			if _, uerr := mountns.Undo(h.PID, hooks.LDCachePath, cache.Mounted, cache.Made); uerr != nil {
+				rerr = errors.Join(rerr, uerr)
+			}
+			err = fmt.Errorf("failed to record the linker cache mounted over the container's %s: %w", hooks.LDCachePath, rerr)
+		}
+	}
 	switch {
 	case errors.Is(err, hooks.ErrNoLDConfig):
 		log.WithError(err).Warn("driver files mounted; the linker cache not rebuilt")
 		return fmt.Sprintf("driver files mounted into the container: %d, with their links, but %v; "+
 			"set LD_LIBRARY_PATH=%s in it", n, err, strings.Join(e.LibraryDirs, ":"))
+	case err != nil && n > 0:
+		log.WithError(err).Warn("driver files mounted; the links or the linker cache not given")
+		return fmt.Sprintf("driver files mounted into the container: %d, but %v; set LD_LIBRARY_PATH=%s in it",
+			n, err, strings.Join(e.LibraryDirs, ":"))
 	case err != nil:
 		log.WithError(err).Warn("driver files not given to the container")
 		return fmt.Sprintf("driver files not given (%v): CUDA in it needs them; create the container with the pod annotation %s: \"true\" "+
@@ -77,7 +91,12 @@ func (d *Daemon) giveDriver(h ledger.Holder) string {
 		return "driver files already in the container"
 	}
 	log.Info("driver files mounted into the running container")
-	return fmt.Sprintf("driver files mounted into the container: %d, with their links and linker cache", n)
+	if cache != nil && cache.Made != (mountns.FileID{}) {
+		return fmt.Sprintf("driver files mounted into the container: %d, with their links and a linker cache mounted at %s "+
+			"(the container had none: an empty file made there to mount on; both go with its last GPU)", n, hooks.LDCachePath)
+	}
+	return fmt.Sprintf("driver files mounted into the container: %d, with their links and a linker cache mounted over its own %s "+
+		"(left unchanged underneath; unmounted with its last GPU)", n, hooks.LDCachePath)
 }
 
 // giveRunning is hooks.GiveRunning; tests replace it.

@@ -72,15 +72,17 @@ func TestGiveDriverNotes(t *testing.T) {
 		"read-only": {err: errors.New("read-only file system"), want: []string{"not given", "read-only file system", "gpus.hotgpu.dev/hotplug"}},
 		"no ldconfig": {n: 9, err: fmt.Errorf("%w (looked for /sbin/ldconfig)", hooks.ErrNoLDConfig),
 			want: []string{"mounted into the container: 9", "LD_LIBRARY_PATH=" + drivertest.LibDir}},
+		"no cache": {n: 9, err: errors.New("failed to build the container's linker cache: boom"),
+			want: []string{"mounted into the container: 9", "boom", "LD_LIBRARY_PATH=" + drivertest.LibDir}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			old := giveRunning
 			defer func() { giveRunning = old }()
-			giveRunning = func(_ context.Context, pid int, e *driver.Edits) (int, error) {
+			giveRunning = func(_ context.Context, pid int, e *driver.Edits) (int, *hooks.CacheMount, error) {
 				if pid != h.PID || e == nil || len(e.Mounts) == 0 {
 					t.Errorf("giveRunning(%d, %v)", pid, e)
 				}
-				return tc.n, tc.err
+				return tc.n, nil, tc.err
 			}
 			note := d.giveDriver(h)
 			for _, w := range tc.want {

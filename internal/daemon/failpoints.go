@@ -9,8 +9,8 @@ import (
 
 // In builds with the hotgpu_failpoints tag (the integration suite's, never a
 // release), HOTGPU_FAILPOINT=<step> makes hotgpud SIGKILL itself when an
-// attach or detach reaches that step ("reserved", "granted", "nodes",
-// "revoked", "removed") or the NRI plugin's CreateContainer reaches
+// attach or detach reaches that step ("reserved", "granted", "revoked",
+// "removed") or the NRI plugin's CreateContainer reaches
 // "create-recorded": a crash at the worst moment, on demand.
 func init() {
 	step := os.Getenv("HOTGPU_FAILPOINT")

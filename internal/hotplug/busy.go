@@ -1,13 +1,16 @@
 package hotplug
 
 import (
-	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -48,50 +51,105 @@ func Holders(nodes []gpu.DeviceNode, skip ...int) (held map[gpu.DeviceNode][]int
 	if len(want) == 0 {
 		return held, nil, nil
 	}
-	ents, err := os.ReadDir("/proc")
+	pids, err := processes(skip)
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to list processes: %w", err)
+		return nil, nil, err
 	}
-	s := scan{want: want, files: map[fileID]uint64{}}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || slices.Contains(skip, pid) {
-			continue
+	found := scanAll(want, pids)
+	for i, f := range found { // in pid order, whatever the workers' order
+		switch {
+		case errors.Is(f.err, unix.EACCES):
+			unreadable = append(unreadable, pids[i])
+		case f.err != nil:
+			return nil, nil, f.err
 		}
-		devs, err := s.process(pid)
-		if errors.Is(err, unix.EACCES) {
-			unreadable = append(unreadable, pid)
-			continue
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, rdev := range devs {
+		for _, rdev := range f.devs {
 			n := want[rdev]
-			held[n] = append(held[n], pid)
+			held[n] = append(held[n], pids[i])
 		}
 	}
 	return held, unreadable, nil
 }
 
-// fileID names an inode the way /proc/PID/maps does: filesystem and inode.
-type fileID struct {
-	dev   string
-	inode uint64
+// processes lists the pids of /proc, in order, but those in skip.
+func processes(skip []int) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("failed to list processes: %w", err)
+	}
+	pids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err == nil && !slices.Contains(skip, pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }
 
-// scan is one walk of /proc. files caches what each mapped inode is (its
-// rdev when it is a character device, else 0): every process maps the same
-// libraries, so each is stat'ed once per walk, not once per process.
+// found is what the scan found for one pid.
+type found struct {
+	devs []uint64
+	err  error
+}
+
+// maxScanners bounds the goroutines of one scan: the work is system calls
+// into procfs, which scale with the CPUs, not beyond.
+const maxScanners = 4
+
+// scanAll scans pids on up to GOMAXPROCS (at most maxScanners) goroutines,
+// each taking the next pid in turn, and returns what it found for each,
+// indexed as pids. A scan is node-wide, so its time is paid by every
+// detach; on an idle node the CPUs are free to share it.
+func scanAll(want map[uint64]gpu.DeviceNode, pids []int) []found {
+	out := make([]found, len(pids))
+	workers := min(runtime.GOMAXPROCS(0), maxScanners, len(pids))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := scan{want: want, files: map[fileID]uint64{}}
+			for i := int(next.Add(1) - 1); i < len(pids); i = int(next.Add(1) - 1) {
+				out[i].devs, out[i].err = s.process(pids[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// fileID names an inode the way /proc/PID/maps does: filesystem
+// (major:minor of its device) and inode.
+type fileID struct {
+	dev, inode uint64
+}
+
+// scan is one goroutine's share of a walk of /proc. files caches what each
+// mapped inode is (its rdev when it is a character device, else 0): every
+// process maps the same libraries, so each is stat'ed once per walk, not
+// once per process.
 type scan struct {
 	want  map[uint64]gpu.DeviceNode
 	files map[fileID]uint64
-	buf   []byte
+	buf   []byte     // the maps text of one process
+	dents [8192]byte // one getdents of an fd directory
 }
 
-// process returns the device numbers among s.want that pid holds.
+// process returns the device numbers among s.want that pid holds. Every
+// look-up is relative to one handle on the process's /proc directory: it
+// stays the same process (a new one under the pid is not mixed in), and the
+// kernel walks one path component per stat, not four.
 func (s *scan) process(pid int) ([]uint64, error) {
-	dir := "/proc/" + strconv.Itoa(pid)
+	dir, err := unix.Open("/proc/"+strconv.Itoa(pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if gone(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("failed to open /proc/%d: %w", pid, err)
+	}
+	defer unix.Close(dir)
 	held, err := s.fds(dir)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the open files of pid %d: %w", pid, err)
@@ -108,50 +166,108 @@ func (s *scan) process(pid int) ([]uint64, error) {
 	return held, nil
 }
 
-func (s *scan) fds(dir string) ([]uint64, error) {
-	ents, err := os.ReadDir(dir + "/fd")
+// fds stats every entry of the process's fd directory.
+func (s *scan) fds(proc int) ([]uint64, error) {
+	dir, err := unix.Openat(proc, "fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if gone(err) {
 			return nil, nil
 		}
 		return nil, err
 	}
+	defer unix.Close(dir)
 	var held []uint64
-	for _, e := range ents {
-		rdev, _, err := charDev(dir + "/fd/" + e.Name())
+	for {
+		n, err := unix.Getdents(dir, s.dents[:])
 		if err != nil {
+			if gone(err) {
+				return held, nil
+			}
 			return nil, err
 		}
-		if _, ok := s.want[rdev]; ok && rdev != 0 && !slices.Contains(held, rdev) {
-			held = append(held, rdev)
+		if n == 0 {
+			return held, nil
+		}
+		for buf := s.dents[:n]; len(buf) > 0; {
+			name, rest, ok := direntName(buf)
+			if !ok {
+				return nil, errors.New("malformed directory entry")
+			}
+			buf = rest
+			if name == "." || name == ".." {
+				continue
+			}
+			rdev, _, err := charDev(dir, name)
+			if err != nil {
+				return nil, err
+			}
+			if _, ok := s.want[rdev]; ok && rdev != 0 && !slices.Contains(held, rdev) {
+				held = append(held, rdev)
+			}
 		}
 	}
-	return held, nil
+}
+
+// direntName returns the name of the first linux_dirent64 in buf and the
+// entries after it.
+func direntName(buf []byte) (name string, rest []byte, ok bool) {
+	const nameOff = 19 // d_ino 8, d_off 8, d_reclen 2, d_type 1
+	if len(buf) < nameOff {
+		return "", nil, false
+	}
+	reclen := int(binary.NativeEndian.Uint16(buf[16:18]))
+	if reclen < nameOff || reclen > len(buf) {
+		return "", nil, false
+	}
+	b := buf[nameOff:reclen]
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b), buf[reclen:], true
 }
 
 // maps reads /proc/PID/maps and stats the file behind each file-backed
 // mapping through map_files. The dev column of maps is the filesystem a
 // node lives on, not the device it stands for, hence the stat.
-func (s *scan) maps(dir string) ([]uint64, error) {
-	data, err := s.read(dir + "/maps")
+func (s *scan) maps(proc int) ([]uint64, error) {
+	data, err := s.read(proc, "maps")
 	if err != nil {
 		if gone(err) {
 			return nil, nil
 		}
 		return nil, err
 	}
+	files := -1 // map_files, opened at the first inode not seen yet
+	defer func() {
+		if files >= 0 {
+			unix.Close(files)
+		}
+	}()
 	var held []uint64
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		rng, id, ok := parseMapsLine(sc.Bytes())
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		start, end, id, ok := parseMapsLine(line)
 		if !ok {
 			continue
 		}
 		rdev, seen := s.files[id]
 		if !seen {
+			if files < 0 {
+				if files, err = unix.Openat(proc, "map_files", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+					if gone(err) {
+						return held, nil
+					}
+					return nil, err
+				}
+			}
 			var there bool
-			if rdev, there, err = charDev(dir + "/map_files/" + rng); err != nil {
+			rng := strconv.FormatUint(start, 16) + "-" + strconv.FormatUint(end, 16)
+			if rdev, there, err = charDev(files, rng); err != nil {
 				return nil, err
 			}
 			if there { // an unmapped range says nothing about the inode
@@ -162,54 +278,105 @@ func (s *scan) maps(dir string) ([]uint64, error) {
 			held = append(held, rdev)
 		}
 	}
-	return held, sc.Err()
+	return held, nil
 }
 
-func (s *scan) read(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// read returns the whole of the file name in dir, in s.buf.
+func (s *scan) read(dir int, name string) ([]byte, error) {
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	buf := bytes.NewBuffer(s.buf[:0])
-	_, err = buf.ReadFrom(f)
-	s.buf = buf.Bytes()
-	return s.buf, err
+	defer unix.Close(fd)
+	if s.buf == nil {
+		s.buf = make([]byte, 0, 64<<10)
+	}
+	s.buf = s.buf[:0]
+	for {
+		if len(s.buf) == cap(s.buf) {
+			s.buf = slices.Grow(s.buf, cap(s.buf))
+		}
+		n, err := unix.Read(fd, s.buf[len(s.buf):cap(s.buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return s.buf, nil
+		}
+		s.buf = s.buf[:len(s.buf)+n]
+	}
 }
 
-// parseMapsLine returns the map_files name ("start-end" in unpadded hex) and
-// the inode of a file-backed line of /proc/PID/maps:
+// parseMapsLine returns the address range (map_files names it "start-end"
+// in unpadded hex) and the file of a file-backed line of /proc/PID/maps:
 // "00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/dbus-daemon".
-func parseMapsLine(line []byte) (rng string, id fileID, ok bool) {
-	f := bytes.Fields(line)
-	if len(f) < 5 {
-		return "", fileID{}, false
+// It allocates nothing: a busy node's maps run to many thousand lines.
+func parseMapsLine(line []byte) (start, end uint64, id fileID, ok bool) {
+	var f [5][]byte
+	for i := range f {
+		line = bytes.TrimLeft(line, " ")
+		j := bytes.IndexByte(line, ' ')
+		if j < 0 {
+			if i < 4 {
+				return 0, 0, fileID{}, false
+			}
+			j = len(line)
+		}
+		f[i], line = line[:j], line[j:]
 	}
-	ino, err := strconv.ParseUint(string(f[4]), 10, 64)
-	if err != nil || ino == 0 {
-		return "", fileID{}, false // anonymous, heap, stack, vdso
+	ino, ok1 := parseUint(f[4], 10)
+	if !ok1 || ino == 0 {
+		return 0, 0, fileID{}, false // anonymous, heap, stack, vdso
 	}
 	lo, hi, found := bytes.Cut(f[0], []byte("-"))
-	start, err1 := strconv.ParseUint(string(lo), 16, 64)
-	end, err2 := strconv.ParseUint(string(hi), 16, 64)
-	if !found || err1 != nil || err2 != nil {
-		return "", fileID{}, false
+	major, minor, found2 := bytes.Cut(f[3], []byte(":"))
+	start, ok1 = parseUint(lo, 16)
+	end, ok2 := parseUint(hi, 16)
+	maj, ok3 := parseUint(major, 16)
+	mnr, ok4 := parseUint(minor, 16)
+	if !found || !found2 || !ok1 || !ok2 || !ok3 || !ok4 || maj > 0xffffffff || mnr > 0xffffffff {
+		return 0, 0, fileID{}, false
 	}
-	rng = strconv.FormatUint(start, 16) + "-" + strconv.FormatUint(end, 16)
-	return rng, fileID{dev: string(f[3]), inode: ino}, true
+	return start, end, fileID{dev: unix.Mkdev(uint32(maj), uint32(mnr)), inode: ino}, true
 }
 
-// charDev returns the device number of the file a /proc magic link stands
-// for when it is a character device, else 0; there is false when the fd or
-// mapping went away.
-func charDev(link string) (rdev uint64, there bool, err error) {
+// parseUint parses a non-empty unsigned number in base 10 or 16 without
+// allocating; ok is false for anything else or on overflow.
+func parseUint(b []byte, base uint64) (n uint64, ok bool) {
+	if len(b) == 0 || (base == 16 && len(b) > 16) || (base == 10 && len(b) > 19) {
+		return 0, false
+	}
+	for _, c := range b {
+		var d uint64
+		switch {
+		case '0' <= c && c <= '9':
+			d = uint64(c - '0')
+		case base == 16 && 'a' <= c && c <= 'f':
+			d = uint64(c-'a') + 10
+		case base == 16 && 'A' <= c && c <= 'F':
+			d = uint64(c-'A') + 10
+		default:
+			return 0, false
+		}
+		n = n*base + d
+	}
+	return n, true
+}
+
+// charDev returns the device number of the file that the /proc magic link
+// name in dir stands for when it is a character device, else 0; there is
+// false when the fd or mapping went away.
+func charDev(dir int, name string) (rdev uint64, there bool, err error) {
 	var stx unix.Statx_t
-	err = unix.Statx(unix.AT_FDCWD, link, unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE, &stx)
+	err = unix.Statx(dir, name, unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE, &stx)
 	if err != nil {
 		if gone(err) {
 			return 0, false, nil
 		}
-		return 0, false, fmt.Errorf("failed to stat %s: %w", link, err)
+		return 0, false, fmt.Errorf("failed to stat %s: %w", name, err)
 	}
 	if stx.Mode&unix.S_IFMT != unix.S_IFCHR {
 		return 0, true, nil

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hotgpu/hotgpu/internal/gpu"
 )
 
@@ -71,4 +73,39 @@ func holdersOf(t *testing.T, nodes ...gpu.DeviceNode) map[gpu.DeviceNode][]int {
 		t.Fatalf("Holders: %v", err)
 	}
 	return got
+}
+
+func TestParseMapsLine(t *testing.T) {
+	tests := []struct {
+		name       string
+		line       string
+		start, end uint64
+		id         fileID
+		ok         bool
+	}{
+		{"file", "00400000-00452000 r-xp 00000000 08:02 173521    /usr/bin/dbus-daemon",
+			0x400000, 0x452000, fileID{dev: unix.Mkdev(8, 2), inode: 173521}, true},
+		{"device node", "7f1c2a000000-7f1c2a001000 rw-s 00000000 00:05 1042 /dev/nvidia0",
+			0x7f1c2a000000, 0x7f1c2a001000, fileID{dev: unix.Mkdev(0, 5), inode: 1042}, true},
+		{"path with spaces", "1000-2000 r--p 00000000 fd:01 7 /tmp/a b (deleted)",
+			0x1000, 0x2000, fileID{dev: unix.Mkdev(0xfd, 1), inode: 7}, true},
+		{"hex minor", "1000-2000 r--p 00000000 103:1a 9", 0x1000, 0x2000, fileID{dev: unix.Mkdev(0x103, 0x1a), inode: 9}, true},
+		{"anonymous", "7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]", 0, 0, fileID{}, false},
+		{"no path", "7ffd1000-7ffd2000 rw-p 00000000 00:00 0", 0, 0, fileID{}, false},
+		{"short", "7ffd1000-7ffd2000 rw-p 00000000", 0, 0, fileID{}, false},
+		{"bad range", "7ffd1000 rw-p 00000000 08:02 5 /x", 0, 0, fileID{}, false},
+		{"bad dev", "1000-2000 r--p 00000000 0802 5 /x", 0, 0, fileID{}, false},
+		{"bad inode", "1000-2000 r--p 00000000 08:02 5x /x", 0, 0, fileID{}, false},
+		{"range overflow", "11112222333344445-2000 r--p 00000000 08:02 5 /x", 0, 0, fileID{}, false},
+		{"empty", "", 0, 0, fileID{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start, end, id, ok := parseMapsLine([]byte(tt.line))
+			if ok != tt.ok || (ok && (start != tt.start || end != tt.end || id != tt.id)) {
+				t.Errorf("parseMapsLine(%q) = %x, %x, %+v, %v; want %x, %x, %+v, %v",
+					tt.line, start, end, id, ok, tt.start, tt.end, tt.id, tt.ok)
+			}
+		})
+	}
 }

@@ -303,6 +303,25 @@ func New(store Store) (*Ledger, error) {
 // same GPU with reason Kubelet. Every token issued for a kubelet allocation
 // stays valid while the allocation does (see Holder.Tokens).
 func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) error {
+	return l.acquire(h, reason, state, uuids, nil)
+}
+
+// Reserve acquires uuids for holder as Pending, as Acquire does, and records
+// with them, in the same durable change, the device nodes hotgpu made for
+// them (by GPU UUID; see SetNodes): a live attach makes its nodes first,
+// then reserves, so that one write both claims the GPUs and says what to
+// remove if the attach is rolled back or interrupted. Every GPU named in
+// nodes must be among uuids.
+func (l *Ledger) Reserve(h Holder, reason Reason, uuids []string, nodes map[string][]CreatedNode) error {
+	for u := range nodes {
+		if !slices.Contains(uuids, u) {
+			return fmt.Errorf("nodes recorded for GPU %s, which is not reserved", u)
+		}
+	}
+	return l.acquire(h, reason, Pending, uuids, nodes)
+}
+
+func (l *Ledger) acquire(h Holder, reason Reason, state State, uuids []string, nodes map[string][]CreatedNode) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	next := maps.Clone(l.grants)
@@ -314,7 +333,7 @@ func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) 
 		switch {
 		case !held:
 		case sameHolder(cur.Holder, h):
-			if cur.State == state && cur.Reason == reason {
+			if cur.State == state && cur.Reason == reason && nodes[u] == nil {
 				continue
 			}
 			if cur.Reason == Kubelet && reason == Kubelet {
@@ -341,7 +360,7 @@ func (l *Ledger) Acquire(h Holder, reason Reason, state State, uuids ...string) 
 		if by, busy := l.overlapping(next, u, &h); busy {
 			return &HeldError{GPU: u, By: by, Via: by.GPU}
 		}
-		next[u] = Grant{GPU: u, Holder: nh, Reason: reason, State: state, Since: now}
+		next[u] = Grant{GPU: u, Holder: nh, Reason: reason, State: state, Since: now, Nodes: RecordNodes(nodes[u])}
 		changed = true
 	}
 	if !changed {

@@ -323,3 +323,52 @@ func TestReleasedMoveGoesBackToTheHolder(t *testing.T) {
 		})
 	}
 }
+
+// countingStore counts the durable writes.
+type countingStore struct {
+	FileStore
+	saves int
+}
+
+func (s *countingStore) Save(g []Grant) error {
+	s.saves++
+	return s.FileStore.Save(g)
+}
+
+// Reserve claims the GPUs Pending and records the nodes made for them in
+// one durable write; a refused Reserve writes and changes nothing.
+func TestReserveRecordsNodesInOneWrite(t *testing.T) {
+	fs, err := NewFileStore(t.TempDir())
+	must(t, err)
+	s := &countingStore{FileStore: *fs}
+	l, err := New(s)
+	must(t, err)
+	must(t, l.Acquire(podB, Attach, Active, "GPU-2"))
+	ctl := CreatedNode{Path: "/dev/nvidiactl", Ino: 9, Dev: 44, Rdev: 50175}
+	nodes := map[string][]CreatedNode{"GPU-0": {{Path: "/dev/nvidia0", Ino: 7, Dev: 44, Rdev: 49920}, ctl}}
+
+	s.saves = 0
+	if err := l.Reserve(podA, Attach, []string{"GPU-1"}, nodes); err == nil {
+		t.Error("recorded nodes with a GPU it did not reserve")
+	}
+	var held *HeldError
+	if err := l.Reserve(podA, Attach, []string{"GPU-0", "GPU-2"}, nodes); !errors.As(err, &held) {
+		t.Errorf("reserved a GPU another container holds: %v", err)
+	}
+	if s.saves != 0 || len(l.Container(podA.ContainerID)) != 0 {
+		t.Fatalf("refused reservations wrote %d times, ledger %v", s.saves, l.Grants())
+	}
+
+	must(t, l.Reserve(podA, Attach, []string{"GPU-0", "GPU-1"}, nodes))
+	if s.saves != 1 {
+		t.Errorf("Reserve wrote %d times, want 1", s.saves)
+	}
+	reloaded, err := New(fs)
+	must(t, err)
+	for _, u := range []string{"GPU-0", "GPU-1"} {
+		g, _ := reloaded.Lookup(u)
+		if g.Holder.ContainerID != podA.ContainerID || g.State != Pending || fmt.Sprint(g.Nodes.List()) != fmt.Sprint(nodes[u]) {
+			t.Errorf("%s after reload: %+v, want pending for %s with nodes %v", u, g, podA.ContainerID, nodes[u])
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // AnnotationPrefix is followed by the container name:
@@ -202,12 +203,16 @@ func ValidateID(id string) error {
 }
 
 // migProfileName is a MIG profile as NVIDIA's tools name it: "1g.5gb",
-// "1c.2g.10gb", "1g.10gb+me", "1g.12gb-me", "1g.5gb+me.all".
-var migProfileName = regexp.MustCompile(`^([0-9]{1,2}c\.)?[0-9]{1,2}g\.[0-9]{1,4}gb([+-][a-z.]{1,12})?$`)
+// "1c.2g.10gb", "1g.10gb+me", "1g.12gb-me", "1g.5gb+me.all". It is compiled
+// at first use, not at start: every hotgpu CLI process links this package,
+// and compiling it at init was a tenth of a CLI attach's start.
+var migProfileName = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([0-9]{1,2}c\.)?[0-9]{1,2}g\.[0-9]{1,4}gb([+-][a-z.]{1,12})?$`)
+})
 
 // ValidateMIGProfile accepts a MIG profile name ("1g.5gb").
 func ValidateMIGProfile(profile string) error {
-	if !migProfileName.MatchString(profile) {
+	if !migProfileName().MatchString(profile) {
 		return fmt.Errorf("%q is not a MIG profile name such as \"1g.5gb\" or \"3g.20gb\"", truncate(profile))
 	}
 	return nil
