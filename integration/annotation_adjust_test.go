@@ -121,7 +121,45 @@ func testChargePodPolicy(t *testing.T, h *hotgpuCluster) {
 			t.Logf("%s: refused: %v", tc.name, err)
 		}
 	}
-	deletePod(t, h.Cluster, "team-b", "charge-own-node")
+	testAgentPodWrites(t, h, own, other)
+}
+
+// testAgentPodWrites: past creation, hotgpud's account deletes only its own
+// node's holder and charge pods, and changes only the applied annotations
+// of its own node's pods (team-b/other, a user pod on this node, and the
+// charge pod charge-own-node are there).
+func testAgentPodWrites(t *testing.T, h *hotgpuCluster, own, other string) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, kubeconfig string
+		args             []string
+		want             string
+	}{
+		{"another node's agent annotates", other, []string{"annotate", "pod", "other", "gpus.hotgpu.dev/applied.main=0"}, "only change pods on its own node"},
+		{"labels a user pod", own, []string{"label", "pod", "other", "x=y"}, "only change a pod's gpus.hotgpu.dev/applied"},
+		{"annotates anything else", own, []string{"annotate", "pod", "other", "note=x"}, "only change a pod's gpus.hotgpu.dev/applied"},
+		{"deletes a user pod", own, []string{"delete", "pod", "other", "--wait=false"}, "only delete its own node's holder and charge pods"},
+		{"another node's agent deletes a charge pod", other, []string{"delete", "pod", "charge-own-node", "--wait=false"}, "only delete"},
+		{"writes its applied annotation", own, []string{"annotate", "pod", "other", "gpus.hotgpu.dev/applied.main=0"}, ""},
+		{"deletes its charge pod", own, []string{"delete", "pod", "charge-own-node", "--wait=false"}, ""},
+	} {
+		out, err := h.Kubectl(ctx, append([]string{"--kubeconfig", tc.kubeconfig, "-n", "team-b"}, tc.args...)...)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v %s", tc.name, err, out)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: gave %v, want refused with %q", tc.name, err, tc.want)
+		}
+	}
+	if p, err := getPod(t, h.Cluster, "team-b", "other"); err != nil {
+		t.Error(err)
+	} else if p.Labels["x"] != "" || p.Annotations["note"] != "" || p.Annotations["gpus.hotgpu.dev/applied.main"] != "0" {
+		t.Errorf("team-b/other after the writes: labels %v, annotations %v; want only the applied annotation changed", p.Labels, p.Annotations)
+	}
+	eventually(t, time.Minute, "charge-own-node gone", func() (bool, string) {
+		_, err := getPod(t, h.Cluster, "team-b", "charge-own-node")
+		return errors.Is(err, cluster.ErrNotFound), fmt.Sprint(err)
+	})
 }
 
 // testAnnotationQuota: ann's creation-time GPU is charged to team-a's quota
