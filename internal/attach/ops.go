@@ -202,10 +202,12 @@ func (m *Manager) undo(r *resolved, inv *gpu.Inventory, granted []ledger.Grant, 
 
 // Detach takes GPUs away from the container: the named ones, or every GPU
 // it got by attach or annotation when ids is empty. A GPU that any process
-// of the node holds (open or mapped) is refused unless force. A GPU still
-// held once access is revoked (force, or a process that opened it in
-// between) is quarantined, not freed: the device cgroup checks only
-// open(2), so its holder keeps using it. Kubelet's GPUs are never detached:
+// of the node holds (open or mapped) is refused unless force: the check
+// runs once access is revoked, so it cannot miss an open just before, and
+// a refused detach gives access back (new opens in the container fail with
+// EPERM for the length of that scan). A GPU still held under force is
+// quarantined, not freed: the device cgroup checks only open(2), so its
+// holder keeps using it. Kubelet's GPUs are never detached:
 // kubelet would hand them out again while the pod still uses them.
 func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 	m.mu.Lock()
@@ -226,9 +228,6 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 		p, _ := inv.ByUUID(g.GPU)
 		gpus = append(gpus, p)
 	}
-	if err := m.refuseBusy(gpus, force); err != nil {
-		return nil, err
-	}
 	// what the container keeps (a sibling MIG instance's parent node) stays
 	kept := nodesOfGrants(inv, withoutGrants(held, sel))
 	nodes := withoutPaths(nodesOf(gpus), kept)
@@ -242,13 +241,25 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 	if err := m.ledger.SetState(r.holder.ContainerID, ledger.Pending, uuids...); err != nil {
 		return nil, err
 	}
-	left, err := m.remove(r, inv, held, nodes, made)
+	// The holders are looked for once, after access is revoked: no process
+	// can open the GPUs after that scan, so what it finds is all there is
+	// (a check before the revoke would miss an open in between). Busy
+	// without force gives access back and refuses.
+	var holders map[string][]int
+	var scanErr error
+	left, err := m.remove(r, inv, held, nodes, made, func() error {
+		holders, scanErr = m.holders(gpus)
+		if force {
+			return nil
+		}
+		return refuseBusy(gpus, holders, scanErr)
+	})
 	if err != nil {
 		_ = m.ledger.SetState(r.holder.ContainerID, ledger.Active, uuids...)
 		return nil, err
 	}
 	m.detached[r.holder.ContainerID] = r.holder
-	quarantined, err := m.releaseOrQuarantine(r.holder, gpus)
+	quarantined, err := m.releaseOrQuarantine(r.holder, gpus, holders, scanErr)
 	if err != nil {
 		return nil, err
 	}
@@ -261,11 +272,11 @@ func (m *Manager) Detach(t Target, ids []string, force bool) (*Result, error) {
 }
 
 // releaseOrQuarantine ends the holder's grants of gpus, whose access is
-// revoked: a GPU no process holds is released, one still held is
-// quarantined until no process does (LiftQuarantines). When the holders
-// cannot be read every GPU is quarantined: the next pass finds out.
-func (m *Manager) releaseOrQuarantine(h ledger.Holder, gpus []*gpu.GPU) (quarantined []*gpu.GPU, err error) {
-	holders, scanErr := m.holders(gpus)
+// revoked, by what the scan after the revoke found (holders, scanErr): a
+// GPU no process holds is released, one still held is quarantined until no
+// process does (LiftQuarantines). When the holders could not be read every
+// GPU is quarantined: the next pass finds out.
+func (m *Manager) releaseOrQuarantine(h ledger.Holder, gpus []*gpu.GPU, holders map[string][]int, scanErr error) (quarantined []*gpu.GPU, err error) {
 	var free []string
 	for _, g := range gpus {
 		pids := holders[g.UUID]
@@ -292,9 +303,10 @@ func (m *Manager) releaseOrQuarantine(h ledger.Holder, gpus []*gpu.GPU) (quarant
 	return quarantined, nil
 }
 
-// remove revokes nodes and removes the ones hotgpu made (made), and returns
-// the paths of those it found replaced and left.
-func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, nodes []gpu.DeviceNode, made []hotplug.Made) (kept []string, err error) {
+// remove revokes nodes, runs check (an error gives access back and is
+// returned), removes the nodes hotgpu made (made), and returns the paths
+// of those it found replaced and left.
+func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, nodes []gpu.DeviceNode, made []hotplug.Made, check func() error) (kept []string, err error) {
 	access, err := m.access(r, inv, held)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open the container's device cgroup: %w", err)
@@ -304,6 +316,13 @@ func (m *Manager) remove(r *resolved, inv *gpu.Inventory, held []ledger.Grant, n
 	}
 	if err := m.step("revoked"); err != nil {
 		_ = access.Grant(nodes)
+		return nil, err
+	}
+	if err := check(); err != nil {
+		if gerr := access.Grant(nodes); gerr != nil {
+			// the ledger goes back to Active: reconcile grants it again
+			m.log.WithError(gerr).WithField("container", r.holder.String()).Warn("failed to give back access after a refused detach; reconcile retries")
+		}
 		return nil, err
 	}
 	made, files := splitFiles(made)
@@ -378,16 +397,11 @@ func selectGrants(inv *gpu.Inventory, held []ledger.Grant, ids []string) ([]ledg
 }
 
 // refuseBusy refuses a detach while any process of the node holds one of
-// gpus. A forced detach skips this scan: the one after the revoke
-// (releaseOrQuarantine) finds the holders anyway, logs them and quarantines
-// what they still hold, so scanning /proc here too would only repeat it.
-func (m *Manager) refuseBusy(gpus []*gpu.GPU, force bool) error {
-	if force {
-		return nil
-	}
-	holders, err := m.holders(gpus)
-	if err != nil {
-		return err
+// gpus (holders and scanErr: the scan after the revoke), or when the
+// holders could not be read.
+func refuseBusy(gpus []*gpu.GPU, holders map[string][]int, scanErr error) error {
+	if scanErr != nil {
+		return scanErr
 	}
 	for _, g := range gpus {
 		if pids := holders[g.UUID]; len(pids) > 0 {
