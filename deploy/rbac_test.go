@@ -23,7 +23,7 @@ var agentRules = map[string][]string{
 	"events.k8s.io/events":                 {"create", "patch"},
 	// the DRA kubelet plugin: its node's ResourceSlice, the claims it
 	// prepares, its Node (the slice's owner)
-	"resource.k8s.io/resourceslices": {"get", "list", "watch", "create", "update", "delete", "deletecollection"},
+	"resource.k8s.io/resourceslices": {"get", "list", "watch", "create", "update", "delete"},
 	"resource.k8s.io/resourceclaims": {"get"},
 	"/nodes":                         {"get"},
 }

@@ -1,0 +1,176 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	resourcev1 "k8s.io/api/resource/v1"
+
+	"github.com/hotgpu/hotgpu/internal/ledger"
+)
+
+// testDRAOnDaemonSet: with hotgpu deployed by deploy/ (the DaemonSet's
+// hotgpud registered as the DRA driver through the mounted plugin dirs, the
+// DeviceClass, the RBAC for ResourceSlices), the node's ResourceSlice lists
+// the 8 GPUs; a pod with a ResourceClaimTemplate asking one gpu.hotgpu.dev
+// device runs with exactly the allocated GPU, held for its claim in the
+// ledger and withdrawn from the device plugin; deleting the pod gives it back.
+func testDRAOnDaemonSet(t *testing.T, h *hotgpuCluster) {
+	eventually(t, time.Minute, "the node's ResourceSlice with 8 GPUs", func() (bool, string) {
+		n, err := sliceDevices(h.Cluster)
+		return n == 8, fmt.Sprintf("%d devices (%v)", n, err)
+	})
+	start := time.Now()
+	p := createDRAPod(t, h.Cluster, "dra-ds", 1)
+	t.Logf("pod with a claim created -> Running in %s", time.Since(start).Round(time.Millisecond))
+	if len(p.Status.ResourceClaimStatuses) != 1 || p.Status.ResourceClaimStatuses[0].ResourceClaimName == nil {
+		t.Fatalf("pod's claim statuses %+v", p.Status.ResourceClaimStatuses)
+	}
+	ctx := context.Background()
+	var claim resourcev1.ResourceClaim
+	claimPath := "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/" + *p.Status.ResourceClaimStatuses[0].ResourceClaimName
+	if err := h.Client().Get(ctx, claimPath, &claim); err != nil {
+		t.Fatal(err)
+	}
+	if claim.Status.Allocation == nil || len(claim.Status.Allocation.Devices.Results) != 1 {
+		t.Fatalf("claim %s allocation %+v, want one device", claim.Name, claim.Status.Allocation)
+	}
+	dev := claim.Status.Allocation.Devices.Results[0]
+	index, err := strconv.Atoi(strings.TrimPrefix(dev.Device, "gpu-"))
+	if dev.Driver != "gpu.hotgpu.dev" || dev.Pool != h.NodeName || err != nil {
+		t.Fatalf("allocated %+v, want a gpu.hotgpu.dev device of pool %s", dev, h.NodeName)
+	}
+	ctx2, cancel := context.WithTimeout(ctx, 5*time.Second)
+	gpus, err := h.api.GPUs(ctx2)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	minor := ""
+	for _, g := range gpus {
+		held := g.Grant != nil && g.Grant.Reason == ledger.DRA && g.Grant.Holder.ClaimUID == string(claim.UID)
+		if held != (g.Index == index) {
+			t.Fatalf("GPU %d grant %+v; want only GPU %d held, for claim %s", g.Index, g.Grant, index, claim.UID)
+		}
+		if held {
+			minor = strconv.Itoa(g.Minor)
+		}
+	}
+	if got := h.visibleGPUs(t, "default", "dra-ds"); !slices.Equal(got, []string{minor}) {
+		t.Fatalf("pod sees /dev/nvidia%v, want exactly the claim's GPU %d (nvidia%s)", got, index, minor)
+	}
+	h.waitAllocatable(t, 7, "the claim's GPU withdrawn from the device plugin")
+
+	deletePod(t, h.Cluster, "default", "dra-ds")
+	if err := h.Client().Delete(ctx, "/apis/resource.k8s.io/v1/namespaces/default/resourceclaimtemplates/dra-ds"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the claim unprepared", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		gpus, err := h.api.GPUs(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, g := range gpus {
+			if g.Grant != nil {
+				return false, fmt.Sprintf("GPU %d held by %+v", g.Index, g.Grant)
+			}
+		}
+		return true, ""
+	})
+	h.waitAllocatable(t, 8, "the claim's GPU back to the device plugin")
+}
+
+// testResourceSlicePolicy: admission.yaml keeps hotgpud's ResourceSlice
+// writes to its own node. As hotgpud's service account with another node
+// in its token (or none), replacing or deleting this node's slice and
+// creating one for this node are refused; with this node's name, a slice
+// of another driver is refused and its own slice may be replaced.
+func testResourceSlicePolicy(t *testing.T, h *hotgpuCluster) {
+	ctx := context.Background()
+	slice := nodeSlice(t, h)
+	slice.Labels = map[string]string{"hotgpu.dev/policy-test": "1"}
+	replace := writeJSON(t, h, "slice-replace.json", slice)
+	foreign := resourcev1.ResourceSlice{}
+	foreign.APIVersion, foreign.Kind = "resource.k8s.io/v1", "ResourceSlice"
+	foreign.Name = "policy-test-" + h.NodeName
+	foreign.Spec = resourcev1.ResourceSliceSpec{
+		Driver: "gpu.example.com", NodeName: &h.NodeName,
+		Pool:    resourcev1.ResourcePool{Name: h.NodeName, Generation: 1, ResourceSliceCount: 1},
+		Devices: []resourcev1.Device{{Name: "gpu-0"}},
+	}
+	other := writeJSON(t, h, "slice-other-driver.json", &foreign)
+	mine := foreign.DeepCopy()
+	mine.Name, mine.Spec.Driver = "policy-test-mine", "gpu.hotgpu.dev"
+	create := writeJSON(t, h, "slice-create.json", mine)
+	defer func() {
+		for _, name := range []string{foreign.Name, mine.Name} {
+			_, _ = h.Kubectl(ctx, "delete", "resourceslice", name, "--ignore-not-found", "--wait=false")
+		}
+	}()
+
+	for _, tc := range []struct {
+		name, node string
+		args       []string
+		want       string
+	}{
+		{"replace-no-node", "", []string{"replace", "-f", replace}, "not bound to a node"},
+		{"replace-other-node", "other-node", []string{"replace", "-f", replace}, "belongs to another node"},
+		{"delete-other-node", "other-node", []string{"delete", "resourceslice", slice.Name, "--wait=false"}, "belongs to another node"},
+		{"create-other-node", "other-node", []string{"create", "-f", create}, "may only write ResourceSlices of driver gpu.hotgpu.dev, node and pool other-node"},
+		{"create-other-driver", h.NodeName, []string{"create", "-f", other}, "may only write ResourceSlices of driver gpu.hotgpu.dev"},
+		{"replace-own-node", h.NodeName, []string{"replace", "-f", replace}, ""},
+	} {
+		args := append([]string{"--kubeconfig", agentKubeconfig(t, h, tc.node)}, tc.args...)
+		out, err := h.Kubectl(ctx, args...)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: the node's own agent may replace its slice: %v %s", tc.name, err, out)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: gave %v %s, want refused with %q", tc.name, err, out, tc.want)
+		}
+	}
+	if got := nodeSlice(t, h); got.UID != slice.UID {
+		t.Errorf("the node's slice was replaced by another (%s -> %s)", slice.UID, got.UID)
+	}
+}
+
+// nodeSlice returns hotgpud's ResourceSlice of the cluster's node.
+func nodeSlice(t *testing.T, h *hotgpuCluster) *resourcev1.ResourceSlice {
+	t.Helper()
+	var list resourcev1.ResourceSliceList
+	if err := h.Client().Get(context.Background(), "/apis/resource.k8s.io/v1/resourceslices", &list); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range list.Items {
+		if s.Spec.Driver == "gpu.hotgpu.dev" && s.Spec.NodeName != nil && *s.Spec.NodeName == h.NodeName {
+			s := list.Items[i]
+			s.APIVersion, s.Kind = "resource.k8s.io/v1", "ResourceSlice"
+			return &s
+		}
+	}
+	t.Fatalf("no gpu.hotgpu.dev ResourceSlice of node %s in %d slices", h.NodeName, len(list.Items))
+	return nil
+}
+
+func writeJSON(t *testing.T, h *hotgpuCluster, name string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(h.Dir, name)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
