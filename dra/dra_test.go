@@ -157,7 +157,7 @@ type fixture struct {
 	dir string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	inv := simInventory(t, "pcie8")
 	l := newLedger(t)
 	dir := t.TempDir()
