@@ -51,47 +51,61 @@ func TestDaemonSetCarriesDRA(t *testing.T) {
 	}
 }
 
-// TestResourceSlicePolicy: hotgpud's ResourceSlice writes are checked
-// against the node name of its bound token, fail closed, and denied.
-func TestResourceSlicePolicy(t *testing.T) {
-	var policy *admissionv1.ValidatingAdmissionPolicy
-	var binding *admissionv1.ValidatingAdmissionPolicyBinding
-	for _, o := range objects(t) {
-		switch o := o.(type) {
-		case *admissionv1.ValidatingAdmissionPolicy:
-			if o.Name == "hotgpu-resourceslices" {
-				policy = o
+// TestDRAPolicies: hotgpud's ResourceSlice writes and ResourceClaim status
+// writes are checked against the node name of its bound token, fail
+// closed, and are denied.
+func TestDRAPolicies(t *testing.T) {
+	objs := objects(t)
+	for _, tc := range []struct {
+		policy, resource string
+		ops              []admissionv1.OperationType
+		checks           []string
+	}{
+		{"hotgpu-resourceslices", "resourceslices", []admissionv1.OperationType{admissionv1.Create, admissionv1.Update, admissionv1.Delete},
+			[]string{"spec.nodeName", "spec.driver", "spec.pool.name", "oldObject"}},
+		{"hotgpu-resourceclaim-status", "resourceclaims/status", []admissionv1.OperationType{admissionv1.Update},
+			[]string{"status.?allocation", "status.?reservedFor", "d.pool == variables.node", "oldObject"}},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			var policy *admissionv1.ValidatingAdmissionPolicy
+			var binding *admissionv1.ValidatingAdmissionPolicyBinding
+			for _, o := range objs {
+				switch o := o.(type) {
+				case *admissionv1.ValidatingAdmissionPolicy:
+					if o.Name == tc.policy {
+						policy = o
+					}
+				case *admissionv1.ValidatingAdmissionPolicyBinding:
+					if o.Spec.PolicyName == tc.policy {
+						binding = o
+					}
+				}
 			}
-		case *admissionv1.ValidatingAdmissionPolicyBinding:
-			if o.Spec.PolicyName == "hotgpu-resourceslices" {
-				binding = o
+			if policy == nil || binding == nil {
+				t.Fatalf("want the policy and its binding, got %v %v", policy, binding)
 			}
-		}
-	}
-	if policy == nil || binding == nil {
-		t.Fatalf("want the policy hotgpu-resourceslices and its binding, got %v %v", policy, binding)
-	}
-	if !slices.Equal(binding.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
-		t.Errorf("binding actions %v, want Deny", binding.Spec.ValidationActions)
-	}
-	if policy.Spec.FailurePolicy == nil || *policy.Spec.FailurePolicy != admissionv1.Fail {
-		t.Error("the policy must fail closed")
-	}
-	rules := policy.Spec.MatchConstraints.ResourceRules
-	if len(rules) != 1 || !slices.Equal(rules[0].Resources, []string{"resourceslices"}) ||
-		!slices.Equal(rules[0].Operations, []admissionv1.OperationType{admissionv1.Create, admissionv1.Update, admissionv1.Delete}) {
-		t.Errorf("policy matches %+v, want CREATE, UPDATE and DELETE of resourceslices", rules)
-	}
-	var all string
-	for _, v := range policy.Spec.Variables {
-		all += v.Expression
-	}
-	for _, v := range policy.Spec.Validations {
-		all += v.Expression
-	}
-	for _, want := range []string{"authentication.kubernetes.io/node-name", "spec.nodeName", "spec.driver", "oldObject"} {
-		if !strings.Contains(all, want) {
-			t.Errorf("the policy does not check %s", want)
-		}
+			if !slices.Equal(binding.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+				t.Errorf("binding actions %v, want Deny", binding.Spec.ValidationActions)
+			}
+			if policy.Spec.FailurePolicy == nil || *policy.Spec.FailurePolicy != admissionv1.Fail {
+				t.Error("the policy must fail closed")
+			}
+			rules := policy.Spec.MatchConstraints.ResourceRules
+			if len(rules) != 1 || !slices.Equal(rules[0].Resources, []string{tc.resource}) || !slices.Equal(rules[0].Operations, tc.ops) {
+				t.Errorf("policy matches %+v, want %v of %s", rules, tc.ops, tc.resource)
+			}
+			var all string
+			for _, v := range policy.Spec.Variables {
+				all += v.Expression
+			}
+			for _, v := range policy.Spec.Validations {
+				all += v.Expression
+			}
+			for _, want := range append([]string{"authentication.kubernetes.io/node-name"}, tc.checks...) {
+				if !strings.Contains(all, want) {
+					t.Errorf("the policy does not check %s", want)
+				}
+			}
+		})
 	}
 }

@@ -23,9 +23,10 @@ var agentRules = map[string][]string{
 	"events.k8s.io/events":                 {"create", "patch"},
 	// the DRA kubelet plugin: its node's ResourceSlice, the claims it
 	// prepares, its Node (the slice's owner)
-	"resource.k8s.io/resourceslices": {"get", "list", "watch", "create", "update", "delete"},
-	"resource.k8s.io/resourceclaims": {"get"},
-	"/nodes":                         {"get"},
+	"resource.k8s.io/resourceslices":        {"get", "list", "watch", "create", "update", "delete"},
+	"resource.k8s.io/resourceclaims":        {"get"},
+	"resource.k8s.io/resourceclaims/status": {"patch"},
+	"/nodes":                                {"get"},
 }
 
 // checkAgentRole: hotgpud's service account is bound to exactly one

@@ -12,6 +12,7 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	specs "tags.cncf.io/container-device-interface/specs-go"
 
@@ -255,5 +256,47 @@ func TestPrepareRefusesAnUnknownDevice(t *testing.T) {
 	f := newFixture(t)
 	if r := f.prepare(t, claim("uid-3", "gpu-42")); r.Err == nil || !strings.Contains(r.Err.Error(), "gpu-42") {
 		t.Fatalf("prepare of an unknown device: %v", r.Err)
+	}
+}
+
+func TestPrepareRefusalIsWrittenToTheClaim(t *testing.T) {
+	f := newFixture(t)
+	c := claim("uid-4", "gpu-1")
+	cs := fake.NewClientset(c)
+	f.d.claims = cs.ResourceV1()
+	if err := f.l.Acquire(ledger.Holder{Token: "t"}, ledger.Kubelet, ledger.Active, f.inv.GPUs[1].UUID); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.prepare(t, c); r.Err == nil {
+		t.Fatal("prepare of a kubelet-held GPU succeeded")
+	}
+	got, err := cs.ResourceV1().ResourceClaims("ml").Get(context.Background(), c.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Status.Devices) != 1 || len(got.Status.Devices[0].Conditions) != 1 {
+		t.Fatalf("claim status %+v, want one device with one condition", got.Status.Devices)
+	}
+	dev, cond := got.Status.Devices[0], got.Status.Devices[0].Conditions[0]
+	if dev.Driver != DriverName || dev.Pool != node || dev.Device != "gpu-1" || cond.Type != ConditionReady ||
+		cond.Status != metav1.ConditionFalse || cond.Reason != ReasonGPUHeld || !strings.Contains(cond.Message, "kubelet") {
+		t.Errorf("claim device status %+v, want gpu-1 not Ready, held by kubelet", dev)
+	}
+	if got.Status.Allocation == nil || len(got.Status.Allocation.Devices.Results) != 1 {
+		t.Errorf("the status write changed the allocation: %+v", got.Status.Allocation)
+	}
+
+	if _, err := f.l.ReleaseWhere(func(g ledger.Grant) bool { return g.Reason == ledger.Kubelet }); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.prepare(t, got); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	got, err = cs.ResourceV1().ResourceClaims("ml").Get(context.Background(), c.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Status.Devices) != 0 {
+		t.Errorf("claim status %+v after a successful prepare, want hotgpud's entries cleared", got.Status.Devices)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	resourceclient "k8s.io/client-go/kubernetes/typed/resource/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	specs "tags.cncf.io/container-device-interface/specs-go"
@@ -45,6 +46,8 @@ type Driver struct {
 	log  *logrus.Entry
 	// refresh wakes Run to publish again (the inventory changed).
 	refresh chan struct{}
+	// claims writes a refused claim's device status; nil until Run.
+	claims resourceclient.ResourceClaimsGetter
 }
 
 // New returns the plugin; Run starts it.
@@ -72,6 +75,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("failed to create the DRA plugin's dir: %w", err)
 	}
+	d.claims = client.ResourceV1()
 	helper, err := kubeletplugin.Start(ctx, d,
 		kubeletplugin.DriverName(DriverName),
 		kubeletplugin.KubeClient(client),
@@ -111,12 +115,14 @@ func (d *Driver) WatchHealthStatus(context.Context, chan<- kubeletplugin.DeviceH
 
 // PrepareResourceClaims holds each claim's GPUs in the ledger and writes
 // its CDI spec. A claim whose GPU another allocator holds fails with an
-// error naming the holder; kubelet retries it.
-func (d *Driver) PrepareResourceClaims(_ context.Context, claims []*resourceapi.ResourceClaim) (map[types.UID]kubeletplugin.PrepareResult, error) {
+// error naming the holder, also written into the claim's status; kubelet
+// retries it.
+func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceapi.ResourceClaim) (map[types.UID]kubeletplugin.PrepareResult, error) {
 	out := map[types.UID]kubeletplugin.PrepareResult{}
 	for _, c := range claims {
 		devs, err := d.prepare(c)
 		out[c.UID] = kubeletplugin.PrepareResult{Devices: devs, Err: err}
+		d.reportPrepare(ctx, c, err)
 	}
 	return out, nil
 }

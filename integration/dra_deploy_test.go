@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
@@ -173,4 +175,105 @@ func writeJSON(t *testing.T, h *hotgpuCluster, name string, v any) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// testDRARefusalStatus: a claim allocated a GPU that live attach holds (the
+// race the slice update closes, forced here by writing the allocation as
+// the admin) is refused by Prepare, and the claim says why:
+// status.devices has the device not Ready, reason GPUHeldByAnotherAllocator,
+// naming the holder. admission.yaml keeps hotgpud's account from changing
+// the allocation, the reservations or another node's device status. Once
+// the GPU is detached, kubelet's retry prepares the claim, the pod runs,
+// and the refusal is cleared.
+func testDRARefusalStatus(t *testing.T, h *hotgpuCluster) {
+	ctx := context.Background()
+	createPod(t, h.Cluster, busyboxPod("holder", 0))
+	h.hotgpu(t, "attach", "--pod", "default/holder", "--gpu", "3")
+	claimPath := "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/refused"
+	claim := &resourcev1.ResourceClaim{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaim"},
+		ObjectMeta: metav1.ObjectMeta{Name: "refused", Namespace: "default"},
+		Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{
+			Requests: []resourcev1.DeviceRequest{{Name: "gpu", Exactly: &resourcev1.ExactDeviceRequest{DeviceClassName: "gpu.hotgpu.dev"}}},
+		}},
+	}
+	if err := h.Client().Create(ctx, "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims", claim); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Client().Get(ctx, claimPath, claim); err != nil {
+		t.Fatal(err)
+	}
+	claim.APIVersion, claim.Kind = "resource.k8s.io/v1", "ResourceClaim"
+	claim.Status.Allocation = &resourcev1.AllocationResult{
+		Devices: resourcev1.DeviceAllocationResult{Results: []resourcev1.DeviceRequestAllocationResult{
+			{Request: "gpu", Driver: "gpu.hotgpu.dev", Pool: h.NodeName, Device: "gpu-3"},
+		}},
+		NodeSelector: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchFields: []corev1.NodeSelectorRequirement{
+			{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{h.NodeName}},
+		}}}},
+	}
+	if _, err := h.Client().Raw(ctx, "PUT", claimPath+"/status", claim); err != nil {
+		t.Fatal(err)
+	}
+	pod := busyboxPod("refused", 0)
+	pod.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimName: &claim.Name}}
+	pod.Spec.Containers[0].Resources.Claims = []corev1.ResourceClaim{{Name: "gpu"}}
+	if err := h.Client().Create(ctx, "/api/v1/namespaces/default/pods", pod); err != nil {
+		t.Fatal(err)
+	}
+	var why string
+	eventually(t, time.Minute, "the claim's status saying why Prepare refused it", func() (bool, string) {
+		if err := h.Client().Get(ctx, claimPath, claim); err != nil {
+			return false, err.Error()
+		}
+		for _, d := range claim.Status.Devices {
+			for _, c := range d.Conditions {
+				if d.Driver == "gpu.hotgpu.dev" && d.Device == "gpu-3" && c.Type == "Ready" && c.Status == metav1.ConditionFalse {
+					why = c.Reason + ": " + c.Message
+					return c.Reason == "GPUHeldByAnotherAllocator" && strings.Contains(c.Message, "default/holder"), why
+				}
+			}
+		}
+		return false, fmt.Sprintf("status.devices %+v", claim.Status.Devices)
+	})
+	t.Logf("claim status: %s", why)
+	if p, err := getPod(t, h.Cluster, "default", "refused"); err != nil {
+		t.Fatal(err)
+	} else if p.Status.Phase == corev1.PodRunning {
+		t.Fatal("the pod of the refused claim runs")
+	}
+
+	for _, tc := range []struct {
+		name, node, patch, want string
+	}{
+		{"other-node-device-status", "other-node", `{"status":{"devices":[]}}`, "may only write the status of gpu.hotgpu.dev devices in pool other-node"},
+		{"own-node-reservations", h.NodeName, `{"status":{"reservedFor":null}}`, "may not change a claim's allocation or reservations"},
+	} {
+		_, err := h.Kubectl(ctx, "--kubeconfig", agentKubeconfig(t, h, tc.node), "patch", "resourceclaim", "refused",
+			"--subresource", "status", "--type", "merge", "-p", tc.patch)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: hotgpud's account patching the claim's status: %v, want refused with %q", tc.name, err, tc.want)
+		}
+	}
+
+	h.hotgpu(t, "detach", "--pod", "default/holder", "--gpu", "3")
+	eventually(t, 2*time.Minute, "kubelet's retry to prepare the claim", func() (bool, string) {
+		p, err := getPod(t, h.Cluster, "default", "refused")
+		if err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase == corev1.PodRunning, string(p.Status.Phase) + " " + podConditions(p)
+	})
+	if err := h.Client().Get(ctx, claimPath, claim); err != nil {
+		t.Fatal(err)
+	}
+	if len(claim.Status.Devices) != 0 {
+		t.Errorf("claim status.devices %+v once prepared, want the refusal cleared", claim.Status.Devices)
+	}
+	deletePod(t, h.Cluster, "default", "refused")
+	deletePod(t, h.Cluster, "default", "holder")
+	if err := h.Client().Delete(ctx, claimPath); err != nil {
+		t.Fatal(err)
+	}
+	h.waitAllocatable(t, 8, "the claim's GPU back to the device plugin")
 }

@@ -45,6 +45,7 @@ func TestHotgpuOnCluster(t *testing.T) {
 	run("eviction", func(t *testing.T) { testEviction(t, h) })
 	run("dra-claim", func(t *testing.T) { testDRAOnDaemonSet(t, h) })
 	run("dra-slice-policy", func(t *testing.T) { testResourceSlicePolicy(t, h) })
+	run("dra-refused-claim-status", func(t *testing.T) { testDRARefusalStatus(t, h) })
 }
 
 // testAttachWithdraws: a GPU attached live by the node CLI leaves the

@@ -1,0 +1,78 @@
+package dra
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metaapply "k8s.io/client-go/applyconfigurations/meta/v1"
+	resourceapply "k8s.io/client-go/applyconfigurations/resource/v1"
+
+	"github.com/hotgpu/hotgpu/internal/ledger"
+)
+
+// Condition of a claim's device that hotgpud writes when Prepare refuses it.
+const (
+	ConditionReady = "Ready"
+	// ReasonGPUHeld: another allocator (the device plugin, an annotation,
+	// live attach, the hook) holds the GPU; the scheduler allocated it from
+	// a slice published a moment before the ledger changed.
+	ReasonGPUHeld = "GPUHeldByAnotherAllocator"
+	// ReasonPrepareFailed: any other refusal (an unknown device, the CDI
+	// spec not written).
+	ReasonPrepareFailed = "PrepareFailed"
+)
+
+// statusTimeout bounds the status write: Prepare answers kubelet anyway.
+const statusTimeout = 5 * time.Second
+
+// reportPrepare makes the claim say why Prepare refused it: each of its
+// devices on this node gets the condition Ready=False with the error, in
+// status.devices (server-side apply, field manager gpu.hotgpu.dev, so the
+// entries are the driver's own). Kubelet only logs the error and makes a
+// pod event. Once a claim is prepared, hotgpud's entries are cleared; a
+// claim that never had any costs no API call.
+func (d *Driver) reportPrepare(ctx context.Context, c *resourceapi.ResourceClaim, prepErr error) {
+	if d.claims == nil || c.Status.Allocation == nil || (prepErr == nil && !d.hasStatus(c)) {
+		return
+	}
+	status := resourceapply.ResourceClaimStatus()
+	if prepErr != nil {
+		reason := ReasonPrepareFailed
+		if errors.Is(prepErr, ledger.ErrHeld) {
+			reason = ReasonGPUHeld
+		}
+		now := metav1.Now()
+		for _, r := range c.Status.Allocation.Devices.Results {
+			if r.Driver != DriverName || r.Pool != d.cfg.Node {
+				continue
+			}
+			dev := resourceapply.AllocatedDeviceStatus().WithDriver(r.Driver).WithPool(r.Pool).WithDevice(r.Device).
+				WithConditions(metaapply.Condition().WithType(ConditionReady).WithStatus(metav1.ConditionFalse).
+					WithReason(reason).WithMessage(prepErr.Error()).WithLastTransitionTime(now).WithObservedGeneration(c.Generation))
+			if r.ShareID != nil {
+				dev.WithShareID(string(*r.ShareID))
+			}
+			status.WithDevices(dev)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	apply := resourceapply.ResourceClaim(c.Name, c.Namespace).WithStatus(status)
+	if _, err := d.claims.ResourceClaims(c.Namespace).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: DriverName, Force: true}); err != nil {
+		d.log.WithError(err).WithField("claim", c.Namespace+"/"+c.Name).Warn("failed to write the ResourceClaim's device status")
+	}
+}
+
+// hasStatus reports whether the claim carries device status of this
+// driver on this node (a refusal written before).
+func (d *Driver) hasStatus(c *resourceapi.ResourceClaim) bool {
+	for _, s := range c.Status.Devices {
+		if s.Driver == DriverName && s.Pool == d.cfg.Node {
+			return true
+		}
+	}
+	return false
+}
