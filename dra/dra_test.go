@@ -296,7 +296,8 @@ func TestPrepareRefusalIsWrittenToTheClaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.Status.Devices) != 0 {
-		t.Errorf("claim status %+v after a successful prepare, want hotgpud's entries cleared", got.Status.Devices)
+	if len(got.Status.Devices) != 1 || len(got.Status.Devices[0].Conditions) != 1 ||
+		got.Status.Devices[0].Conditions[0].Status != metav1.ConditionTrue || got.Status.Devices[0].Conditions[0].Reason != ReasonPrepared {
+		t.Errorf("claim status %+v after a successful prepare, want gpu-1 Ready", got.Status.Devices)
 	}
 }

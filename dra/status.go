@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metaapply "k8s.io/client-go/applyconfigurations/meta/v1"
@@ -23,6 +24,9 @@ const (
 	// ReasonPrepareFailed: any other refusal (an unknown device, the CDI
 	// spec not written).
 	ReasonPrepareFailed = "PrepareFailed"
+	// ReasonPrepared (Ready=True) replaces a refusal once a retry prepared
+	// the claim.
+	ReasonPrepared = "Prepared"
 )
 
 // statusTimeout bounds the status write: Prepare answers kubelet anyway.
@@ -32,38 +36,41 @@ const statusTimeout = 5 * time.Second
 // devices on this node gets the condition Ready=False with the error, in
 // status.devices (server-side apply, field manager gpu.hotgpu.dev, so the
 // entries are the driver's own). Kubelet only logs the error and makes a
-// pod event. Once a claim is prepared, hotgpud's entries are cleared; a
-// claim that never had any costs no API call.
+// pod event. Once a retry prepares the claim, the condition turns
+// Ready=True (Prepared); a claim never refused costs no API call.
 func (d *Driver) reportPrepare(ctx context.Context, c *resourceapi.ResourceClaim, prepErr error) {
 	if d.claims == nil || c.Status.Allocation == nil || (prepErr == nil && !d.hasStatus(c)) {
 		return
 	}
-	status := resourceapply.ResourceClaimStatus()
+	cond, reason, msg := metav1.ConditionTrue, ReasonPrepared, "prepared after an earlier refusal"
 	if prepErr != nil {
-		reason := ReasonPrepareFailed
+		cond, reason, msg = metav1.ConditionFalse, ReasonPrepareFailed, prepErr.Error()
 		if errors.Is(prepErr, ledger.ErrHeld) {
 			reason = ReasonGPUHeld
 		}
-		now := metav1.Now()
-		for _, r := range c.Status.Allocation.Devices.Results {
-			if r.Driver != DriverName || r.Pool != d.cfg.Node {
-				continue
-			}
-			dev := resourceapply.AllocatedDeviceStatus().WithDriver(r.Driver).WithPool(r.Pool).WithDevice(r.Device).
-				WithConditions(metaapply.Condition().WithType(ConditionReady).WithStatus(metav1.ConditionFalse).
-					WithReason(reason).WithMessage(prepErr.Error()).WithLastTransitionTime(now).WithObservedGeneration(c.Generation))
-			if r.ShareID != nil {
-				dev.WithShareID(string(*r.ShareID))
-			}
-			status.WithDevices(dev)
+	}
+	now := metav1.Now()
+	status := resourceapply.ResourceClaimStatus()
+	for _, r := range c.Status.Allocation.Devices.Results {
+		if r.Driver != DriverName || r.Pool != d.cfg.Node {
+			continue
 		}
+		dev := resourceapply.AllocatedDeviceStatus().WithDriver(r.Driver).WithPool(r.Pool).WithDevice(r.Device).
+			WithConditions(metaapply.Condition().WithType(ConditionReady).WithStatus(cond).
+				WithReason(reason).WithMessage(msg).WithLastTransitionTime(now).WithObservedGeneration(c.Generation))
+		if r.ShareID != nil {
+			dev.WithShareID(string(*r.ShareID))
+		}
+		status.WithDevices(dev)
 	}
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	apply := resourceapply.ResourceClaim(c.Name, c.Namespace).WithStatus(status)
 	if _, err := d.claims.ResourceClaims(c.Namespace).ApplyStatus(ctx, apply, metav1.ApplyOptions{FieldManager: DriverName, Force: true}); err != nil {
 		d.log.WithError(err).WithField("claim", c.Namespace+"/"+c.Name).Warn("failed to write the ResourceClaim's device status")
+		return
 	}
+	d.log.WithFields(logrus.Fields{"claim": c.Namespace + "/" + c.Name, "reason": reason}).Info("ResourceClaim device status written")
 }
 
 // hasStatus reports whether the claim carries device status of this

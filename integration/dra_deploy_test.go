@@ -15,6 +15,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
@@ -184,7 +187,7 @@ func writeJSON(t *testing.T, h *hotgpuCluster, name string, v any) string {
 // naming the holder. admission.yaml keeps hotgpud's account from changing
 // the allocation, the reservations or another node's device status. Once
 // the GPU is detached, kubelet's retry prepares the claim, the pod runs,
-// and the refusal is cleared.
+// and the condition turns Ready (Prepared).
 func testDRARefusalStatus(t *testing.T, h *hotgpuCluster) {
 	ctx := context.Background()
 	createPod(t, h.Cluster, busyboxPod("holder", 0))
@@ -243,14 +246,22 @@ func testDRARefusalStatus(t *testing.T, h *hotgpuCluster) {
 		t.Fatal("the pod of the refused claim runs")
 	}
 
+	// as hotgpud does: a patch of the status subresource, no get
 	for _, tc := range []struct {
 		name, node, patch, want string
 	}{
 		{"other-node-device-status", "other-node", `{"status":{"devices":[]}}`, "may only write the status of gpu.hotgpu.dev devices in pool other-node"},
 		{"own-node-reservations", h.NodeName, `{"status":{"reservedFor":null}}`, "may not change a claim's allocation or reservations"},
 	} {
-		_, err := h.Kubectl(ctx, "--kubeconfig", agentKubeconfig(t, h, tc.node), "patch", "resourceclaim", "refused",
-			"--subresource", "status", "--type", "merge", "-p", tc.patch)
+		rc, err := clientcmd.BuildConfigFromFlags("", agentKubeconfig(t, h, tc.node))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = cs.ResourceV1().ResourceClaims("default").Patch(ctx, "refused", types.MergePatchType, []byte(tc.patch), metav1.PatchOptions{}, "status")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: hotgpud's account patching the claim's status: %v, want refused with %q", tc.name, err, tc.want)
 		}
@@ -267,8 +278,8 @@ func testDRARefusalStatus(t *testing.T, h *hotgpuCluster) {
 	if err := h.Client().Get(ctx, claimPath, claim); err != nil {
 		t.Fatal(err)
 	}
-	if len(claim.Status.Devices) != 0 {
-		t.Errorf("claim status.devices %+v once prepared, want the refusal cleared", claim.Status.Devices)
+	if d := claim.Status.Devices; len(d) != 1 || len(d[0].Conditions) != 1 || d[0].Conditions[0].Status != metav1.ConditionTrue || d[0].Conditions[0].Reason != "Prepared" {
+		t.Errorf("claim status.devices %+v once prepared, want gpu-3 Ready (Prepared)", d)
 	}
 	deletePod(t, h.Cluster, "default", "refused")
 	deletePod(t, h.Cluster, "default", "holder")
