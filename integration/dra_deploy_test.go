@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
@@ -29,9 +30,10 @@ import (
 // device runs with exactly the allocated GPU, held for its claim in the
 // ledger and withdrawn from the device plugin; deleting the pod gives it back.
 func testDRAOnDaemonSet(t *testing.T, h *hotgpuCluster) {
-	eventually(t, time.Minute, "the node's ResourceSlice with 8 GPUs", func() (bool, string) {
+	free := len(freeGPUs(t, h)) // the Deployment of "deployment" holds some
+	eventually(t, time.Minute, fmt.Sprintf("the node's ResourceSlice with the %d free GPUs", free), func() (bool, string) {
 		n, err := sliceDevices(h.Cluster)
-		return n == 8, fmt.Sprintf("%d devices (%v)", n, err)
+		return n == free, fmt.Sprintf("%d devices (%v)", n, err)
 	})
 	start := time.Now()
 	p := createDRAPod(t, h.Cluster, "dra-ds", 1)
@@ -86,13 +88,25 @@ func testDRAOnDaemonSet(t *testing.T, h *hotgpuCluster) {
 			return false, err.Error()
 		}
 		for _, g := range gpus {
-			if g.Grant != nil {
+			if g.Grant != nil && g.Grant.Reason == ledger.DRA {
 				return false, fmt.Sprintf("GPU %d held by %+v", g.Index, g.Grant)
 			}
 		}
 		return true, ""
 	})
 	h.waitAllocatable(t, 8, "the claim's GPU back to the device plugin")
+}
+
+// freeGPUs lists the GPUs nobody holds.
+func freeGPUs(t *testing.T, h *hotgpuCluster) []api.GPUStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	gpus, err := h.api.GPUs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.DeleteFunc(gpus, func(g api.GPUStatus) bool { return g.Grant != nil })
 }
 
 // testResourceSlicePolicy: admission.yaml keeps hotgpud's ResourceSlice
@@ -190,8 +204,13 @@ func writeJSON(t *testing.T, h *hotgpuCluster, name string, v any) string {
 // and the condition turns Ready (Prepared).
 func testDRARefusalStatus(t *testing.T, h *hotgpuCluster) {
 	ctx := context.Background()
+	free := freeGPUs(t, h)
+	if len(free) == 0 {
+		t.Fatal("no free GPU")
+	}
+	gpu, dev := strconv.Itoa(free[0].Index), "gpu-"+strconv.Itoa(free[0].Index)
 	createPod(t, h.Cluster, busyboxPod("holder", 0))
-	h.hotgpu(t, "attach", "--pod", "default/holder", "--gpu", "3")
+	h.hotgpu(t, "attach", "--pod", "default/holder", "--gpu", gpu)
 	claimPath := "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/refused"
 	claim := &resourcev1.ResourceClaim{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaim"},
@@ -209,7 +228,7 @@ func testDRARefusalStatus(t *testing.T, h *hotgpuCluster) {
 	claim.APIVersion, claim.Kind = "resource.k8s.io/v1", "ResourceClaim"
 	claim.Status.Allocation = &resourcev1.AllocationResult{
 		Devices: resourcev1.DeviceAllocationResult{Results: []resourcev1.DeviceRequestAllocationResult{
-			{Request: "gpu", Driver: "gpu.hotgpu.dev", Pool: h.NodeName, Device: "gpu-3"},
+			{Request: "gpu", Driver: "gpu.hotgpu.dev", Pool: h.NodeName, Device: dev},
 		}},
 		NodeSelector: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchFields: []corev1.NodeSelectorRequirement{
 			{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{h.NodeName}},
@@ -231,7 +250,7 @@ func testDRARefusalStatus(t *testing.T, h *hotgpuCluster) {
 		}
 		for _, d := range claim.Status.Devices {
 			for _, c := range d.Conditions {
-				if d.Driver == "gpu.hotgpu.dev" && d.Device == "gpu-3" && c.Type == "Ready" && c.Status == metav1.ConditionFalse {
+				if d.Driver == "gpu.hotgpu.dev" && d.Device == dev && c.Type == "Ready" && c.Status == metav1.ConditionFalse {
 					why = c.Reason + ": " + c.Message
 					return c.Reason == "GPUHeldByAnotherAllocator" && strings.Contains(c.Message, "default/holder"), why
 				}
@@ -267,7 +286,7 @@ func testDRARefusalStatus(t *testing.T, h *hotgpuCluster) {
 		}
 	}
 
-	h.hotgpu(t, "detach", "--pod", "default/holder", "--gpu", "3")
+	h.hotgpu(t, "detach", "--pod", "default/holder", "--gpu", gpu)
 	eventually(t, 2*time.Minute, "kubelet's retry to prepare the claim", func() (bool, string) {
 		p, err := getPod(t, h.Cluster, "default", "refused")
 		if err != nil {
@@ -279,7 +298,7 @@ func testDRARefusalStatus(t *testing.T, h *hotgpuCluster) {
 		t.Fatal(err)
 	}
 	if d := claim.Status.Devices; len(d) != 1 || len(d[0].Conditions) != 1 || d[0].Conditions[0].Status != metav1.ConditionTrue || d[0].Conditions[0].Reason != "Prepared" {
-		t.Errorf("claim status.devices %+v once prepared, want gpu-3 Ready (Prepared)", d)
+		t.Errorf("claim status.devices %+v once prepared, want %s Ready (Prepared)", d, dev)
 	}
 	deletePod(t, h.Cluster, "default", "refused")
 	deletePod(t, h.Cluster, "default", "holder")
