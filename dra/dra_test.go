@@ -300,4 +300,11 @@ func TestPrepareRefusalIsWrittenToTheClaim(t *testing.T) {
 		got.Status.Devices[0].Conditions[0].Status != metav1.ConditionTrue || got.Status.Devices[0].Conditions[0].Reason != ReasonPrepared {
 		t.Errorf("claim status %+v after a successful prepare, want gpu-1 Ready", got.Status.Devices)
 	}
+	writes := len(cs.Actions())
+	if r := f.prepare(t, got); r.Err != nil { // kubelet prepares again
+		t.Fatal(r.Err)
+	}
+	if n := len(cs.Actions()); n != writes {
+		t.Errorf("a prepare of a Ready claim made %d API calls, want none", n-writes)
+	}
 }

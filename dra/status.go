@@ -7,6 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metaapply "k8s.io/client-go/applyconfigurations/meta/v1"
 	resourceapply "k8s.io/client-go/applyconfigurations/resource/v1"
@@ -37,9 +38,9 @@ const statusTimeout = 5 * time.Second
 // status.devices (server-side apply, field manager gpu.hotgpu.dev, so the
 // entries are the driver's own). Kubelet only logs the error and makes a
 // pod event. Once a retry prepares the claim, the condition turns
-// Ready=True (Prepared); a claim never refused costs no API call.
+// Ready=True (Prepared); a claim not refused costs no API call.
 func (d *Driver) reportPrepare(ctx context.Context, c *resourceapi.ResourceClaim, prepErr error) {
-	if d.claims == nil || c.Status.Allocation == nil || (prepErr == nil && !d.hasStatus(c)) {
+	if d.claims == nil || c.Status.Allocation == nil || (prepErr == nil && !d.refused(c)) {
 		return
 	}
 	cond, reason, msg := metav1.ConditionTrue, ReasonPrepared, "prepared after an earlier refusal"
@@ -49,15 +50,18 @@ func (d *Driver) reportPrepare(ctx context.Context, c *resourceapi.ResourceClaim
 			reason = ReasonGPUHeld
 		}
 	}
-	now := metav1.Now()
 	status := resourceapply.ResourceClaimStatus()
 	for _, r := range c.Status.Allocation.Devices.Results {
 		if r.Driver != DriverName || r.Pool != d.cfg.Node {
 			continue
 		}
+		since := metav1.Now() // kept while the status stays the same (kubelet retries)
+		if old := d.ready(c, r.Device); old != nil && old.Status == cond {
+			since = old.LastTransitionTime
+		}
 		dev := resourceapply.AllocatedDeviceStatus().WithDriver(r.Driver).WithPool(r.Pool).WithDevice(r.Device).
 			WithConditions(metaapply.Condition().WithType(ConditionReady).WithStatus(cond).
-				WithReason(reason).WithMessage(msg).WithLastTransitionTime(now).WithObservedGeneration(c.Generation))
+				WithReason(reason).WithMessage(msg).WithLastTransitionTime(since).WithObservedGeneration(c.Generation))
 		if r.ShareID != nil {
 			dev.WithShareID(string(*r.ShareID))
 		}
@@ -73,11 +77,21 @@ func (d *Driver) reportPrepare(ctx context.Context, c *resourceapi.ResourceClaim
 	d.log.WithFields(logrus.Fields{"claim": c.Namespace + "/" + c.Name, "reason": reason}).Info("ResourceClaim device status written")
 }
 
-// hasStatus reports whether the claim carries device status of this
-// driver on this node (a refusal written before).
-func (d *Driver) hasStatus(c *resourceapi.ResourceClaim) bool {
+// ready is the Ready condition hotgpud wrote for a device of the claim.
+func (d *Driver) ready(c *resourceapi.ResourceClaim, device string) *metav1.Condition {
 	for _, s := range c.Status.Devices {
-		if s.Driver == DriverName && s.Pool == d.cfg.Node {
+		if s.Driver == DriverName && s.Pool == d.cfg.Node && s.Device == device {
+			return meta.FindStatusCondition(s.Conditions, ConditionReady)
+		}
+	}
+	return nil
+}
+
+// refused reports whether the claim still says Prepare refused one of its
+// devices on this node.
+func (d *Driver) refused(c *resourceapi.ResourceClaim) bool {
+	for _, s := range c.Status.Devices {
+		if s.Driver == DriverName && s.Pool == d.cfg.Node && !meta.IsStatusConditionTrue(s.Conditions, ConditionReady) {
 			return true
 		}
 	}
