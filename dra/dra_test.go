@@ -3,10 +3,13 @@ package dra
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	resourceapi "k8s.io/api/resource/v1"
@@ -306,5 +309,21 @@ func TestPrepareRefusalIsWrittenToTheClaim(t *testing.T) {
 	}
 	if n := len(cs.Actions()); n != writes {
 		t.Errorf("a prepare of a Ready claim made %d API calls, want none", n-writes)
+	}
+}
+
+func TestPrepareAndUnprepareAreObserved(t *testing.T) {
+	f := newFixture(t)
+	var ops []string
+	f.d.cfg.Observe = func(op string, took time.Duration, err error) {
+		ops = append(ops, fmt.Sprintf("%s %t", op, err == nil))
+	}
+	f.prepare(t, claim("uid-5", "gpu-0"))
+	f.prepare(t, claim("uid-6", "gpu-42"))
+	if _, err := f.d.UnprepareResourceClaims(context.Background(), []kubeletplugin.NamespacedObject{{UID: "uid-5"}}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"dra-prepare true", "dra-prepare false", "dra-unprepare true"}; !slices.Equal(ops, want) {
+		t.Errorf("observed %v, want %v", ops, want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	resourceapi "k8s.io/api/resource/v1"
@@ -32,6 +33,9 @@ type Config struct {
 	CDIDir string
 	// REST reaches the API server (ResourceClaims, ResourceSlices).
 	REST *rest.Config
+	// Observe, if set, records each claim's Prepare ("dra-prepare") and
+	// Unprepare ("dra-unprepare"): how long it took and whether it failed.
+	Observe func(op string, took time.Duration, err error)
 }
 
 // Driver is the DRA kubelet plugin.
@@ -120,7 +124,9 @@ func (d *Driver) WatchHealthStatus(context.Context, chan<- kubeletplugin.DeviceH
 func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceapi.ResourceClaim) (map[types.UID]kubeletplugin.PrepareResult, error) {
 	out := map[types.UID]kubeletplugin.PrepareResult{}
 	for _, c := range claims {
+		start := time.Now()
 		devs, err := d.prepare(c)
+		d.observe("dra-prepare", start, err)
 		out[c.UID] = kubeletplugin.PrepareResult{Devices: devs, Err: err}
 		d.reportPrepare(ctx, c, err)
 	}
@@ -207,6 +213,7 @@ func specFile(uid types.UID) string { return "hotgpu-dra-" + string(uid) + ".yam
 func (d *Driver) UnprepareResourceClaims(_ context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
 	out := map[types.UID]error{}
 	for _, c := range claims {
+		start := time.Now()
 		var err error
 		if rmErr := os.Remove(filepath.Join(d.cfg.CDIDir, specFile(c.UID))); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
 			err = fmt.Errorf("failed to remove the CDI spec of ResourceClaim %s: %w", c.String(), rmErr)
@@ -216,6 +223,13 @@ func (d *Driver) UnprepareResourceClaims(_ context.Context, claims []kubeletplug
 			err = relErr
 		}
 		out[c.UID] = err
+		d.observe("dra-unprepare", start, err)
 	}
 	return out, nil
+}
+
+func (d *Driver) observe(op string, start time.Time, err error) {
+	if d.cfg.Observe != nil {
+		d.cfg.Observe(op, time.Since(start), err)
+	}
 }
