@@ -46,4 +46,10 @@ func addDRARows(gb bench.GoBenches, s4, s6 *bench.Section) {
 		Ratio:    fmt.Sprintf("%.2f× (vs device plugin)", b.Median("dra1-p50-ms")/b.Median("gpu1-p50-ms")),
 		How:      "`BenchmarkClusterDRAPodStart` in integration: the three interleaved on one cluster (claim made by the controller manager, allocated by the scheduler, prepared by hotgpud), polled every 10 ms; median per run, median of runs",
 	})
+	if _, ok := b.Metrics["prepare-mean-ms"]; ok {
+		s6.Add(bench.Row{
+			Figure: "DRA Prepare in the DaemonSet's hotgpud, 1 GPU", Hotgpu: ms("prepare-mean-ms") + " (mean)", Baseline: "—",
+			How: "the same run: sum / count of `hotgpu_operation_duration_seconds{op=\"dra-prepare\"}` from hotgpud's /metrics",
+		})
+	}
 }
