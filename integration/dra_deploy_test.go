@@ -170,11 +170,11 @@ func nodeSlice(t *testing.T, h *hotgpuCluster) *resourcev1.ResourceSlice {
 	if err := h.Client().Get(context.Background(), "/apis/resource.k8s.io/v1/resourceslices", &list); err != nil {
 		t.Fatal(err)
 	}
-	for i, s := range list.Items {
+	for i := range list.Items {
+		s := &list.Items[i]
 		if s.Spec.Driver == "gpu.hotgpu.dev" && s.Spec.NodeName != nil && *s.Spec.NodeName == h.NodeName {
-			s := list.Items[i]
 			s.APIVersion, s.Kind = "resource.k8s.io/v1", "ResourceSlice"
-			return &s
+			return s
 		}
 	}
 	t.Fatalf("no gpu.hotgpu.dev ResourceSlice of node %s in %d slices", h.NodeName, len(list.Items))
