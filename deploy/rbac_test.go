@@ -24,9 +24,10 @@ var agentRules = map[string][]string{
 	"events.k8s.io/events":                 {"create", "patch"},
 	// the DRA kubelet plugin: its node's ResourceSlice, the claims it
 	// prepares, its Node (the slice's owner)
-	"resource.k8s.io/resourceslices": {"get", "list", "watch", "create", "update", "delete", "deletecollection"},
-	"resource.k8s.io/resourceclaims": {"get"},
-	"/nodes":                         {"get"},
+	"resource.k8s.io/resourceslices":        {"get", "list", "watch", "create", "update", "delete"},
+	"resource.k8s.io/resourceclaims":        {"get"},
+	"resource.k8s.io/resourceclaims/status": {"patch"},
+	"/nodes":                                {"get"},
 }
 
 // checkAgentRole: hotgpud's service account is bound to exactly one
@@ -106,33 +107,48 @@ func TestTenantRolesAggregate(t *testing.T) {
 	}
 }
 
-// TestNodeAgentPolicy: the admission policy matches hotgpud's writes to
-// attachments and checks the node name of its bound token.
+// TestNodeAgentPolicy: every admission policy matches hotgpud's writes,
+// checks the node name of its bound token, fails closed and is bound Deny.
 func TestNodeAgentPolicy(t *testing.T) {
-	var policy *admissionv1.ValidatingAdmissionPolicy
-	var binding *admissionv1.ValidatingAdmissionPolicyBinding
+	policies := map[string]*admissionv1.ValidatingAdmissionPolicy{}
+	bound := map[string]*admissionv1.ValidatingAdmissionPolicyBinding{}
 	for _, o := range objects(t) {
 		switch o := o.(type) {
 		case *admissionv1.ValidatingAdmissionPolicy:
-			policy = o
+			policies[o.Name] = o
 		case *admissionv1.ValidatingAdmissionPolicyBinding:
-			binding = o
+			bound[o.Spec.PolicyName] = o
 		}
 	}
-	if policy == nil || binding == nil || binding.Spec.PolicyName != policy.Name {
-		t.Fatalf("want a ValidatingAdmissionPolicy and its binding, got %v %v", policy, binding)
+	for _, name := range []string{"hotgpu-node-agent", "hotgpu-holder-pods", "hotgpu-pod-writes", "hotgpu-resourceslices", "hotgpu-resourceclaim-status"} {
+		if policies[name] == nil {
+			t.Errorf("no ValidatingAdmissionPolicy %s", name)
+		}
 	}
-	if !slices.Equal(binding.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
-		t.Errorf("binding actions %v, want Deny", binding.Spec.ValidationActions)
-	}
-	if policy.Spec.FailurePolicy == nil || *policy.Spec.FailurePolicy != admissionv1.Fail {
-		t.Error("the policy must fail closed")
-	}
-	var all string
-	for _, v := range policy.Spec.Variables {
-		all += v.Expression
-	}
-	if !strings.Contains(all, "authentication.kubernetes.io/node-name") {
-		t.Error("the policy does not read the token's node name")
+	for name, policy := range policies {
+		binding := bound[name]
+		if binding == nil {
+			t.Errorf("policy %s has no binding", name)
+			continue
+		}
+		if !slices.Equal(binding.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+			t.Errorf("%s: binding actions %v, want Deny", name, binding.Spec.ValidationActions)
+		}
+		if policy.Spec.FailurePolicy == nil || *policy.Spec.FailurePolicy != admissionv1.Fail {
+			t.Errorf("%s must fail closed", name)
+		}
+		var vars, matches string
+		for _, v := range policy.Spec.Variables {
+			vars += v.Expression
+		}
+		for _, m := range policy.Spec.MatchConditions {
+			matches += m.Expression
+		}
+		if !strings.Contains(vars, "authentication.kubernetes.io/node-name") {
+			t.Errorf("%s does not read the token's node name", name)
+		}
+		if !strings.Contains(matches, `"system:serviceaccount:hotgpu-system:hotgpud"`) {
+			t.Errorf("%s does not match hotgpud's account: %q", name, matches)
+		}
 	}
 }

@@ -10,7 +10,7 @@
 // One ledger for every allocator: a GPU held by the device plugin, an
 // annotation, live attach or the hook is left out of the published slice,
 // so the scheduler never allocates it, and Prepare refuses it anyway if a
-// race lets it through. A GPU held for a claim is withdrawn from the device
+// race lets it through, writing why into the claim's status.devices. A GPU held for a claim is withdrawn from the device
 // plugin (its devices state) and refused to annotations and live attach by
 // the ledger itself.
 package dra

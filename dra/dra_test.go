@@ -3,15 +3,19 @@ package dra
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	specs "tags.cncf.io/container-device-interface/specs-go"
 
@@ -157,7 +161,7 @@ type fixture struct {
 	dir string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	inv := simInventory(t, "pcie8")
 	l := newLedger(t)
 	dir := t.TempDir()
@@ -255,5 +259,71 @@ func TestPrepareRefusesAnUnknownDevice(t *testing.T) {
 	f := newFixture(t)
 	if r := f.prepare(t, claim("uid-3", "gpu-42")); r.Err == nil || !strings.Contains(r.Err.Error(), "gpu-42") {
 		t.Fatalf("prepare of an unknown device: %v", r.Err)
+	}
+}
+
+func TestPrepareRefusalIsWrittenToTheClaim(t *testing.T) {
+	f := newFixture(t)
+	c := claim("uid-4", "gpu-1")
+	cs := fake.NewClientset(c)
+	f.d.claims = cs.ResourceV1()
+	if err := f.l.Acquire(ledger.Holder{Token: "t"}, ledger.Kubelet, ledger.Active, f.inv.GPUs[1].UUID); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.prepare(t, c); r.Err == nil {
+		t.Fatal("prepare of a kubelet-held GPU succeeded")
+	}
+	got, err := cs.ResourceV1().ResourceClaims("ml").Get(context.Background(), c.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Status.Devices) != 1 || len(got.Status.Devices[0].Conditions) != 1 {
+		t.Fatalf("claim status %+v, want one device with one condition", got.Status.Devices)
+	}
+	dev, cond := got.Status.Devices[0], got.Status.Devices[0].Conditions[0]
+	if dev.Driver != DriverName || dev.Pool != node || dev.Device != "gpu-1" || cond.Type != ConditionReady ||
+		cond.Status != metav1.ConditionFalse || cond.Reason != ReasonGPUHeld || !strings.Contains(cond.Message, "kubelet") {
+		t.Errorf("claim device status %+v, want gpu-1 not Ready, held by kubelet", dev)
+	}
+	if got.Status.Allocation == nil || len(got.Status.Allocation.Devices.Results) != 1 {
+		t.Errorf("the status write changed the allocation: %+v", got.Status.Allocation)
+	}
+
+	if _, err := f.l.ReleaseWhere(func(g ledger.Grant) bool { return g.Reason == ledger.Kubelet }); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.prepare(t, got); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	got, err = cs.ResourceV1().ResourceClaims("ml").Get(context.Background(), c.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Status.Devices) != 1 || len(got.Status.Devices[0].Conditions) != 1 ||
+		got.Status.Devices[0].Conditions[0].Status != metav1.ConditionTrue || got.Status.Devices[0].Conditions[0].Reason != ReasonPrepared {
+		t.Errorf("claim status %+v after a successful prepare, want gpu-1 Ready", got.Status.Devices)
+	}
+	writes := len(cs.Actions())
+	if r := f.prepare(t, got); r.Err != nil { // kubelet prepares again
+		t.Fatal(r.Err)
+	}
+	if n := len(cs.Actions()); n != writes {
+		t.Errorf("a prepare of a Ready claim made %d API calls, want none", n-writes)
+	}
+}
+
+func TestPrepareAndUnprepareAreObserved(t *testing.T) {
+	f := newFixture(t)
+	var ops []string
+	f.d.cfg.Observe = func(op string, took time.Duration, err error) {
+		ops = append(ops, fmt.Sprintf("%s %t", op, err == nil))
+	}
+	f.prepare(t, claim("uid-5", "gpu-0"))
+	f.prepare(t, claim("uid-6", "gpu-42"))
+	if _, err := f.d.UnprepareResourceClaims(context.Background(), []kubeletplugin.NamespacedObject{{UID: "uid-5"}}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"dra-prepare true", "dra-prepare false", "dra-unprepare true"}; !slices.Equal(ops, want) {
+		t.Errorf("observed %v, want %v", ops, want)
 	}
 }

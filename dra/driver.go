@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	resourceclient "k8s.io/client-go/kubernetes/typed/resource/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	specs "tags.cncf.io/container-device-interface/specs-go"
@@ -31,6 +33,9 @@ type Config struct {
 	CDIDir string
 	// REST reaches the API server (ResourceClaims, ResourceSlices).
 	REST *rest.Config
+	// Observe, if set, records each claim's Prepare ("dra-prepare") and
+	// Unprepare ("dra-unprepare"): how long it took and whether it failed.
+	Observe func(op string, took time.Duration, err error)
 }
 
 // Driver is the DRA kubelet plugin.
@@ -45,6 +50,8 @@ type Driver struct {
 	log  *logrus.Entry
 	// refresh wakes Run to publish again (the inventory changed).
 	refresh chan struct{}
+	// claims writes a refused claim's device status; nil until Run.
+	claims resourceclient.ResourceClaimsGetter
 }
 
 // New returns the plugin; Run starts it.
@@ -72,6 +79,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("failed to create the DRA plugin's dir: %w", err)
 	}
+	d.claims = client.ResourceV1()
 	helper, err := kubeletplugin.Start(ctx, d,
 		kubeletplugin.DriverName(DriverName),
 		kubeletplugin.KubeClient(client),
@@ -111,12 +119,16 @@ func (d *Driver) WatchHealthStatus(context.Context, chan<- kubeletplugin.DeviceH
 
 // PrepareResourceClaims holds each claim's GPUs in the ledger and writes
 // its CDI spec. A claim whose GPU another allocator holds fails with an
-// error naming the holder; kubelet retries it.
-func (d *Driver) PrepareResourceClaims(_ context.Context, claims []*resourceapi.ResourceClaim) (map[types.UID]kubeletplugin.PrepareResult, error) {
+// error naming the holder, also written into the claim's status; kubelet
+// retries it.
+func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceapi.ResourceClaim) (map[types.UID]kubeletplugin.PrepareResult, error) {
 	out := map[types.UID]kubeletplugin.PrepareResult{}
 	for _, c := range claims {
+		start := time.Now()
 		devs, err := d.prepare(c)
+		d.observe("dra-prepare", start, err)
 		out[c.UID] = kubeletplugin.PrepareResult{Devices: devs, Err: err}
+		d.reportPrepare(ctx, c, err)
 	}
 	return out, nil
 }
@@ -201,6 +213,7 @@ func specFile(uid types.UID) string { return "hotgpu-dra-" + string(uid) + ".yam
 func (d *Driver) UnprepareResourceClaims(_ context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
 	out := map[types.UID]error{}
 	for _, c := range claims {
+		start := time.Now()
 		var err error
 		if rmErr := os.Remove(filepath.Join(d.cfg.CDIDir, specFile(c.UID))); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
 			err = fmt.Errorf("failed to remove the CDI spec of ResourceClaim %s: %w", c.String(), rmErr)
@@ -210,6 +223,13 @@ func (d *Driver) UnprepareResourceClaims(_ context.Context, claims []kubeletplug
 			err = relErr
 		}
 		out[c.UID] = err
+		d.observe("dra-unprepare", start, err)
 	}
 	return out, nil
+}
+
+func (d *Driver) observe(op string, start time.Time, err error) {
+	if d.cfg.Observe != nil {
+		d.cfg.Observe(op, time.Since(start), err)
+	}
 }

@@ -259,7 +259,15 @@ func TestDRAAndDevicePluginNeverShare(t *testing.T) {
 
 // draPod is a busybox pod asking for n gpu.hotgpu.dev devices through a
 // ResourceClaimTemplate of its own name.
-func draPod(t *testing.T, c *cluster.Cluster, name string, n int64) *corev1.Pod {
+func draPod(t testing.TB, c *cluster.Cluster, name string, n int64) *corev1.Pod {
+	t.Helper()
+	claimTemplate(t, c, name, n)
+	return claimPod(name, name)
+}
+
+// claimTemplate creates a ResourceClaimTemplate asking for n
+// gpu.hotgpu.dev devices.
+func claimTemplate(t testing.TB, c *cluster.Cluster, name string, n int64) {
 	t.Helper()
 	tmpl := &resourcev1.ResourceClaimTemplate{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaimTemplate"},
@@ -273,13 +281,18 @@ func draPod(t *testing.T, c *cluster.Cluster, name string, n int64) *corev1.Pod 
 	if err := c.Client().Create(context.Background(), "/apis/resource.k8s.io/v1/namespaces/default/resourceclaimtemplates", tmpl); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// claimPod is a busybox pod whose container has a claim made from the
+// ResourceClaimTemplate tmpl.
+func claimPod(name, tmpl string) *corev1.Pod {
 	pod := busyboxPod(name, 0)
-	pod.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimTemplateName: &tmpl.Name}}
+	pod.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimTemplateName: &tmpl}}
 	pod.Spec.Containers[0].Resources.Claims = []corev1.ResourceClaim{{Name: "gpu"}}
 	return pod
 }
 
-func createDRAPod(t *testing.T, c *cluster.Cluster, name string, n int64) *corev1.Pod {
+func createDRAPod(t testing.TB, c *cluster.Cluster, name string, n int64) *corev1.Pod {
 	t.Helper()
 	return createPod(t, c, draPod(t, c, name, n))
 }

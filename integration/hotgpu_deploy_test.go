@@ -92,8 +92,9 @@ func (h *hotgpuCluster) buildImage(t testing.TB) string {
 // simulated GPUs with no driver files (--driver-root /: a simulated node
 // takes driver files only from a driver root other than /, and this one
 // has none), and the test's private host paths (containerd's NRI
-// socket dir and CDI dir, kubelet's pod-resources dir, a state, API, driver
-// and hook dir). kubelet's device-plugins dir is the real one: it is fixed.
+// socket dir and CDI dir, kubelet's pod-resources and DRA plugin dirs under
+// its private root dir, a state, API, driver and hook dir). kubelet's
+// device-plugins dir is the real one: it is fixed.
 func (h *hotgpuCluster) writeOverlay(t testing.TB) string {
 	t.Helper()
 	deploy, err := filepath.Abs("../deploy")
@@ -127,6 +128,8 @@ patches:
 	vol := func(name, path string) string {
 		return "        - name: " + name + "\n          hostPath: {path: " + path + "}\n"
 	}
+	registry := filepath.Join(h.KubeletRootDir, "plugins_registry")
+	draDir := filepath.Join(h.KubeletRootDir, "plugins", "gpu.hotgpu.dev")
 	patch := `apiVersion: apps/v1
 kind: DaemonSet
 metadata:
@@ -143,13 +146,22 @@ spec:
           # A simulated node has no driver: "/" as the driver root writes a spec
           # without driver files (the overlay's driver dir stays empty).
           # Holder pods use the pause image the node already has (no registry).
+          # kubelet's root dir is private: the DRA plugin registers there.
           args: ["--config", "/etc/hotgpu/hotgpud.yaml", "--simulate", "dgxa100", "--driver-root", "/",
-            "--holder-image", "` + harness.PauseImage + `"]
+            "--holder-image", "` + harness.PauseImage + `", "--kubelet-root-dir", "` + h.KubeletRootDir + `"]
           env:
             - {name: KUBERNETES_SERVICE_HOST, value: "127.0.0.1"}
             - {name: KUBERNETES_SERVICE_PORT, value: "` + h.Server[strings.LastIndex(h.Server, ":")+1:] + `"}
+          # The DRA dirs are mounted where they are on the host: kubelet
+          # dials the plugin at the path it registers.
+          volumeMounts:
+            - {mountPath: /var/lib/kubelet/plugins_registry, $patch: delete}
+            - {mountPath: /var/lib/kubelet/plugins/gpu.hotgpu.dev, $patch: delete}
+            - {name: plugins-registry, mountPath: ` + registry + `}
+            - {name: dra-plugin, mountPath: ` + draDir + `}
       volumes:
 ` + vol("nri", filepath.Dir(h.ctr.NRISocket)) + vol("cdi", h.ctr.CDIDir) +
+		vol("plugins-registry", registry) + vol("dra-plugin", draDir) +
 		vol("pod-resources", filepath.Join(h.KubeletRootDir, "pod-resources")) +
 		vol("state", filepath.Join(h.host, "state")) + vol("api", filepath.Dir(h.socket)) +
 		vol("driver", filepath.Join(h.host, "driver")) + vol("hook-bin", filepath.Join(h.host, "hook-bin"))

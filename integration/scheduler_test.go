@@ -19,9 +19,10 @@ import (
 
 // TestHotgpuOnCluster deploys hotgpu as users do (image archive, kubectl
 // apply -k deploy/ through an overlay, the DaemonSet's pod on simulated
-// GPUs) and proves what the scheduler sees. The subtests share the cluster
-// and run in order; each leaves the node with 8 allocatable GPUs and only
-// the Deployment of "deployment" running.
+// GPUs) and proves what the scheduler sees, through the device plugin and
+// the DRA driver. The subtests share the cluster and run in order; each
+// leaves the node with 8 allocatable GPUs and only the Deployment of
+// "deployment" running.
 func TestHotgpuOnCluster(t *testing.T) {
 	h := deployHotgpu(t)
 	run := func(name string, f func(t *testing.T)) {
@@ -42,6 +43,9 @@ func TestHotgpuOnCluster(t *testing.T) {
 	run("xid", func(t *testing.T) { testUnhealthy(t, h) })
 	run("daemonset-pod-recreated", func(t *testing.T) { testDaemonRestart(t, h) })
 	run("eviction", func(t *testing.T) { testEviction(t, h) })
+	run("dra-claim", func(t *testing.T) { testDRAOnDaemonSet(t, h) })
+	run("dra-slice-policy", func(t *testing.T) { testResourceSlicePolicy(t, h) })
+	run("dra-refused-claim-status", func(t *testing.T) { testDRARefusalStatus(t, h) })
 }
 
 // testAttachWithdraws: a GPU attached live by the node CLI leaves the

@@ -27,7 +27,7 @@ func (d *Daemon) newDRA() (*dra.Driver, error) {
 		return nil, err
 	}
 	spec := func(inv *gpu.Inventory) (*specs.Spec, error) { return d.cdiSpec(inv, d.driver.Load()) }
-	cfg := dra.Config{Node: node, KubeletRootDir: d.cfg.DRA.KubeletRootDir, CDIDir: d.cfg.CDI.Dir, REST: rc}
+	cfg := dra.Config{Node: node, KubeletRootDir: d.cfg.DRA.KubeletRootDir, CDIDir: d.cfg.CDI.Dir, REST: rc, Observe: d.metrics.Observe}
 	return dra.New(cfg, d.ledger, d.Inventory, spec, d.log.WithField("component", "dra")), nil
 }
 

@@ -55,7 +55,7 @@ func New(src Source) *Metrics {
 		reg: prometheus.NewRegistry(),
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "operations_total",
-			Help: "Attach, detach and hook operations, by result (ok or error).",
+			Help: "Attach, detach, hook and DRA prepare/unprepare operations, by result (ok or error).",
 		}, []string{"op", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "operation_duration_seconds",
@@ -99,8 +99,8 @@ func New(src Source) *Metrics {
 	return m
 }
 
-// Observe records one operation ("attach", "detach", "hook") that took d
-// and ended with err.
+// Observe records one operation ("attach", "detach", "hook",
+// "dra-prepare", "dra-unprepare") that took d and ended with err.
 func (m *Metrics) Observe(op string, d time.Duration, err error) {
 	if m == nil {
 		return

@@ -63,10 +63,12 @@ func measure(ctx context.Context, o options, t *bench.Tools, bins *harness.Bins,
 		runGoBenches(ctx, t.Repo, options{goCount: o.clusterCount, benchtime: "3x"},
 			[]goBench{{"./integration", "^BenchmarkDaemonSetRestart$", 6}}, gb, notes)
 	}
+	runDRABenches(ctx, t.Repo, o, gb, notes)
 
 	s4 := &bench.Section{Title: "Allocation and NRI handling"}
 	addGoRows(gb, s2, s3, s4)
 	s6 := clusterRows(gb)
+	addDRARows(gb, s4, s6)
 	for _, r := range f4 {
 		s4.Add(r)
 	}
