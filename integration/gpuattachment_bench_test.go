@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -26,21 +27,24 @@ import (
 // the real cluster, hotgpu deployed by its DaemonSet with holder pods: from
 // the client's create returning to the GPU usable in the running target
 // container, and from the delete returning to the GPU gone from it and the
-// attachment gone. Each step is the moment the benchmark saw it, from t0
-// (the create or delete call returned; the API's own timestamps have 1 s
-// resolution):
+// attachment gone. Each step is a moment from t0 (the create or delete call
+// returned; the API's own timestamps have 1 s resolution), on this host's
+// clock:
 //
 //	claimed    the agent's claim (node label, finalizer) arrived on a watch: the
 //	           agent saw the attachment and wrote once
 //	holder     the holder pod arrived on a pod watch (the agent created it)
-//	nri        hotgpud's ledger records kubelet's GPU for the holder's container:
+//	nri        the holder's container record in containerd (its CreatedAt):
 //	           kubelet admitted the pod (device plugin Allocate), made its
-//	           sandbox and container, and NRI's CreateContainer ran
-//	running    the holder's status Running (kubelet's PLEG and status update)
-//	attached   the attachment's status Attached (the live move done)
+//	           sandbox and asked for the container; NRI's CreateContainer
+//	           recorded the GPU for it
+//	moved      the move into the target began (its ledger grant's Since)
+//	attached   the attachment's status Attached arrived on the watch
 //	usable     a `ctr tasks exec cat /dev/nvidiaN` in the target container,
 //	           started once Attached was seen, returned ENXIO (allowed, no
 //	           driver); its own cost is reported as probe
+//	running    the holder's status Running arrived (kubelet's PLEG relist and
+//	           status update: no longer waited for)
 //
 // and for detach: released (the ledger no longer grants the GPU to the
 // target), gone (a probe then gives EPERM or ENOENT), deleted (the
@@ -60,15 +64,17 @@ func BenchmarkGPUAttachment(b *testing.B) {
 		i++
 		gpu := w.attach(b, name, att)
 		att.probe(b, h, id, gpu, "ENXIO")
+		b.StopTimer()
+		w.holderSteps(b, name, att)
+		b.StartTimer()
 		w.detach(b, name, gpu, det)
 		det.probe(b, h, id, gpu, "")
 		det.add("deleted", w.wait(b, "att/"+name+"/deleted").Sub(det.t0))
 		b.StopTimer()
-		w.wait(b, "att/"+name+"/deleted")
 		w.wait(b, "pod/gpuatt-holder-"+name+"/deleted")
 		b.StartTimer()
 	}
-	for _, k := range []string{"claimed", "holder", "nri", "running", "attached", "usable", "probe"} {
+	for _, k := range []string{"claimed", "holder", "nri", "moved", "attached", "usable", "probe", "running"} {
 		b.ReportMetric(median(att.steps[k]), "attach-"+k+"-p50-ms")
 	}
 	for _, k := range []string{"released", "gone", "deleted", "probe"} {
@@ -147,6 +153,7 @@ type attachWatch struct {
 	mu   sync.Mutex
 	cond *sync.Cond
 	at   map[string]time.Time
+	pods map[string]*corev1.Pod // the last seen of each
 }
 
 func startAttachWatch(b *testing.B, h *hotgpuCluster) *attachWatch {
@@ -160,7 +167,7 @@ func startAttachWatch(b *testing.B, h *hotgpuCluster) *attachWatch {
 	if err != nil {
 		b.Fatal(err)
 	}
-	w := &attachWatch{h: h, at: map[string]time.Time{}}
+	w := &attachWatch{h: h, at: map[string]time.Time{}, pods: map[string]*corev1.Pod{}}
 	w.cond = sync.NewCond(&w.mu)
 	if w.dyn, err = dynamic.NewForConfig(cfg); err != nil {
 		b.Fatal(err)
@@ -229,6 +236,9 @@ func (w *attachWatch) onPod(t watch.EventType, obj runtime.Object) {
 		return
 	}
 	key := "pod/" + p.Name + "/"
+	w.mu.Lock()
+	w.pods[p.Name] = p
+	w.mu.Unlock()
 	w.mark(key+"added", now)
 	if p.Status.Phase == corev1.PodRunning {
 		w.mark(key+"running", now)
@@ -264,9 +274,8 @@ func (w *attachWatch) onAttachment(t watch.EventType, obj runtime.Object) {
 	}
 }
 
-// pollLedger reads hotgpud's ledger every 5 ms: a holder pod's kubelet
-// grant claimed by its container (NRI CreateContainer), and a GPU granted
-// to the target by live attach, then released.
+// pollLedger reads hotgpud's ledger every 5 ms: when a move into the target
+// began (the grant's own Since), and when the target's GPU was released.
 func (w *attachWatch) pollLedger(ctx context.Context) {
 	held := map[int]bool{}
 	for ctx.Err() == nil {
@@ -277,10 +286,9 @@ func (w *attachWatch) pollLedger(ctx context.Context) {
 		for _, g := range gpus {
 			gr := g.Grant
 			switch {
-			case gr != nil && gr.Reason == ledger.Kubelet && gr.Holder.ContainerID != "" && strings.HasPrefix(gr.Holder.PodName, "gpuatt-holder-"):
-				w.mark("ledger/"+gr.Holder.PodName+"/nri", now)
 			case gr != nil && gr.Reason == ledger.Attach && gr.Holder.PodName == "bench-target":
 				held[g.Index] = true
+				w.mark("ledger/"+gr.Holder.Realises+"/moved", gr.Since)
 			case held[g.Index]:
 				delete(held, g.Index)
 				w.mark(fmt.Sprintf("ledger/%d/released", g.Index), now)
@@ -288,6 +296,28 @@ func (w *attachWatch) pollLedger(ctx context.Context) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// holderSteps records when the holder's container was created (containerd's
+// record) and when its pod's status said Running.
+func (w *attachWatch) holderSteps(b *testing.B, name string, tl *timeline) {
+	b.Helper()
+	holder := "gpuatt-holder-" + name
+	tl.add("running", w.wait(b, "pod/"+holder+"/running").Sub(tl.t0))
+	w.mu.Lock()
+	p := w.pods[holder]
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := w.h.ctr.Ctr(ctx, "k8s.io", "containers", "info", containerID(b, p))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var info struct{ CreatedAt time.Time }
+	if err := json.Unmarshal([]byte(res.Stdout), &info); err != nil || info.CreatedAt.IsZero() {
+		b.Fatalf("ctr containers info: %v\n%s", err, res.Stdout)
+	}
+	tl.add("nri", info.CreatedAt.Sub(tl.t0))
 }
 
 // attach creates attachment name (1 GPU for bench-target), waits until it
@@ -305,10 +335,13 @@ func (w *attachWatch) attach(b *testing.B, name string, tl *timeline) string {
 	t0 := time.Now()
 	tl.t0 = t0
 	holder := "gpuatt-holder-" + name
-	for step, key := range map[string]string{"claimed": "att/" + name + "/claimed", "holder": "pod/" + holder + "/added",
-		"nri": "ledger/" + holder + "/nri", "running": "pod/" + holder + "/running", "attached": "att/" + name + "/attached"} {
-		tl.add(step, w.wait(b, key).Sub(t0))
-	}
+	tl.add("claimed", w.wait(b, "att/"+name+"/claimed").Sub(t0))
+	tl.add("holder", w.wait(b, "pod/"+holder+"/added").Sub(t0))
+	tl.add("attached", w.wait(b, "att/"+name+"/attached").Sub(t0))
+	w.mu.Lock()
+	uid := string(w.pods[holder].UID)
+	w.mu.Unlock()
+	tl.add("moved", w.wait(b, "ledger/"+uid+"/moved").Sub(t0))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for k := range w.at {

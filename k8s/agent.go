@@ -207,6 +207,20 @@ func (ag *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("failed to sync the node's pods and attachments: %w", ctx.Err())
 	}
 	ag.log.Info("watching this node's pods and GPUAttachments")
+	if l, ok := ag.grants.(subscriber); ok {
+		changed, stop := l.Subscribe()
+		defer stop()
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-changed:
+					ag.ledgerChanged()
+				}
+			}
+		}()
+	}
 	go func() {
 		<-ctx.Done()
 		ag.queue.ShutDown()

@@ -164,3 +164,33 @@ func TestIsHolderNeedsTheAttachment(t *testing.T) {
 		t.Error("an agent without holder pods confirmed one")
 	}
 }
+
+// The holder's GPUs recorded in the ledger for its container (NRI's
+// CreateContainer) start the move: the ledger's change queues the
+// attachment, and it is Attached while kubelet still reports the holder
+// Pending (its status comes with the next relist).
+func TestHolderGPUsInTheLedgerStartTheMove(t *testing.T) {
+	e := holderEnv(t)
+	e.settle("a1")
+	e.holderCreated(corev1.PodPending)
+	e.ag.ledgerChanged()
+	if n := e.ag.queue.Len(); n != 0 {
+		t.Fatalf("%d attachments queued with no GPU recorded for the holder", n)
+	}
+	e.holderCreated(corev1.PodPending, "GPU-5")
+	e.ag.ledgerChanged()
+	key, _ := e.ag.queue.Get()
+	if e.ag.queue.Len() != 0 || key != "team-a/a1" {
+		t.Fatalf("queued %q (+%d), want team-a/a1 alone", key, e.ag.queue.Len())
+	}
+	e.ag.queue.Done(key)
+	a := e.settle("a1")
+	if a.Status.Phase != hotgpuv1.Attached || len(a.Status.GPUs) != 1 || a.Status.GPUs[0].UUID != "GPU-5" ||
+		!slices.Equal(e.att.moved, []string{"holder-uid"}) {
+		t.Fatalf("status %+v, moves from %v: want Attached with the holder's GPU-5", a.Status, e.att.moved)
+	}
+	e.ag.ledgerChanged()
+	if n := e.ag.queue.Len(); n != 0 {
+		t.Fatalf("%d attachments queued once Attached", n)
+	}
+}
