@@ -170,7 +170,7 @@ func (ag *Agent) ledgerChanged() {
 	}
 	for _, o := range ag.owned.GetIndexer().List() {
 		a, err := fromUnstructured(o)
-		if err != nil || a.DeletionTimestamp != nil || a.Status.Phase != hotgpuv1.Pending {
+		if err != nil || a.DeletionTimestamp != nil || a.Status.Phase != "" && a.Status.Phase != hotgpuv1.Pending {
 			continue
 		}
 		if h := ag.holder(a); h != nil && len(ag.holderGPUs(h)) == count(a) {
