@@ -62,11 +62,13 @@ func measure(ctx context.Context, o options, t *bench.Tools, bins *harness.Bins,
 			[]goBench{{"./integration", "^BenchmarkClusterPodStart$", 6}}, gb, notes)
 		runGoBenches(ctx, t.Repo, options{goCount: o.clusterCount, benchtime: "3x"},
 			[]goBench{{"./integration", "^BenchmarkDaemonSetRestart$", 6}}, gb, notes)
+		runGoBenches(ctx, t.Repo, options{goCount: o.clusterCount, benchtime: "10x"}, []goBench{attachmentBench}, gb, notes)
 	}
 
 	s4 := &bench.Section{Title: "Allocation and NRI handling"}
 	addGoRows(gb, s2, s3, s4)
 	s6 := clusterRows(gb)
+	attachmentRows(gb, s6)
 	for _, r := range f4 {
 		s4.Add(r)
 	}
