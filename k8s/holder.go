@@ -179,6 +179,46 @@ func (ag *Agent) ledgerChanged() {
 	}
 }
 
+// Near returns the GPUs (UUIDs) that the target container already holds of
+// this node's one attachment whose holder pod waits for kubelet's
+// allocation, when that attachment asks size GPUs: for the device plugin's
+// GetPreferredAllocation, whose request names no pod. With one holder
+// waiting the asker is that holder (or a pod of the same size arriving at
+// the same moment, which then gets a good set anyway); with several, which
+// one asks is unknown and nil means plain topology.
+func (ag *Agent) Near(size int) []string {
+	if ag.holderImage == "" {
+		return nil
+	}
+	var waiting *hotgpuv1.GPUAttachment
+	for _, o := range ag.owned.GetIndexer().List() {
+		a, err := fromUnstructured(o)
+		if err != nil || a.DeletionTimestamp != nil || a.Status.Phase != "" && a.Status.Phase != hotgpuv1.Pending {
+			continue
+		}
+		h := ag.holder(a)
+		if h == nil || h.DeletionTimestamp != nil || podDone(h) || len(ag.holderGPUs(h)) > 0 {
+			continue
+		}
+		if waiting != nil {
+			return nil
+		}
+		waiting = a
+	}
+	if waiting == nil || count(waiting) != size {
+		return nil
+	}
+	var out []string
+	for _, g := range ag.grants.Grants() {
+		h := g.Holder
+		if h.ContainerID != "" && h.PodNamespace == waiting.Namespace && h.PodName == waiting.Spec.PodName &&
+			(waiting.Spec.Container == "" || h.Container == waiting.Spec.Container) {
+			out = append(out, g.GPU)
+		}
+	}
+	return out
+}
+
 // holderGone ends an Attached attachment whose holder pod went (deleted,
 // evicted, preempted): its GPUs are no longer accounted, so they are
 // detached (Force: kubelet may give them to another pod now).

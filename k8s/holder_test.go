@@ -194,3 +194,54 @@ func TestHolderGPUsInTheLedgerStartTheMove(t *testing.T) {
 		t.Fatalf("%d attachments queued once Attached", n)
 	}
 }
+
+// Near tells the device plugin, while one holder pod waits for kubelet's
+// allocation, the GPUs its target container holds; nothing once the holder
+// has its GPUs, for another size, or while two holders wait.
+func TestNearNamesTheWaitingHoldersTarget(t *testing.T) {
+	e := holderEnv(t)
+	*e.grants = append(*e.grants,
+		ledger.Grant{GPU: "GPU-4", Reason: ledger.Kubelet, State: ledger.Active,
+			Holder: ledger.Holder{ContainerID: "nb-main", PodUID: "uid-nb", PodNamespace: "team-a", PodName: "nb", Container: "main"}},
+		ledger.Grant{GPU: "GPU-0", Reason: ledger.Kubelet, State: ledger.Active,
+			Holder: ledger.Holder{ContainerID: "other", PodUID: "uid-other", PodNamespace: "team-a", PodName: "other", Container: "main"}})
+	if got := e.ag.Near(1); got != nil {
+		t.Fatalf("Near(1) = %v before any holder exists", got)
+	}
+	e.settle("a1")
+	e.holderCreated(corev1.PodPending)
+	if got := e.ag.Near(1); !slices.Equal(got, []string{"GPU-4"}) {
+		t.Fatalf("Near(1) = %v with a1's holder waiting, want nb's GPU-4", got)
+	}
+	if got := e.ag.Near(2); got != nil {
+		t.Fatalf("Near(2) = %v, want nil: the waiting holder asks 1", got)
+	}
+
+	// a second holder waiting: which one asks is unknown
+	if err := e.ag.podCache.Add(pod("nb2")); err != nil {
+		t.Fatal(err)
+	}
+	a2 := attachment("a2", "nb2", true)
+	a2.UID = "att-2"
+	e.create(a2)
+	e.settle("a2")
+	h2, err := e.client.CoreV1().Pods("team-a").Get(context.Background(), "gpuatt-holder-a2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ag.podCache.Add(h2); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.ag.Near(1); got != nil {
+		t.Fatalf("Near(1) = %v with two holders waiting, want nil", got)
+	}
+	if err := e.ag.podCache.Delete(h2); err != nil {
+		t.Fatal(err)
+	}
+
+	// a1's holder has its GPU: nothing waits
+	e.holderCreated(corev1.PodPending, "GPU-5")
+	if got := e.ag.Near(1); got != nil {
+		t.Fatalf("Near(1) = %v once the holder has its GPU, want nil", got)
+	}
+}
