@@ -245,3 +245,26 @@ func TestNearNamesTheWaitingHoldersTarget(t *testing.T) {
 		t.Fatalf("Near(1) = %v once the holder has its GPU, want nil", got)
 	}
 }
+
+// A status write that conflicts (the cache has not caught up with the
+// agent's own last write) is written once more onto the API's copy, not
+// left to a rate-limited retry.
+func TestStatusConflictWritesOntoTheAPIsCopy(t *testing.T) {
+	e := newEnv(t, pod("nb"))
+	e.create(attachment("a1", "nb", true))
+	stale := e.refresh("a1")
+	conflicts := 0
+	e.dyn.PrependReactor("update", "gpuattachments", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if action.GetSubresource() != "status" || conflicts > 0 {
+			return false, nil, nil
+		}
+		conflicts++
+		return true, nil, apierrors.NewConflict(hotgpuv1.Resource.GroupResource(), "a1", errString("the object has been modified"))
+	})
+	if err := e.ag.setStatus(context.Background(), stale, hotgpuv1.Attached, "Attached", "attached live", nil); err != nil {
+		t.Fatalf("setStatus after a conflict: %v", err)
+	}
+	if a := e.refresh("a1"); conflicts != 1 || a.Status.Phase != hotgpuv1.Attached {
+		t.Fatalf("%d conflicts, status %+v: want Attached written after one conflict", conflicts, a.Status)
+	}
+}

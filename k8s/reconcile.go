@@ -335,7 +335,27 @@ func (ag *Agent) fail(ctx context.Context, a *hotgpuv1.GPUAttachment, pod *corev
 	return ag.setStatus(ctx, a, hotgpuv1.Failed, reason, msg, nil)
 }
 
+// setStatus writes a's status. The agent is the only writer of an
+// attachment's status, so a conflict means the cache has not caught up with
+// its own last write (a move right after the Pending status): the status is
+// written once more onto the API's copy instead of waiting for a retry.
 func (ag *Agent) setStatus(ctx context.Context, a *hotgpuv1.GPUAttachment, phase hotgpuv1.Phase, reason, msg string, gpus []hotgpuv1.AttachedGPU) error {
+	err := ag.writeStatus(ctx, a, phase, reason, msg, gpus)
+	if !apierrors.IsConflict(err) {
+		return err
+	}
+	u, gerr := ag.dyn.Resource(hotgpuv1.Resource).Namespace(a.Namespace).Get(ctx, a.Name, metav1.GetOptions{})
+	if gerr != nil {
+		return err
+	}
+	fresh, ferr := fromUnstructured(u)
+	if ferr != nil || fresh.UID != a.UID {
+		return err
+	}
+	return ag.writeStatus(ctx, fresh, phase, reason, msg, gpus)
+}
+
+func (ag *Agent) writeStatus(ctx context.Context, a *hotgpuv1.GPUAttachment, phase hotgpuv1.Phase, reason, msg string, gpus []hotgpuv1.AttachedGPU) error {
 	a = a.DeepCopy()
 	a.Status.Phase, a.Status.Message, a.Status.NodeName = phase, msg, ag.node
 	a.Status.GPUs = gpus
