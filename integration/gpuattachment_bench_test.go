@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +41,8 @@ import (
 //	           sandbox and asked for the container; NRI's CreateContainer
 //	           recorded the GPU for it
 //	moved      the move into the target began (its ledger grant's Since)
+//	active     the moved grant seen Active in the ledger (the GPU usable; read
+//	           every 5 ms)
 //	attached   the attachment's status Attached arrived on the watch
 //	usable     a `ctr tasks exec cat /dev/nvidiaN` in the target container,
 //	           started once Attached was seen, returned ENXIO (allowed, no
@@ -71,10 +75,11 @@ func BenchmarkGPUAttachment(b *testing.B) {
 		det.probe(b, h, id, gpu, "")
 		det.add("deleted", w.wait(b, "att/"+name+"/deleted").Sub(det.t0))
 		b.StopTimer()
+		b.Logf("%s: attach %s; detach %s", name, att.last(), det.last())
 		w.wait(b, "pod/gpuatt-holder-"+name+"/deleted")
 		b.StartTimer()
 	}
-	for _, k := range []string{"claimed", "holder", "nri", "moved", "attached", "usable", "probe", "running"} {
+	for _, k := range []string{"claimed", "holder", "nri", "moved", "active", "attached", "usable", "probe", "running"} {
 		b.ReportMetric(median(att.steps[k]), "attach-"+k+"-p50-ms")
 	}
 	for _, k := range []string{"released", "gone", "deleted", "probe"} {
@@ -89,6 +94,16 @@ type timeline struct {
 }
 
 func (tl *timeline) add(step string, d time.Duration) { tl.steps[step] = append(tl.steps[step], d) }
+
+// last is the last iteration's steps, in ms.
+func (tl *timeline) last() string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(tl.steps)) {
+		v := tl.steps[k]
+		out = append(out, fmt.Sprintf("%s %.0f", k, float64(v[len(v)-1])/1e6))
+	}
+	return strings.Join(out, ", ")
+}
 
 // probe opens /dev/nvidia<gpu> in the target container with ctr tasks
 // exec until the open gives want (ENXIO; "" for EPERM or ENOENT), and
@@ -289,6 +304,9 @@ func (w *attachWatch) pollLedger(ctx context.Context) {
 			case gr != nil && gr.Reason == ledger.Attach && gr.Holder.PodName == "bench-target":
 				held[g.Index] = true
 				w.mark("ledger/"+gr.Holder.Realises+"/moved", gr.Since)
+				if gr.State == ledger.Active {
+					w.mark("ledger/"+gr.Holder.Realises+"/active", now)
+				}
 			case held[g.Index]:
 				delete(held, g.Index)
 				w.mark(fmt.Sprintf("ledger/%d/released", g.Index), now)
@@ -342,6 +360,7 @@ func (w *attachWatch) attach(b *testing.B, name string, tl *timeline) string {
 	uid := string(w.pods[holder].UID)
 	w.mu.Unlock()
 	tl.add("moved", w.wait(b, "ledger/"+uid+"/moved").Sub(t0))
+	tl.add("active", w.wait(b, "ledger/"+uid+"/active").Sub(t0))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for k := range w.at {
