@@ -267,4 +267,12 @@ func TestStatusConflictWritesOntoTheAPIsCopy(t *testing.T) {
 	if a := e.refresh("a1"); conflicts != 1 || a.Status.Phase != hotgpuv1.Attached {
 		t.Fatalf("%d conflicts, status %+v: want Attached written after one conflict", conflicts, a.Status)
 	}
+	// a decision made on a view older than a settled outcome is not written
+	conflicts = 0
+	if err := e.ag.setStatus(context.Background(), stale, hotgpuv1.Pending, "Waiting", "waiting for holder pod", nil); !apierrors.IsConflict(err) {
+		t.Fatalf("setStatus Pending over Attached after a conflict: %v, want the conflict", err)
+	}
+	if a := e.refresh("a1"); a.Status.Phase != hotgpuv1.Attached {
+		t.Fatalf("status %+v, want Attached left alone", a.Status)
+	}
 }
