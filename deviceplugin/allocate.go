@@ -161,7 +161,8 @@ func (p *Plugin) containerResponse(uuids []string, token string) *pluginapi.Cont
 
 // GetPreferredAllocation picks, for each container, the best-connected set
 // of the available GPUs that includes the must-include ones (alloc.Pick:
-// exact, microseconds for 8 GPUs).
+// exact, microseconds for 8 GPUs), and, for a GPUAttachment's holder pod,
+// best connected to the GPUs its target already holds (WithNear).
 func (p *Plugin) GetPreferredAllocation(_ context.Context, req *pluginapi.PreferredAllocationRequest) (*pluginapi.PreferredAllocationResponse, error) {
 	inv := p.inv.Inventory()
 	resp := &pluginapi.PreferredAllocationResponse{}
@@ -191,7 +192,7 @@ func (p *Plugin) prefer(inv *gpu.Inventory, req *pluginapi.ContainerPreferredAll
 	if err != nil {
 		return nil, err
 	}
-	picked, err := alloc.Pick(inv, avail, must, int(req.GetAllocationSize()))
+	picked, err := alloc.PickNear(inv, avail, must, p.nearOf(inv, int(req.GetAllocationSize())), int(req.GetAllocationSize()))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "cannot choose %d GPUs: %v", req.GetAllocationSize(), err)
 	}
@@ -200,6 +201,21 @@ func (p *Plugin) prefer(inv *gpu.Inventory, req *pluginapi.ContainerPreferredAll
 		out[i] = byIndex(inv, idx).UUID
 	}
 	return out, nil
+}
+
+// nearOf returns the indices of the GPUs an allocation of size should be
+// close to (WithNear), leaving out any this node does not have.
+func (p *Plugin) nearOf(inv *gpu.Inventory, size int) []int {
+	if p.near == nil {
+		return nil
+	}
+	var out []int
+	for _, u := range p.near(size) {
+		if g, ok := inv.ByUUID(u); ok {
+			out = append(out, g.Index)
+		}
+	}
+	return out
 }
 
 func indices(inv *gpu.Inventory, uuids []string) ([]int, error) {

@@ -3,6 +3,7 @@ package deviceplugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -247,5 +248,59 @@ func TestDevicesSkipMIGEnabled(t *testing.T) {
 	}
 	if slices.Contains(ids, f.uuid(3)) || len(ids) != len(f.inv.GPUs)-1 {
 		t.Errorf("devices %v: want every GPU but the MIG-enabled %s", ids, f.uuid(3))
+	}
+}
+
+// With WithNear naming the GPUs a holder pod's target holds, the preferred
+// allocation of that size joins them best; of another size, or with no
+// answer, it is plain topology.
+func TestGetPreferredAllocationNear(t *testing.T) {
+	for _, tt := range []struct {
+		preset      string
+		held        []int
+		avail       []int
+		size        int
+		asked       int // the size near answers for
+		want, plain []int
+	}{
+		{"pcie8", []int{4}, []int{0, 1, 2, 3, 5, 6, 7}, 1, 1, []int{5}, []int{0}},
+		{"pcie8", []int{4, 5}, []int{0, 1, 2, 3, 6, 7}, 2, 2, []int{6, 7}, []int{0, 1}},
+		{"dgxa100", []int{6}, []int{0, 1, 2, 3, 4, 5, 7}, 1, 1, []int{7}, []int{0}},
+		{"dgxa100", []int{6}, []int{0, 1, 2, 3, 4, 5, 7}, 2, 1, []int{0, 1}, []int{0, 1}},
+	} {
+		t.Run(fmt.Sprintf("%s/held%v/size%d", tt.preset, tt.held, tt.size), func(t *testing.T) {
+			var near []string
+			f := newFixture(t, tt.preset, WithNear(func(size int) []string {
+				if size != tt.asked {
+					return nil
+				}
+				return near
+			}))
+			ids := func(idx []int) []string {
+				var out []string
+				for _, i := range idx {
+					out = append(out, f.uuid(i))
+				}
+				return out
+			}
+			near = ids(tt.held)
+			req := &pluginapi.PreferredAllocationRequest{ContainerRequests: []*pluginapi.ContainerPreferredAllocationRequest{
+				{AvailableDeviceIDs: ids(tt.avail), AllocationSize: int32(tt.size)}}}
+			resp, err := f.p.GetPreferredAllocation(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := resp.ContainerResponses[0].DeviceIDs; !slices.Equal(got, ids(tt.want)) {
+				t.Fatalf("preferred = %v, want GPUs %v", got, tt.want)
+			}
+			near = nil
+			resp, err = f.p.GetPreferredAllocation(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := resp.ContainerResponses[0].DeviceIDs; !slices.Equal(got, ids(tt.plain)) {
+				t.Fatalf("with nothing near, preferred = %v, want GPUs %v", got, tt.plain)
+			}
+		})
 	}
 }

@@ -61,6 +61,9 @@ type Plugin struct {
 	// each pod in kubelet's list.
 	running    func(containerID string) bool
 	podsAbsent map[string]time.Time
+	// near names the GPUs a preferred allocation of a given size should be
+	// close to (WithNear); nil: plain topology.
+	near func(size int) []string
 
 	registered atomic.Bool
 	// registrations counts successful registrations (tests, status).
@@ -134,6 +137,15 @@ func WithAllocateGate(gate func() error) Option {
 // that runs. By default every holder counts as running.
 func WithRunning(running func(containerID string) bool) Option {
 	return func(p *Plugin) error { p.running = running; return nil }
+}
+
+// WithNear makes GetPreferredAllocation prefer, for an allocation of size
+// GPUs, those best connected to the GPUs near(size) returns (UUIDs; none:
+// plain topology). kubelet's request names no pod: near answers only when
+// it knows which pod is asking (a GPUAttachment's holder pod, whose GPUs
+// join its target's). It is a preference: kubelet may still choose others.
+func WithNear(near func(size int) []string) Option {
+	return func(p *Plugin) error { p.near = near; return nil }
 }
 
 // WithLogger sets the logger.

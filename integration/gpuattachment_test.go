@@ -42,6 +42,7 @@ func TestGPUAttachments(t *testing.T) {
 	run("node-agent-policy", func(t *testing.T) { testAgentPolicy(t, h) })
 	run("quota-and-holder", func(t *testing.T) { testQuotaAndHolder(t, h, k) })
 	run("scheduler-sees-attachment", func(t *testing.T) { testAttachmentWithdraws(t, h, k) })
+	run("holder-near-target", func(t *testing.T) { testAttachNearTarget(t, h, k) })
 	run("pod-deleted", func(t *testing.T) { testPodDeleted(t, h, k) })
 	run("hotgpud-killed", func(t *testing.T) { testAgentRestart(t, h, k) })
 }
@@ -479,12 +480,11 @@ func testQuotaAndHolder(t *testing.T, h *hotgpuCluster, k *tenants) {
 	if err := json.Unmarshal([]byte(out), &att); err != nil {
 		t.Fatalf("attach -o json: %v\n%s", err, out)
 	}
+	// the GPUs are moved once NRI records them for the holder's container,
+	// before kubelet's relist reports the holder Running
 	holder := "gpuatt-holder-" + att.Name
-	hp, err := getPod(t, h.Cluster, "team-a", holder)
-	if err != nil {
-		t.Fatalf("no holder pod %s: %v", holder, err)
-	}
-	if hp.Status.Phase != corev1.PodRunning || hp.Spec.NodeName != h.NodeName || len(hp.OwnerReferences) != 1 || hp.OwnerReferences[0].UID != att.UID {
+	hp := waitPodRunning(t, h.Cluster, "team-a", holder)
+	if hp.Spec.NodeName != h.NodeName || len(hp.OwnerReferences) != 1 || hp.OwnerReferences[0].UID != att.UID {
 		t.Fatalf("holder pod %s: phase %s node %s owners %v", holder, hp.Status.Phase, hp.Spec.NodeName, hp.OwnerReferences)
 	}
 	visible, held := h.visibleGPUs(t, "team-a", "target"), h.heldBy(t, "team-a", "target")

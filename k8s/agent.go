@@ -114,8 +114,24 @@ type Agent struct {
 // byPod indexes attachments by "namespace/podName".
 const byPod = "pod"
 
+// The agent's client-side rate limit, unless the config sets one. client-go's
+// default (5 requests/s, burst 10) is below what one attach and detach cost
+// (claim, holder pod, two status writes, events, finalizer: ~12 requests):
+// at one attachment a second its requests queued behind each other for
+// 200 ms steps, up to 0.6 s per attach. kubelet's own default is 50/100; an
+// agent only writes for its node's attachments, so the cluster-wide load
+// follows the attachments, not the node count.
+const (
+	agentQPS   = 50
+	agentBurst = 100
+)
+
 // New builds an agent; nothing runs until Run.
 func New(cfg *rest.Config, node string, a Attacher, g Grants, inv Inventory, log *logrus.Entry) (*Agent, error) {
+	if cfg.QPS == 0 && cfg.RateLimiter == nil {
+		cfg = rest.CopyConfig(cfg)
+		cfg.QPS, cfg.Burst = agentQPS, agentBurst
+	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create Kubernetes client: %w", err)
@@ -210,6 +226,20 @@ func (ag *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("failed to sync the node's pods and attachments: %w", ctx.Err())
 	}
 	ag.log.Info("watching this node's pods and GPUAttachments")
+	if l, ok := ag.grants.(subscriber); ok {
+		changed, stop := l.Subscribe()
+		defer stop()
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-changed:
+					ag.ledgerChanged()
+				}
+			}
+		}()
+	}
 	go func() {
 		<-ctx.Done()
 		ag.queue.ShutDown()

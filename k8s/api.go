@@ -21,6 +21,12 @@ type Grants interface {
 	Grants() []ledger.Grant
 }
 
+// subscriber is a Grants that tells of its changes (internal/ledger.Ledger):
+// a holder pod's GPUs recorded by NRI start the move at once.
+type subscriber interface {
+	Subscribe() (<-chan struct{}, func())
+}
+
 // Inventory is the node's GPUs (internal/daemon.Daemon), to describe a
 // grant found in the ledger.
 type Inventory interface{ Inventory() *gpu.Inventory }

@@ -126,9 +126,12 @@ func (ag *Agent) attachByHolder(ctx context.Context, a *hotgpuv1.GPUAttachment, 
 		ag.event(a, pod, corev1.EventTypeWarning, "AttachFailed", msg)
 		return 0, ag.fail(ctx, a, pod, "HolderGone", msg)
 	}
+	// kubelet's allocation is the holder's once NRI's CreateContainer has
+	// recorded it for the holder's container: it is moved then, not after
+	// kubelet's next relist reports the pod Running (up to a second later)
 	uuids := ag.holderGPUs(h)
-	if !podRunning(h) || len(uuids) != count(a) {
-		return 0, ag.pending(ctx, a, "waiting for holder pod "+h.Name+" to run with its GPUs") // its events bring a back
+	if len(uuids) != count(a) {
+		return 0, ag.pending(ctx, a, "waiting for holder pod "+h.Name+" to run with its GPUs") // ledgerChanged brings a back
 	}
 	res, err := ag.attacher.Move(target(a), string(h.UID), uuids)
 	if err != nil {
@@ -155,6 +158,64 @@ func (ag *Agent) holderGPUs(h *corev1.Pod) []string {
 		}
 	}
 	slices.Sort(out)
+	return out
+}
+
+// ledgerChanged queues this node's Pending attachments whose holder pod's
+// GPUs the ledger now records (NRI's CreateContainer of the holder): the
+// ledger's change, not the pod's next status, starts the move.
+func (ag *Agent) ledgerChanged() {
+	if ag.holderImage == "" {
+		return
+	}
+	for _, o := range ag.owned.GetIndexer().List() {
+		a, err := fromUnstructured(o)
+		if err != nil || a.DeletionTimestamp != nil || a.Status.Phase != "" && a.Status.Phase != hotgpuv1.Pending {
+			continue
+		}
+		if h := ag.holder(a); h != nil && len(ag.holderGPUs(h)) == count(a) {
+			ag.enqueue(o)
+		}
+	}
+}
+
+// Near returns the GPUs (UUIDs) that the target container already holds of
+// this node's one attachment whose holder pod waits for kubelet's
+// allocation, when that attachment asks size GPUs: for the device plugin's
+// GetPreferredAllocation, whose request names no pod. With one holder
+// waiting the asker is that holder (or a pod of the same size arriving at
+// the same moment, which then gets a good set anyway); with several, which
+// one asks is unknown and nil means plain topology.
+func (ag *Agent) Near(size int) []string {
+	if ag.holderImage == "" {
+		return nil
+	}
+	var waiting *hotgpuv1.GPUAttachment
+	for _, o := range ag.owned.GetIndexer().List() {
+		a, err := fromUnstructured(o)
+		if err != nil || a.DeletionTimestamp != nil || a.Status.Phase != "" && a.Status.Phase != hotgpuv1.Pending {
+			continue
+		}
+		h := ag.holder(a)
+		if h == nil || h.DeletionTimestamp != nil || podDone(h) || len(ag.holderGPUs(h)) > 0 {
+			continue
+		}
+		if waiting != nil {
+			return nil
+		}
+		waiting = a
+	}
+	if waiting == nil || count(waiting) != size {
+		return nil
+	}
+	var out []string
+	for _, g := range ag.grants.Grants() {
+		h := g.Holder
+		if h.ContainerID != "" && h.PodNamespace == waiting.Namespace && h.PodName == waiting.Spec.PodName &&
+			(waiting.Spec.Container == "" || h.Container == waiting.Spec.Container) {
+			out = append(out, g.GPU)
+		}
+	}
 	return out
 }
 

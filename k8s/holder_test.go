@@ -164,3 +164,115 @@ func TestIsHolderNeedsTheAttachment(t *testing.T) {
 		t.Error("an agent without holder pods confirmed one")
 	}
 }
+
+// The holder's GPUs recorded in the ledger for its container (NRI's
+// CreateContainer) start the move: the ledger's change queues the
+// attachment, and it is Attached while kubelet still reports the holder
+// Pending (its status comes with the next relist).
+func TestHolderGPUsInTheLedgerStartTheMove(t *testing.T) {
+	e := holderEnv(t)
+	e.settle("a1")
+	e.holderCreated(corev1.PodPending)
+	e.ag.ledgerChanged()
+	if n := e.ag.queue.Len(); n != 0 {
+		t.Fatalf("%d attachments queued with no GPU recorded for the holder", n)
+	}
+	e.holderCreated(corev1.PodPending, "GPU-5")
+	e.ag.ledgerChanged()
+	key, _ := e.ag.queue.Get()
+	if e.ag.queue.Len() != 0 || key != "team-a/a1" {
+		t.Fatalf("queued %q (+%d), want team-a/a1 alone", key, e.ag.queue.Len())
+	}
+	e.ag.queue.Done(key)
+	a := e.settle("a1")
+	if a.Status.Phase != hotgpuv1.Attached || len(a.Status.GPUs) != 1 || a.Status.GPUs[0].UUID != "GPU-5" ||
+		!slices.Equal(e.att.moved, []string{"holder-uid"}) {
+		t.Fatalf("status %+v, moves from %v: want Attached with the holder's GPU-5", a.Status, e.att.moved)
+	}
+	e.ag.ledgerChanged()
+	if n := e.ag.queue.Len(); n != 0 {
+		t.Fatalf("%d attachments queued once Attached", n)
+	}
+}
+
+// Near tells the device plugin, while one holder pod waits for kubelet's
+// allocation, the GPUs its target container holds; nothing once the holder
+// has its GPUs, for another size, or while two holders wait.
+func TestNearNamesTheWaitingHoldersTarget(t *testing.T) {
+	e := holderEnv(t)
+	*e.grants = append(*e.grants,
+		ledger.Grant{GPU: "GPU-4", Reason: ledger.Kubelet, State: ledger.Active,
+			Holder: ledger.Holder{ContainerID: "nb-main", PodUID: "uid-nb", PodNamespace: "team-a", PodName: "nb", Container: "main"}},
+		ledger.Grant{GPU: "GPU-0", Reason: ledger.Kubelet, State: ledger.Active,
+			Holder: ledger.Holder{ContainerID: "other", PodUID: "uid-other", PodNamespace: "team-a", PodName: "other", Container: "main"}})
+	if got := e.ag.Near(1); got != nil {
+		t.Fatalf("Near(1) = %v before any holder exists", got)
+	}
+	e.settle("a1")
+	e.holderCreated(corev1.PodPending)
+	if got := e.ag.Near(1); !slices.Equal(got, []string{"GPU-4"}) {
+		t.Fatalf("Near(1) = %v with a1's holder waiting, want nb's GPU-4", got)
+	}
+	if got := e.ag.Near(2); got != nil {
+		t.Fatalf("Near(2) = %v, want nil: the waiting holder asks 1", got)
+	}
+
+	// a second holder waiting: which one asks is unknown
+	if err := e.ag.podCache.Add(pod("nb2")); err != nil {
+		t.Fatal(err)
+	}
+	a2 := attachment("a2", "nb2", true)
+	a2.UID = "att-2"
+	e.create(a2)
+	e.settle("a2")
+	h2, err := e.client.CoreV1().Pods("team-a").Get(context.Background(), "gpuatt-holder-a2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ag.podCache.Add(h2); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.ag.Near(1); got != nil {
+		t.Fatalf("Near(1) = %v with two holders waiting, want nil", got)
+	}
+	if err := e.ag.podCache.Delete(h2); err != nil {
+		t.Fatal(err)
+	}
+
+	// a1's holder has its GPU: nothing waits
+	e.holderCreated(corev1.PodPending, "GPU-5")
+	if got := e.ag.Near(1); got != nil {
+		t.Fatalf("Near(1) = %v once the holder has its GPU, want nil", got)
+	}
+}
+
+// A status write that conflicts (the cache has not caught up with the
+// agent's own last write) is written once more onto the API's copy, not
+// left to a rate-limited retry.
+func TestStatusConflictWritesOntoTheAPIsCopy(t *testing.T) {
+	e := newEnv(t, pod("nb"))
+	e.create(attachment("a1", "nb", true))
+	stale := e.refresh("a1")
+	conflicts := 0
+	e.dyn.PrependReactor("update", "gpuattachments", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if action.GetSubresource() != "status" || conflicts > 0 {
+			return false, nil, nil
+		}
+		conflicts++
+		return true, nil, apierrors.NewConflict(hotgpuv1.Resource.GroupResource(), "a1", errString("the object has been modified"))
+	})
+	if err := e.ag.setStatus(context.Background(), stale, hotgpuv1.Attached, "Attached", "attached live", nil); err != nil {
+		t.Fatalf("setStatus after a conflict: %v", err)
+	}
+	if a := e.refresh("a1"); conflicts != 1 || a.Status.Phase != hotgpuv1.Attached {
+		t.Fatalf("%d conflicts, status %+v: want Attached written after one conflict", conflicts, a.Status)
+	}
+	// a decision made on a view older than a settled outcome is not written
+	conflicts = 0
+	if err := e.ag.setStatus(context.Background(), stale, hotgpuv1.Pending, "Waiting", "waiting for holder pod", nil); !apierrors.IsConflict(err) {
+		t.Fatalf("setStatus Pending over Attached after a conflict: %v, want the conflict", err)
+	}
+	if a := e.refresh("a1"); a.Status.Phase != hotgpuv1.Attached {
+		t.Fatalf("status %+v, want Attached left alone", a.Status)
+	}
+}

@@ -335,7 +335,30 @@ func (ag *Agent) fail(ctx context.Context, a *hotgpuv1.GPUAttachment, pod *corev
 	return ag.setStatus(ctx, a, hotgpuv1.Failed, reason, msg, nil)
 }
 
+// setStatus writes a's status. The agent is the only writer of an
+// attachment's status, so a conflict means the cache has not caught up with
+// its own last write (a move right after the Pending status): while the
+// API's copy is still unsettled (Pending or no phase) the status is written
+// onto it at once instead of after a rate-limited retry. A settled copy
+// means this decision was made on a view older than that outcome: the
+// conflict stands, and the retry decides again on the cache.
 func (ag *Agent) setStatus(ctx context.Context, a *hotgpuv1.GPUAttachment, phase hotgpuv1.Phase, reason, msg string, gpus []hotgpuv1.AttachedGPU) error {
+	err := ag.writeStatus(ctx, a, phase, reason, msg, gpus)
+	if !apierrors.IsConflict(err) {
+		return err
+	}
+	u, gerr := ag.dyn.Resource(hotgpuv1.Resource).Namespace(a.Namespace).Get(ctx, a.Name, metav1.GetOptions{})
+	if gerr != nil {
+		return err
+	}
+	fresh, ferr := fromUnstructured(u)
+	if ferr != nil || fresh.UID != a.UID || fresh.Status.Phase != "" && fresh.Status.Phase != hotgpuv1.Pending {
+		return err
+	}
+	return ag.writeStatus(ctx, fresh, phase, reason, msg, gpus)
+}
+
+func (ag *Agent) writeStatus(ctx context.Context, a *hotgpuv1.GPUAttachment, phase hotgpuv1.Phase, reason, msg string, gpus []hotgpuv1.AttachedGPU) error {
 	a = a.DeepCopy()
 	a.Status.Phase, a.Status.Message, a.Status.NodeName = phase, msg, ag.node
 	a.Status.GPUs = gpus

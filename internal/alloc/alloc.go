@@ -20,6 +20,14 @@ const maxExact = 16
 // Pick returns n GPU indices from available, including every index in
 // mustInclude, maximising the set's link score. The result is sorted.
 func Pick(inv *gpu.Inventory, available, mustInclude []int, n int) ([]int, error) {
+	return PickNear(inv, available, mustInclude, nil, n)
+}
+
+// PickNear is Pick for a container that already holds the GPUs near (a live
+// attach adding to them): the set maximises the links within it plus its
+// links to near, so that the container's GPUs together are best connected.
+// With no near it is Pick.
+func PickNear(inv *gpu.Inventory, available, mustInclude, near []int, n int) ([]int, error) {
 	if n < len(mustInclude) {
 		return nil, fmt.Errorf("%d GPUs requested but %d must be included", n, len(mustInclude))
 	}
@@ -34,8 +42,15 @@ func Pick(inv *gpu.Inventory, available, mustInclude []int, n int) ([]int, error
 	avail := slices.Clone(available)
 	slices.Sort(avail)
 	score := scorer(inv)
+	// bonus[i] is avail[i]'s links to the GPUs already held
+	bonus := make([]int, len(avail))
+	for i, a := range avail {
+		for _, h := range near {
+			bonus[i] += score(a, h)
+		}
+	}
 	if len(avail) > maxExact {
-		return greedy(avail, mustInclude, n, score), nil
+		return greedy(avail, mustInclude, bonus, n, score), nil
 	}
 	var must uint32
 	for i, idx := range avail {
@@ -48,7 +63,7 @@ func Pick(inv *gpu.Inventory, available, mustInclude []int, n int) ([]int, error
 		if bits.OnesCount32(set) != n || set&must != must {
 			continue
 		}
-		if s := setScore(set, avail, score); s > bestScore {
+		if s := setScore(set, avail, bonus, score); s > bestScore {
 			best, bestScore = set, s
 		}
 	}
@@ -81,12 +96,13 @@ func scorer(inv *gpu.Inventory) func(a, b int) int {
 	}
 }
 
-func setScore(set uint32, avail []int, score func(a, b int) int) int {
+func setScore(set uint32, avail, bonus []int, score func(a, b int) int) int {
 	total := 0
 	for i := range avail {
 		if set&(1<<i) == 0 {
 			continue
 		}
+		total += bonus[i]
 		for j := i + 1; j < len(avail); j++ {
 			if set&(1<<j) != 0 {
 				total += score(avail[i], avail[j])
@@ -96,15 +112,15 @@ func setScore(set uint32, avail []int, score func(a, b int) int) int {
 	return total
 }
 
-func greedy(avail, must []int, n int, score func(a, b int) int) []int {
+func greedy(avail, must, bonus []int, n int, score func(a, b int) int) []int {
 	out := slices.Clone(must)
 	for len(out) < n {
 		best, bestScore := -1, -1
-		for _, c := range avail {
+		for i, c := range avail {
 			if slices.Contains(out, c) {
 				continue
 			}
-			s := 0
+			s := bonus[i]
 			for _, o := range out {
 				s += score(c, o)
 			}

@@ -80,3 +80,40 @@ func BenchmarkPick7of8(b *testing.B) {
 		}
 	}
 }
+
+// A container that already holds GPUs gets the ones best connected to them
+// (a GPUAttachment's holder pod), where plain Pick takes the lowest.
+func TestPickNear(t *testing.T) {
+	tests := []struct {
+		preset    string
+		name      string
+		available []int
+		near      []int
+		n         int
+		plain     []int
+		want      []int
+	}{
+		{"pcie8", "the held GPU's NVLink peer", []int{0, 1, 2, 3, 5, 6, 7}, []int{4}, 1, []int{0}, []int{5}},
+		{"pcie8", "a pair on the held pair's NUMA node", []int{0, 1, 2, 3, 6, 7}, []int{4, 5}, 2, []int{0, 1}, []int{6, 7}},
+		{"pcie8", "a broken pair: the peer first, then the NUMA node", []int{0, 1, 2, 3, 4, 6, 7}, []int{5}, 3, []int{0, 1, 2}, []int{4, 6, 7}},
+		{"dgxa100", "NVSwitch: the held GPU's PCIe switch", []int{0, 1, 2, 3, 4, 5, 7}, []int{6}, 1, []int{0}, []int{7}},
+		{"dgxa100", "NVSwitch: the held GPUs' NUMA node", []int{0, 1, 2, 3, 6, 7}, []int{4, 5}, 2, []int{0, 1}, []int{6, 7}},
+		{"dgxa100", "nothing held: as Pick", []int{0, 1, 2, 3, 4, 5, 6, 7}, nil, 2, []int{0, 1}, []int{0, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.preset+"/"+tt.name, func(t *testing.T) {
+			inv := simulated(t, tt.preset)
+			plain, err := Pick(inv, tt.available, nil, tt.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := PickNear(inv, tt.available, nil, tt.near, tt.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(plain, tt.plain) || !slices.Equal(got, tt.want) {
+				t.Fatalf("Pick = %v, PickNear(held %v) = %v; want %v and %v", plain, tt.near, got, tt.plain, tt.want)
+			}
+		})
+	}
+}

@@ -70,3 +70,44 @@ func TestFailedMoveGivesTheAllocationBack(t *testing.T) {
 		t.Fatalf("devices.list changed: %q -> %q", list, after)
 	}
 }
+
+// A crash in the middle of a move (hotgpud killed -9 after the holder's
+// grant became the target's pending one) is undone at the restart by giving
+// the GPU back to the holder pod, as kubelet still counts it: the
+// attachment's next try moves it again.
+func TestCrashedMoveGivesTheAllocationBack(t *testing.T) {
+	for _, step := range []string{"reserved", "granted", "nodes"} {
+		t.Run(step, func(t *testing.T) {
+			s := newSandbox(t)
+			state := t.TempDir()
+			m, _ := newManager(t, s, state)
+			before := holderGrant(t, m.ledger)
+			list := s.devicesList()
+			m.SetFailpoint(func(at string) error {
+				if at == step {
+					panic("crash") // skips every rollback, as a kill -9 does
+				}
+				return nil
+			})
+			func() {
+				defer func() { _ = recover() }()
+				_, _ = m.Move(Target{PodNamespace: "ml", PodName: "p"}, "holder-uid", []string{before.GPU})
+				t.Fatal("the move did not reach the failpoint")
+			}()
+			restarted, l := newManager(t, s, state)
+			if _, err := restarted.Recover(); err != nil {
+				t.Fatal(err)
+			}
+			g, ok := l.Lookup(before.GPU)
+			if !ok || g.Reason != ledger.Kubelet || g.State != ledger.Active || g.Holder.PodUID != "holder-uid" || len(l.Grants()) != 1 {
+				t.Fatalf("ledger after a crashed move and recovery %v, want the holder pod's kubelet grant back", l.Grants())
+			}
+			if after := s.devicesList(); after != list {
+				t.Fatalf("devices.list changed: %q -> %q", list, after)
+			}
+			if _, err := restarted.Move(Target{PodNamespace: "ml", PodName: "p"}, "holder-uid", []string{before.GPU}); err != nil {
+				t.Fatalf("the move after recovery: %v", err)
+			}
+		})
+	}
+}

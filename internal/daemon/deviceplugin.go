@@ -55,7 +55,17 @@ func (d *Daemon) buildDevicePlugin(r deviceplugin.Resource) (*deviceplugin.Plugi
 		deviceplugin.WithLogger(d.log),
 		deviceplugin.WithAllocateGate(d.waitRebuilt),
 		deviceplugin.WithRunning(d.containerRunning),
+		deviceplugin.WithNear(d.near),
 	)
+}
+
+// near is the device plugin's WithNear: the GPUs of the target of this
+// node's one GPUAttachment whose holder pod waits for kubelet's allocation.
+func (d *Daemon) near(size int) []string {
+	if d.agent == nil {
+		return nil
+	}
+	return d.agent.Near(size)
 }
 
 // containerRunning tells the device plugin whether a container holding a

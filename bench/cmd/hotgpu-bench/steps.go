@@ -62,6 +62,7 @@ func measure(ctx context.Context, o options, t *bench.Tools, bins *harness.Bins,
 			[]goBench{{"./integration", "^BenchmarkClusterPodStart$", 6}}, gb, notes)
 		runGoBenches(ctx, t.Repo, options{goCount: o.clusterCount, benchtime: "3x"},
 			[]goBench{{"./integration", "^BenchmarkDaemonSetRestart$", 6}}, gb, notes)
+		runGoBenches(ctx, t.Repo, options{goCount: o.clusterCount, benchtime: "10x"}, []goBench{attachmentBench}, gb, notes)
 	}
 	runDRABenches(ctx, t.Repo, o, gb, notes)
 
@@ -69,6 +70,7 @@ func measure(ctx context.Context, o options, t *bench.Tools, bins *harness.Bins,
 	addGoRows(gb, s2, s3, s4)
 	s6 := clusterRows(gb)
 	addDRARows(gb, s4, s6)
+	attachmentRows(gb, s6)
 	for _, r := range f4 {
 		s4.Add(r)
 	}
