@@ -76,7 +76,7 @@ func TestFailedMoveGivesTheAllocationBack(t *testing.T) {
 // the GPU back to the holder pod, as kubelet still counts it: the
 // attachment's next try moves it again.
 func TestCrashedMoveGivesTheAllocationBack(t *testing.T) {
-	for _, step := range []string{"reserved", "granted", "nodes"} {
+	for _, step := range []string{"reserved", "granted"} {
 		t.Run(step, func(t *testing.T) {
 			s := newSandbox(t)
 			state := t.TempDir()
