@@ -34,7 +34,8 @@ import (
 // /proc/PID/map_files/RANGE to the open file itself, so nothing is looked up
 // through a container's mounts; the stat asks for cached attributes only, so
 // a file on a hung FUSE or NFS mount does not stall it. Processes that exit
-// mid-scan are skipped. A process even root may not inspect (EACCES: e.g.
+// mid-scan are skipped, and so are kernel threads and zombies (no address
+// space: nothing of theirs can be a user's open GPU). A process even root may not inspect (EACCES: e.g.
 // the init of a sandbox that hotgpud runs in) is listed in unreadable for
 // the caller to report; any other failure is an error. Threads that
 // unshared their fd table (clone without CLONE_FILES) are not scanned apart
@@ -150,6 +151,9 @@ func (s *scan) process(pid int) ([]uint64, error) {
 		return nil, fmt.Errorf("failed to open /proc/%d: %w", pid, err)
 	}
 	defer unix.Close(dir)
+	if noMemory(dir) {
+		return nil, nil
+	}
 	held, err := s.fds(dir)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the open files of pid %d: %w", pid, err)
@@ -385,6 +389,17 @@ func charDev(dir int, name string) (rdev uint64, there bool, err error) {
 }
 
 // gone reports errors of a process, fd or mapping that went away mid-scan.
+// noMemory reports whether the process of proc has no address space: a
+// kernel thread, or a zombie whose files and mappings are gone. Neither can
+// hold a GPU open for a user (an fd comes from open(2) or SCM_RIGHTS, both
+// a process's), and most entries of /proc are kernel threads, so one
+// readlink of exe (ENOENT without an mm) spares their fd and maps reads.
+func noMemory(proc int) bool {
+	var buf [1]byte
+	_, err := unix.Readlinkat(proc, "exe", buf[:])
+	return errors.Is(err, unix.ENOENT)
+}
+
 func gone(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
 }

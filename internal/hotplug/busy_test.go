@@ -1,7 +1,11 @@
 package hotplug
 
 import (
+	"bytes"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -108,4 +112,51 @@ func TestParseMapsLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Kernel threads have no address space and are skipped without reading
+// their fds and maps; a process, this one, is read.
+func TestNoMemoryIsKernelThreadsOnly(t *testing.T) {
+	kthread := kernelThread(t)
+	for _, tc := range []struct {
+		pid  int
+		want bool
+	}{{kthread, true}, {os.Getpid(), false}} {
+		dir, err := unix.Open("/proc/"+strconv.Itoa(tc.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := noMemory(dir); got != tc.want {
+			t.Errorf("noMemory(pid %d) = %v, want %v", tc.pid, got, tc.want)
+		}
+		unix.Close(dir)
+	}
+}
+
+// kernelThread finds a kernel thread by its flags (PF_KTHREAD in field 9
+// of /proc/PID/stat): kthreadd, pid 2 in the host's PID namespace.
+func kernelThread(t *testing.T) int {
+	t.Helper()
+	const pfKthread = 0x00200000
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		f := strings.Fields(string(stat[i+1:]))
+		if flags, err := strconv.ParseUint(f[6], 10, 64); err == nil && flags&pfKthread != 0 {
+			return pid
+		}
+	}
+	t.Fatal("no kernel thread in /proc (a PID namespace of its own?): run on the host")
+	return 0
 }
