@@ -168,15 +168,24 @@ func (ag *Agent) ledgerChanged() {
 	if ag.holderImage == "" {
 		return
 	}
-	for _, o := range ag.owned.GetIndexer().List() {
-		a, err := fromUnstructured(o)
-		if err != nil || a.DeletionTimestamp != nil || a.Status.Phase != "" && a.Status.Phase != hotgpuv1.Pending {
-			continue
-		}
+	for _, a := range ag.waiting() {
 		if h := ag.holder(a); h != nil && len(ag.holderGPUs(h)) == count(a) {
-			ag.enqueue(o)
+			ag.enqueue(a)
 		}
 	}
+}
+
+// waiting lists this node's attachments that wait for their GPUs: not
+// being deleted, phase unset or Pending.
+func (ag *Agent) waiting() []*hotgpuv1.GPUAttachment {
+	var out []*hotgpuv1.GPUAttachment
+	for _, o := range ag.owned.GetIndexer().List() {
+		a, err := fromUnstructured(o)
+		if err == nil && a.DeletionTimestamp == nil && (a.Status.Phase == "" || a.Status.Phase == hotgpuv1.Pending) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Near returns the GPUs (UUIDs) that the target container already holds of
@@ -191,11 +200,7 @@ func (ag *Agent) Near(size int) []string {
 		return nil
 	}
 	var waiting *hotgpuv1.GPUAttachment
-	for _, o := range ag.owned.GetIndexer().List() {
-		a, err := fromUnstructured(o)
-		if err != nil || a.DeletionTimestamp != nil || a.Status.Phase != "" && a.Status.Phase != hotgpuv1.Pending {
-			continue
-		}
+	for _, a := range ag.waiting() {
 		h := ag.holder(a)
 		if h == nil || h.DeletionTimestamp != nil || podDone(h) || len(ag.holderGPUs(h)) > 0 {
 			continue
