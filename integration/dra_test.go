@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hotgpu/hotgpu/integration/cluster"
+	"github.com/hotgpu/hotgpu/integration/harness"
 	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -30,24 +31,12 @@ import (
 // (refused to live attach); the claim survives a hotgpud restart and a kill -9; deleting
 // the pod unprepares it (GPU free, the claim's CDI spec gone).
 func TestDRAClaimOnCluster(t *testing.T) {
-	c, ctr := startCluster(t, nil)
-	d := startHotgpud(t, ctr, "--kubeconfig", c.AdminKubeconfig, "--node-name", c.NodeName,
-		"--dra", "--kubelet-root-dir", c.KubeletRootDir)
+	c, ctr, d := startDRA(t)
 	ctx := context.Background()
-	if out, err := c.Kubectl(ctx, "apply", "-f", "../deploy/dra.yaml"); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	eventually(t, time.Minute, "the node's ResourceSlice with 8 GPUs", func() (bool, string) {
-		n, err := sliceDevices(c)
-		return n == 8, fmt.Sprintf("%d devices (%v)", n, err)
-	})
 	// live attach takes 7 GPUs: DRA may then allocate only the 8th
 	createPod(t, c, busyboxPod("idle", 0))
 	mustCLI(t, d, "attach", "--pod", "default/idle", "--count", "7")
-	eventually(t, time.Minute, "the ResourceSlice without the 7 attached GPUs", func() (bool, string) {
-		n, err := sliceDevices(c)
-		return n == 1, fmt.Sprintf("%d devices (%v)", n, err)
-	})
+	waitSliceDevices(t, c, 1, "without the 7 attached GPUs")
 	free := -1
 	for _, s := range lsJSON(t, d) {
 		if s.Grant == nil {
@@ -133,10 +122,7 @@ func TestDRAClaimOnCluster(t *testing.T) {
 	d.kill9()
 	d.start()
 	checkClaimHeld("after kill -9 and a start")
-	eventually(t, time.Minute, "the ResourceSlice again after the restart", func() (bool, string) {
-		n, err := sliceDevices(c)
-		return n == 8, fmt.Sprintf("%d devices (%v)", n, err)
-	})
+	waitSliceDevices(t, c, 8, "again after the restart")
 
 	deletePod(t, c, "default", "dra")
 	eventually(t, time.Minute, "the claim unprepared", func() (bool, string) {
@@ -147,6 +133,30 @@ func TestDRAClaimOnCluster(t *testing.T) {
 		}
 		_, err := os.Stat(filepath.Join(ctr.CDIDir, "hotgpu-dra-"+string(claim.UID)+".yaml"))
 		return errors.Is(err, os.ErrNotExist), fmt.Sprintf("claim spec: %v", err)
+	})
+}
+
+// startDRA starts a cluster and hotgpud with its DRA plugin (extra flags
+// after), applies deploy/dra.yaml (the DeviceClass) and waits for the
+// node's ResourceSlice with all 8 GPUs.
+func startDRA(t *testing.T, extra ...string) (*cluster.Cluster, *harness.Containerd, *hotgpud) {
+	t.Helper()
+	c, ctr := startCluster(t, nil)
+	d := startHotgpud(t, ctr, append([]string{"--kubeconfig", c.AdminKubeconfig, "--node-name", c.NodeName,
+		"--dra", "--kubelet-root-dir", c.KubeletRootDir}, extra...)...)
+	if out, err := c.Kubectl(context.Background(), "apply", "-f", "../deploy/dra.yaml"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	waitSliceDevices(t, c, 8, "the node's GPUs")
+	return c, ctr, d
+}
+
+// waitSliceDevices waits until hotgpud's ResourceSlices publish n devices.
+func waitSliceDevices(t *testing.T, c *cluster.Cluster, n int, why string) {
+	t.Helper()
+	eventually(t, time.Minute, fmt.Sprintf("the ResourceSlice with %d GPUs (%s)", n, why), func() (bool, string) {
+		got, err := sliceDevices(c)
+		return got == n, fmt.Sprintf("%d devices (%v)", got, err)
 	})
 }
 
@@ -186,19 +196,11 @@ func visibleNodes(t testing.TB, c *cluster.Cluster, ns, pod string) []string {
 // pod of 4 GPUs each fill the 8 with disjoint GPUs, and then one more pod
 // of each kind stays Pending.
 func TestDRAAndDevicePluginNeverShare(t *testing.T) {
-	c, ctr := startCluster(t, nil)
-	startHotgpud(t, ctr, "--kubeconfig", c.AdminKubeconfig, "--node-name", c.NodeName,
-		"--dra", "--kubelet-root-dir", c.KubeletRootDir, "--kubelet-dir", "/var/lib/kubelet/device-plugins")
+	c, _, _ := startDRA(t, "--kubelet-dir", "/var/lib/kubelet/device-plugins")
 	ctx := context.Background()
-	if out, err := c.Kubectl(ctx, "apply", "-f", "../deploy/dra.yaml"); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
 	waitSlice := func(n int, why string) {
 		t.Helper()
-		eventually(t, time.Minute, fmt.Sprintf("the ResourceSlice with %d GPUs (%s)", n, why), func() (bool, string) {
-			got, err := sliceDevices(c)
-			return got == n, fmt.Sprintf("%d devices (%v)", got, err)
-		})
+		waitSliceDevices(t, c, n, why)
 	}
 	waitAlloc := func(n int64, why string) {
 		t.Helper()
@@ -302,26 +304,14 @@ func createDRAPod(t testing.TB, c *cluster.Cluster, name string, n int64) *corev
 // selector on memory, gets two GPUs joined by NVLink, none of them the one
 // live attach holds.
 func TestDRANVLinkPairOnCluster(t *testing.T) {
-	c, ctr := startCluster(t, nil)
-	d := startHotgpud(t, ctr, "--kubeconfig", c.AdminKubeconfig, "--node-name", c.NodeName,
-		"--dra", "--kubelet-root-dir", c.KubeletRootDir, "--simulate", "pcie8")
+	c, _, d := startDRA(t, "--simulate", "pcie8")
 	ctx := context.Background()
-	if out, err := c.Kubectl(ctx, "apply", "-f", "../deploy/dra.yaml"); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	eventually(t, time.Minute, "the node's ResourceSlice with 8 GPUs", func() (bool, string) {
-		n, err := sliceDevices(c)
-		return n == 8, fmt.Sprintf("%d devices (%v)", n, err)
-	})
 	// GPU 1 attached live leaves GPU 0 without its NVLink partner: the
 	// first two free devices in order (0 and 2) are not a pair, so only the
 	// constraint makes the scheduler find one.
 	createPod(t, c, busyboxPod("idle", 0))
 	mustCLI(t, d, "attach", "--pod", "default/idle", "--gpu", "1")
-	eventually(t, time.Minute, "the ResourceSlice without GPU 1", func() (bool, string) {
-		n, err := sliceDevices(c)
-		return n == 7, fmt.Sprintf("%d devices (%v)", n, err)
-	})
+	waitSliceDevices(t, c, 7, "without GPU 1")
 	pod := draPod(t, c, "pair", 2)
 	tmplPath := "/apis/resource.k8s.io/v1/namespaces/default/resourceclaimtemplates/pair"
 	var tmpl resourcev1.ResourceClaimTemplate
