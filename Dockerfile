@@ -5,7 +5,7 @@
 # Stage 1 builds; stage 2 is distroless: no shell, no package manager.
 #  - hotgpud and hotgpu-cdi are built with cgo: go-nvml dlopen()s the driver's
 #    libnvidia-ml.so.1, so the final image has glibc (distroless/base, not
-#    /static). hotgpu-cdi is the CLI's cgo build, which `hotgpu cdi` runs.
+#    /static). hotgpu-cdi is the CLI's cgo build, which `hotgpu cdi` and `hotgpu doctor` run.
 #  - hotgpu (the CLI, for its start time) and hotgpu-hook are static
 #    (CGO_ENABLED=0): the init container copies the hook onto the host, where
 #    runtimes run it whatever the host's libc.

@@ -28,7 +28,7 @@ host-deps: ## install the Debian packages builds and tests need (gcc for cgo, ma
 build: host-deps ## build hotgpud, hotgpu (+ hotgpu-cdi), hotgpu-hook and kubectl-hotgpu into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpud # cgo: go-nvml dlopens libnvidia-ml
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hotgpu-cdi ./cmd/hotgpu # cgo: 'hotgpu cdi' reads NVML through it
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hotgpu-cdi ./cmd/hotgpu # cgo: 'hotgpu cdi' and 'hotgpu doctor' run in it (NVML)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/hotgpu ./cmd/hotgpu-hook ./cmd/kubectl-hotgpu # static: the CLIs start fast; runtimes run the hook on any host
 
 test: host-deps ## unit tests with the race detector (root runs the cgroup tests too)

@@ -13,5 +13,5 @@
 // watches every attachment of the cluster.
 //
 // It is not the place for attach mechanics (internal/attach, internal/hotplug)
-// nor for the node-local API (internal/api).
+// nor for the node-local API (internal/apiserver).
 package k8s

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/hotgpu/hotgpu/internal/api"
-	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 )
 
@@ -87,7 +86,7 @@ func (t *targetFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&t.pid, "pid", 0, "a process of the container, best its main one: the grant is released when it exits")
 }
 
-func (t *targetFlags) target() (attach.Target, error) {
+func (t *targetFlags) target() (api.Target, error) {
 	n := 0
 	for _, set := range []bool{t.container != "", t.pod != "", t.pid != 0} {
 		if set {
@@ -95,16 +94,16 @@ func (t *targetFlags) target() (attach.Target, error) {
 		}
 	}
 	if n != 1 {
-		return attach.Target{}, usageErrorf("give exactly one of --container, --pod or --pid")
+		return api.Target{}, usageErrorf("give exactly one of --container, --pod or --pid")
 	}
 	if t.name != "" && t.pod == "" {
-		return attach.Target{}, usageErrorf("--container-name goes with --pod")
+		return api.Target{}, usageErrorf("--container-name goes with --pod")
 	}
-	out := attach.Target{ContainerID: t.container, PID: t.pid, ContainerName: t.name}
+	out := api.Target{ContainerID: t.container, PID: t.pid, ContainerName: t.name}
 	if t.pod != "" {
 		ns, name, ok := strings.Cut(t.pod, "/")
 		if !ok || ns == "" || name == "" {
-			return attach.Target{}, usageErrorf("--pod must be NAMESPACE/NAME, got %q", t.pod)
+			return api.Target{}, usageErrorf("--pod must be NAMESPACE/NAME, got %q", t.pod)
 		}
 		out.PodNamespace, out.PodName = ns, name
 	}
@@ -136,12 +135,12 @@ func newOpFlags(fs *flag.FlagSet) *opFlags {
 
 // parse parses args and returns the target; every usage error is found
 // here, before anything is sent to hotgpud.
-func (o *opFlags) parse(fs *flag.FlagSet, args []string, s stdio) (attach.Target, error) {
+func (o *opFlags) parse(fs *flag.FlagSet, args []string, s stdio) (api.Target, error) {
 	if err := parseFlags(fs, args, s); err != nil {
-		return attach.Target{}, err
+		return api.Target{}, err
 	}
 	if err := checkFormat(*o.output, "text", "json"); err != nil {
-		return attach.Target{}, err
+		return api.Target{}, err
 	}
 	return o.target()
 }
@@ -190,7 +189,7 @@ func runDetach(ctx context.Context, s stdio, args []string) error {
 }
 
 // printResult says what was done, or writes it as JSON with -o json.
-func printResult(s stdio, output, verb string, res *attach.Result) error {
+func printResult(s stdio, output, verb string, res *api.Result) error {
 	if output == "json" {
 		return printJSON(s.out, res)
 	}

@@ -7,16 +7,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 )
 
 // hotgpu is built twice from this package. The hotgpu on PATH is built
-// without cgo: attach, detach, ls and the other API commands start without
-// a dynamic linker or go-nvml to load. Reading NVML needs cgo, so `hotgpu cdi`
-// (generate, list) is served by the cgo build, installed next to it as
-// hotgpu-cdi, which the cgo-free hotgpu runs with the same arguments
-// (cdi_nocgo.go). A cgo build serves `hotgpu cdi` itself (cdi.go).
+// without cgo and links only what the API commands need (attach, detach,
+// ls, status, health, version: the API's contract and client), so each run
+// starts in about the time of an empty Go program: no dynamic linker, no
+// go-nvml, no CDI library or YAML parser to load and initialise. `hotgpu
+// cdi` (generate, list) reads NVML, which needs cgo, and `hotgpu doctor`
+// reads NVML and validates the CDI spec with the CDI library: both are
+// served by the cgo build, installed next to it as hotgpu-cdi, which the
+// cgo-free hotgpu runs with the same arguments (cdi_nocgo.go,
+// doctor_nocgo.go). A cgo build serves both itself (cdi.go, doctor.go).
+
+// doctorSummary is doctor's line in hotgpu's help, in both builds.
+const doctorSummary = "check this node end to end: driver, CDI spec, runtime, hotgpud, live attach"
 
 // cdiHelperName is the cgo build of this CLI that `hotgpu cdi` runs.
 const cdiHelperName = "hotgpu-cdi"
@@ -34,9 +40,9 @@ type exitStatus int
 
 func (e exitStatus) Error() string { return fmt.Sprintf("%s exited %d", cdiHelperName, int(e)) }
 
-// runHelper runs `hotgpu-cdi cdi args...` on s and passes on its exit code.
+// runHelper runs `hotgpu-cdi args...` on s and passes on its exit code.
 func runHelper(ctx context.Context, s stdio, self string, lookPath func(string) (string, error), args []string) error {
-	cmd, err := helperCommand(ctx, self, lookPath, append([]string{"cdi"}, args...))
+	cmd, err := helperCommand(ctx, self, lookPath, args)
 	if err != nil {
 		return err
 	}
@@ -72,26 +78,6 @@ func helperCommand(ctx context.Context, self string, lookPath func(string) (stri
 	return cmd, nil
 }
 
-// helperOutput runs `hotgpu-cdi args...` and returns what it prints; what
-// it says on stderr when it fails is the error.
-func helperOutput(ctx context.Context, self string, lookPath func(string) (string, error), args []string) ([]byte, error) {
-	cmd, err := helperCommand(ctx, self, lookPath, args)
-	if err != nil {
-		return nil, err
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		msg := strings.TrimPrefix(strings.TrimSpace(stderr.String()), "hotgpu: ")
-		if msg == "" {
-			msg = err.Error()
-		}
-		return nil, errors.New(msg)
-	}
-	return out, nil
-}
-
 // findCDIHelper looks for hotgpu-cdi next to self (the running hotgpu, so a
 // bin/ or /usr/local/bin pair stays together), then on PATH.
 func findCDIHelper(self string, lookPath func(string) (string, error)) (string, error) {
@@ -109,7 +95,7 @@ func findCDIHelper(self string, lookPath func(string) (string, error)) (string, 
 	if p, err := lookPath(cdiHelperName); err == nil {
 		return p, nil
 	}
-	return "", fmt.Errorf("hotgpu cdi and hotgpu doctor read NVML through %s, the cgo build of this CLI, and found it neither in %s nor on PATH: "+
+	return "", fmt.Errorf("hotgpu cdi and hotgpu doctor run in %s, the cgo build of this CLI (they read NVML), and it is neither in %s nor on PATH: "+
 		"install it with 'make install', or build it with 'go build -o %s ./cmd/hotgpu' (cgo enabled)",
 		cdiHelperName, dir, filepath.Join(dir, cdiHelperName))
 }

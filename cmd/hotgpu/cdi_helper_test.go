@@ -36,8 +36,8 @@ func TestFindCDIHelper(t *testing.T) {
 	}
 }
 
-// TestRunHelper runs a stand-in hotgpu-cdi: it gets `cdi` and the user's
-// arguments, stdin and stdout, and its exit code is passed on silently.
+// TestRunHelper runs a stand-in hotgpu-cdi: it gets the command and the
+// user's arguments, stdin and stdout, and its exit code is passed on silently.
 func TestRunHelper(t *testing.T) {
 	bin := t.TempDir()
 	self := filepath.Join(bin, "hotgpu")
@@ -46,7 +46,7 @@ func TestRunHelper(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(bin, cdiHelperName), []byte(script), 0o755))
 	var out, errOut bytes.Buffer
 	s := stdio{in: strings.NewReader("from stdin\n"), out: &out, err: &errOut}
-	err := runHelper(context.Background(), s, self, nil, []string{"generate", "--simulate", "dgxa100"})
+	err := runHelper(context.Background(), s, self, nil, []string{"cdi", "generate", "--simulate", "dgxa100"})
 	if code := exitCode(err, &errOut); code != 3 {
 		t.Errorf("exit code %d (%v), want the helper's 3", code, err)
 	}

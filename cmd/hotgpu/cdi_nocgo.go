@@ -12,5 +12,5 @@ func init() {
 }
 
 func runCDIHelper(ctx context.Context, s stdio, args []string) error {
-	return runHelper(ctx, s, findSelf(), exec.LookPath, args)
+	return runHelper(ctx, s, findSelf(), exec.LookPath, append([]string{"cdi"}, args...))
 }

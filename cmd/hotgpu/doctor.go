@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 import (
@@ -12,13 +14,9 @@ import (
 )
 
 func init() {
-	register(&command{Name: "doctor", Summary: "check this node end to end: driver, CDI spec, runtime, hotgpud, live attach", Run: runDoctor})
+	register(&command{Name: "doctor", Summary: doctorSummary, Run: runDoctor})
 	register(&command{Name: doctor.SandboxArg, Summary: "the attach test's sandbox process", Run: runDoctorSandbox, Hidden: true})
 }
-
-// doctorNVMLCommand is the cgo build's hidden command that prints NVML's
-// inventory for the cgo-free build's doctor.
-const doctorNVMLCommand = "doctor-nvml"
 
 const doctorHelp = `hotgpu doctor checks whether this node can give containers GPUs, step by
 step, and says for each check ok, warn or fail and what to do:
@@ -39,8 +37,8 @@ step, and says for each check ok, warn or fail and what to do:
                detached (EPERM after), and nothing is left behind
 
 It reads the node and changes nothing, except what --attach-test makes and
-removes again. The exit status is 1 when a check fails. NVML is read through
-hotgpu-cdi, the cgo build installed next to hotgpu.
+removes again. The exit status is 1 when a check fails. It runs in
+hotgpu-cdi, the cgo build of hotgpu installed next to it, which reads NVML.
 
 Usage:
   hotgpu doctor [--driver-root DIR] [--socket PATH] [-o text|json] [--attach-test]
@@ -63,18 +61,6 @@ func (a *nvmlArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.devRoot, "dev-root", "/", "root under which the host's /dev is found")
 }
 
-// args are the flags again, for hotgpu-cdi.
-func (a nvmlArgs) args() []string {
-	out := []string{"--dev-root", a.devRoot}
-	if a.simulate != "" {
-		out = append(out, "--simulate", a.simulate)
-	}
-	if a.driverRoot != "" {
-		out = append(out, "--driver-root", a.driverRoot)
-	}
-	return out
-}
-
 func runDoctor(ctx context.Context, s stdio, args []string) error {
 	var a nvmlArgs
 	fs := newFlagSet("hotgpu doctor", doctorHelp)
@@ -90,7 +76,8 @@ func runDoctor(ctx context.Context, s stdio, args []string) error {
 	}
 	cfg := doctor.Config{Simulate: a.simulate, Socket: *socket, Daemon: api.NewClient(*socket), DriverRoot: a.driverRoot, DriverRootSet: a.driverRoot != "",
 		DevRoot: a.devRoot, DevRootSet: a.devRoot != "/", CDIDir: *cdiDir, AttachTest: *attachTest}
-	cfg.Inventory, cfg.InventoryErr = readInventory(ctx, a)
+	f := specFlags{simulate: a.simulate, driverRoot: a.driverRoot, devRoot: a.devRoot}
+	cfg.Inventory, cfg.InventoryErr = f.inventory()
 	if *attachTest {
 		self := findSelf()
 		if self == "" {

@@ -4,23 +4,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"os/exec"
-
-	"github.com/hotgpu/hotgpu/internal/gpu"
 )
 
-// readInventory reads NVML through hotgpu-cdi, the cgo build: this one
-// cannot load NVML.
-func readInventory(ctx context.Context, a nvmlArgs) (*gpu.Inventory, error) {
-	out, err := helperOutput(ctx, findSelf(), exec.LookPath, append([]string{doctorNVMLCommand}, a.args()...))
-	if err != nil {
-		return nil, err
-	}
-	var inv gpu.Inventory
-	if err := json.Unmarshal(out, &inv); err != nil {
-		return nil, fmt.Errorf("failed to read %s's inventory: %w", cdiHelperName, err)
-	}
-	return &inv, nil
+func init() {
+	register(&command{Name: "doctor", Summary: doctorSummary + " (runs " + cdiHelperName + ")", Run: runDoctorHelper})
+}
+
+// runDoctorHelper runs `hotgpu-cdi doctor args...`: the doctor reads NVML
+// and validates the CDI spec with the CDI library, which this build leaves
+// out so that the API commands start fast.
+func runDoctorHelper(ctx context.Context, s stdio, args []string) error {
+	return runHelper(ctx, s, findSelf(), exec.LookPath, append([]string{"doctor"}, args...))
 }

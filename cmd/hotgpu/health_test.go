@@ -10,11 +10,12 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/apiserver"
 )
 
 // healthDaemon is a hotgpud stand-in that only knows health.
 type healthDaemon struct {
-	api.Backend
+	apiserver.Backend
 	got []api.HealthSetRequest
 }
 
@@ -33,7 +34,7 @@ func serveHealth(t *testing.T) (*healthDaemon, string) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	d := &healthDaemon{}
-	srv, err := api.NewServer(sock, "", d, logrus.NewEntry(log))
+	srv, err := apiserver.NewServer(sock, "", d, logrus.NewEntry(log))
 	if err != nil {
 		t.Fatal(err)
 	}

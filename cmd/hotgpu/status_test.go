@@ -11,11 +11,12 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/apiserver"
 )
 
 // statusDaemon is a hotgpud stand-in that only knows its status.
 type statusDaemon struct {
-	api.Backend
+	apiserver.Backend
 	st api.Status
 }
 
@@ -26,7 +27,7 @@ func TestStatusShowsReconcile(t *testing.T) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	d := &statusDaemon{st: api.Status{GPUs: 8, ReconcileInterval: "30s", Problems: []string{"MIG device 0:1 destroyed while held"}}}
-	srv, err := api.NewServer(sock, "", d, logrus.NewEntry(log))
+	srv, err := apiserver.NewServer(sock, "", d, logrus.NewEntry(log))
 	if err != nil {
 		t.Fatal(err)
 	}

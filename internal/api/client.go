@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"os"
 	"time"
-
-	"github.com/hotgpu/hotgpu/internal/attach"
 )
 
 // Client talks to hotgpud over its socket: one connection per call, one
@@ -31,14 +29,14 @@ func NewClient(path string) *Client {
 }
 
 // Attach asks for GPUs in a running container.
-func (c *Client) Attach(ctx context.Context, req AttachRequest) (*attach.Result, error) {
-	var res attach.Result
+func (c *Client) Attach(ctx context.Context, req AttachRequest) (*Result, error) {
+	var res Result
 	return &res, c.do(ctx, http.MethodPost, "attach", req, &res)
 }
 
 // Detach takes GPUs away from a running container.
-func (c *Client) Detach(ctx context.Context, req DetachRequest) (*attach.Result, error) {
-	var res attach.Result
+func (c *Client) Detach(ctx context.Context, req DetachRequest) (*Result, error) {
+	var res Result
 	return &res, c.do(ctx, http.MethodPost, "detach", req, &res)
 }
 
@@ -113,6 +111,18 @@ func exchange(conn net.Conn, req *http.Request) (*http.Response, error) {
 func isConnRefused(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op)
+}
+
+// Health lists every GPU's health.
+func (c *Client) Health(ctx context.Context) ([]HealthStatus, error) {
+	var res []HealthStatus
+	return res, c.do(ctx, http.MethodGet, "health", nil, &res)
+}
+
+// SetHealth marks a GPU healthy or unhealthy.
+func (c *Client) SetHealth(ctx context.Context, req HealthSetRequest) (*HealthStatus, error) {
+	var res HealthStatus
+	return &res, c.do(ctx, http.MethodPost, "health", req, &res)
 }
 
 // HookReserve records GPUs for a container a runtime is creating (hotgpu-hook).

@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/hotgpu/hotgpu/internal/alloc"
+	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/hotplug"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -42,16 +43,9 @@ type Processes interface {
 // Health reports whether a GPU may be handed out.
 type Health interface{ Healthy(uuid string) bool }
 
-// Target names a container: by CRI/NRI container id, by pod (namespace,
-// name and, when the pod has several, container name), or by a process in
-// it (any runtime).
-type Target struct {
-	ContainerID   string `json:"containerID,omitempty"`
-	PodNamespace  string `json:"podNamespace,omitempty"`
-	PodName       string `json:"podName,omitempty"`
-	ContainerName string `json:"containerName,omitempty"`
-	PID           int    `json:"pid,omitempty"`
-}
+// Target names a container (by id, pod or process). It is the API's type:
+// what a caller sends is what the Manager resolves.
+type Target = api.Target
 
 // Manager performs attach and detach. It is safe for concurrent use;
 // operations are serialised because each one reads and then changes both

@@ -12,27 +12,14 @@ import (
 	devices "github.com/opencontainers/cgroups/devices/config"
 
 	"github.com/hotgpu/hotgpu/internal/alloc"
+	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/hotplug"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
-// Result says what an operation did.
-type Result struct {
-	Holder ledger.Holder `json:"holder"`
-	GPUs   []gpu.GPU     `json:"gpus"`
-	// Nodes says what happened to device nodes when it was not simply
-	// "made on attach, removed on detach": nodes that were there already
-	// (hotgpu never removes them), or a /dev shared with the host, where it
-	// neither creates nor removes any.
-	Nodes string `json:"nodes,omitempty"`
-	// Quarantined are the detached GPUs a process still held: nobody gets
-	// them until it lets go.
-	Quarantined []gpu.GPU `json:"quarantined,omitempty"`
-	// Driver says what attach did about the driver's user-space in the
-	// container (mounted now, there already, or why not given).
-	Driver string `json:"driver,omitempty"`
-}
+// Result says what an operation did; it is the API's answer as it is.
+type Result = api.Result
 
 // ErrBusy is returned when a process still has a GPU open.
 var ErrBusy = errors.New("GPU is in use")

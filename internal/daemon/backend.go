@@ -9,7 +9,7 @@ import (
 	"github.com/hotgpu/hotgpu/internal/version"
 )
 
-// Attach implements api.Backend.
+// Attach implements apiserver.Backend.
 func (d *Daemon) Attach(t attach.Target, ids []string, count int) (*attach.Result, error) {
 	if err := d.waitRebuilt(); err != nil {
 		return nil, err
@@ -22,7 +22,7 @@ func (d *Daemon) Attach(t attach.Target, ids []string, count int) (*attach.Resul
 	return res, nil
 }
 
-// AttachMIG implements api.MIGBackend.
+// AttachMIG implements apiserver.MIGBackend.
 func (d *Daemon) AttachMIG(t attach.Target, profile string, count int) (*attach.Result, error) {
 	if err := d.waitRebuilt(); err != nil {
 		return nil, err
@@ -30,12 +30,12 @@ func (d *Daemon) AttachMIG(t attach.Target, profile string, count int) (*attach.
 	return d.attach.AttachMIG(t, profile, count)
 }
 
-// Detach implements api.Backend.
+// Detach implements apiserver.Backend.
 func (d *Daemon) Detach(t attach.Target, ids []string, force bool) (*attach.Result, error) {
 	return d.attach.Detach(t, ids, force)
 }
 
-// GPUs implements api.Backend: every GPU, its health and its holder.
+// GPUs implements apiserver.Backend: every GPU, its health and its holder.
 func (d *Daemon) GPUs() []api.GPUStatus {
 	inv := d.Inventory()
 	out := make([]api.GPUStatus, 0, len(inv.GPUs))
@@ -59,7 +59,7 @@ func (d *Daemon) gpuStatus(g gpu.GPU) api.GPUStatus {
 	return s
 }
 
-// Status implements api.Backend.
+// Status implements apiserver.Backend.
 func (d *Daemon) Status() api.Status {
 	inv := d.Inventory()
 	s := api.Status{

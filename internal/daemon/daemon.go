@@ -18,7 +18,7 @@ import (
 	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
 	"github.com/hotgpu/hotgpu/deviceplugin"
 	"github.com/hotgpu/hotgpu/dra"
-	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/apiserver"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/driver"
 	"github.com/hotgpu/hotgpu/internal/gpu"
@@ -218,7 +218,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopMetrics()
-	srv, err := api.NewServer(d.cfg.API.Socket, d.cfg.API.Group, instrumented{d}, d.log)
+	srv, err := apiserver.NewServer(d.cfg.API.Socket, d.cfg.API.Group, instrumented{d}, d.log)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	configv1 "github.com/hotgpu/hotgpu/api/config/v1"
 	"github.com/hotgpu/hotgpu/deviceplugin"
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/apiserver"
 	hhealth "github.com/hotgpu/hotgpu/internal/health"
 )
 
@@ -131,7 +132,7 @@ func (d *Daemon) runHealthAndDevicePlugin(ctx context.Context, wg *sync.WaitGrou
 	}
 }
 
-// Health implements api.HealthBackend.
+// Health implements apiserver.HealthBackend.
 func (d *Daemon) Health() []api.HealthStatus {
 	bad := map[string]hhealth.Status{}
 	for _, s := range d.health.Unhealthy() {
@@ -149,15 +150,15 @@ func (d *Daemon) Health() []api.HealthStatus {
 	return out
 }
 
-// SetHealth implements api.HealthBackend.
+// SetHealth implements apiserver.HealthBackend.
 func (d *Daemon) SetHealth(req api.HealthSetRequest) (*api.HealthStatus, error) {
 	g, err := d.Inventory().Lookup(req.ID)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrUnknownGPU, err)
+		return nil, fmt.Errorf("%w: %v", apiserver.ErrUnknownGPU, err)
 	}
 	if req.Healthy && g.Lost != "" {
 		return nil, fmt.Errorf("%w: GPU %d is lost (%s): NVML cannot read it, so it cannot be used; reset it (nvidia-smi -r -i %s) or reboot, and hotgpud marks it healthy once NVML reads it again",
-			api.ErrRefused, g.Index, g.Lost, g.PCIBusID)
+			apiserver.ErrRefused, g.Index, g.Lost, g.PCIBusID)
 	}
 	reason := req.Reason
 	if reason == "" && !req.Healthy {
@@ -171,5 +172,5 @@ func (d *Daemon) SetHealth(req api.HealthSetRequest) (*api.HealthStatus, error) 
 			return &s, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: GPU %s vanished", api.ErrUnknownGPU, req.ID)
+	return nil, fmt.Errorf("%w: GPU %s vanished", apiserver.ErrUnknownGPU, req.ID)
 }

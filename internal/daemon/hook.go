@@ -10,13 +10,14 @@ import (
 	"syscall"
 
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/apiserver"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
-var _ api.HookBackend = (*Daemon)(nil)
+var _ apiserver.HookBackend = (*Daemon)(nil)
 
-// HookReserve implements api.HookBackend: it records the GPUs hotgpu-hook is
+// HookReserve implements apiserver.HookBackend: it records the GPUs hotgpu-hook is
 // about to give a container that a runtime without NRI is creating. GPUs the
 // container already holds (for instance through NRI) are kept as they are.
 // All is refused unless every GPU is free, so "all" never shares a GPU.
@@ -44,7 +45,7 @@ func (d *Daemon) HookReserve(req api.HookReserveRequest) (*api.HookReservation, 
 			continue
 		}
 		if !d.health.Healthy(g.UUID) {
-			return nil, fmt.Errorf("%w: GPU %d is unhealthy", api.ErrRefused, g.Index)
+			return nil, fmt.Errorf("%w: GPU %d is unhealthy", apiserver.ErrRefused, g.Index)
 		}
 		fresh = append(fresh, g.UUID)
 	}
@@ -55,7 +56,7 @@ func (d *Daemon) HookReserve(req api.HookReserveRequest) (*api.HookReservation, 
 	return &api.HookReservation{GPUs: gpus, Control: inv.Control, Driver: d.DriverEdits()}, nil
 }
 
-// HookRelease implements api.HookBackend: it frees the container's hook
+// HookRelease implements apiserver.HookBackend: it frees the container's hook
 // grants (poststop, or the hook rolling back). Grants of other reasons stay.
 func (d *Daemon) HookRelease(containerID string) ([]ledger.Grant, error) {
 	var uuids []string

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/apiserver"
 	"github.com/hotgpu/hotgpu/internal/nvml"
 )
 
@@ -77,10 +78,10 @@ func TestLostGPUAtStartup(t *testing.T) {
 	if lost.Healthy || !lost.Fatal || !strings.Contains(lost.Reason, "GPU_IS_LOST") {
 		t.Fatalf("GPU 2 health = %+v, want unhealthy, fatal, GPU_IS_LOST", lost)
 	}
-	if _, err := d.SetHealth(api.HealthSetRequest{ID: "2", Healthy: true}); !errors.Is(err, api.ErrRefused) {
+	if _, err := d.SetHealth(api.HealthSetRequest{ID: "2", Healthy: true}); !errors.Is(err, apiserver.ErrRefused) {
 		t.Errorf("marking a lost GPU healthy: err = %v, want ErrRefused", err)
 	}
-	if _, err := d.HookReserve(api.HookReserveRequest{ContainerID: "c1", PID: 1, IDs: []string{"2"}}); !errors.Is(err, api.ErrRefused) {
+	if _, err := d.HookReserve(api.HookReserveRequest{ContainerID: "c1", PID: 1, IDs: []string{"2"}}); !errors.Is(err, apiserver.ErrRefused) {
 		t.Errorf("the hook was given the lost GPU: err = %v", err)
 	}
 	if _, err := d.HookReserve(api.HookReserveRequest{ContainerID: "c1", PID: 1, IDs: []string{"3"}}); err != nil {

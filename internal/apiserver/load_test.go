@@ -1,4 +1,4 @@
-package api_test
+package apiserver_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/hotgpu/hotgpu/internal/api"
+	"github.com/hotgpu/hotgpu/internal/apiserver"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -62,7 +63,7 @@ func TestConcurrentAttachDetach(t *testing.T) {
 	quiet.SetOutput(io.Discard)
 	m := attach.New(fixedInv{inv}, healthy{}, l, reg, logrus.NewEntry(quiet))
 	socket := filepath.Join(t.TempDir(), "api.sock")
-	srv, err := api.NewServer(socket, "", &loadBackend{m: m, l: l, inv: inv}, logrus.NewEntry(quiet))
+	srv, err := apiserver.NewServer(socket, "", &loadBackend{m: m, l: l, inv: inv}, logrus.NewEntry(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}

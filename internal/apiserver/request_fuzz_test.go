@@ -1,4 +1,4 @@
-package api
+package apiserver
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -38,15 +39,15 @@ func (b checkingBackend) Detach(tg attach.Target, ids []string, force bool) (*at
 	return &attach.Result{}, nil
 }
 
-func (b checkingBackend) GPUs() []GPUStatus { return nil }
-func (b checkingBackend) Status() Status    { return Status{} }
+func (b checkingBackend) GPUs() []api.GPUStatus { return nil }
+func (b checkingBackend) Status() api.Status    { return api.Status{} }
 
-func (b checkingBackend) HookReserve(req HookReserveRequest) (*HookReservation, error) {
+func (b checkingBackend) HookReserve(req api.HookReserveRequest) (*api.HookReservation, error) {
 	if validContainerID(req.ContainerID) != nil || req.PID <= 1 || req.All == (len(req.IDs) > 0) {
 		b.t.Fatalf("hook reserve reached the backend: %+v", req)
 	}
 	b.checkIDs(req.IDs)
-	return &HookReservation{GPUs: []gpu.GPU{}}, nil
+	return &api.HookReservation{GPUs: []gpu.GPU{}}, nil
 }
 
 func (b checkingBackend) HookRelease(id string) ([]ledger.Grant, error) {
@@ -112,7 +113,7 @@ func FuzzAPIRequest(f *testing.F) {
 			t.Fatalf("%s %q: answer %d %q is not JSON", path, body, rec.Code, rec.Body.String())
 		}
 		if rec.Code >= 400 {
-			var e Error
+			var e api.Error
 			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
 				t.Fatalf("%s %q: error answer %d without a message: %q", path, body, rec.Code, rec.Body.String())
 			}

@@ -1,4 +1,4 @@
-package api
+package apiserver
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/hotgpu/hotgpu/internal/alloc"
+	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/gpu"
 	"github.com/hotgpu/hotgpu/internal/ledger"
@@ -39,10 +40,12 @@ func (f *fakeBackend) Attach(t attach.Target, ids []string, count int) (*attach.
 func (f *fakeBackend) Detach(t attach.Target, ids []string, force bool) (*attach.Result, error) {
 	return nil, fmt.Errorf("%w: GPU 1 is open", attach.ErrBusy)
 }
-func (f *fakeBackend) GPUs() []GPUStatus { return []GPUStatus{{GPU: gpu.GPU{Index: 0}, Healthy: true}} }
-func (f *fakeBackend) Status() Status    { return Status{GPUs: 8} }
+func (f *fakeBackend) GPUs() []api.GPUStatus {
+	return []api.GPUStatus{{GPU: gpu.GPU{Index: 0}, Healthy: true}}
+}
+func (f *fakeBackend) Status() api.Status { return api.Status{GPUs: 8} }
 
-func serve(t *testing.T, b Backend) (string, *Client) {
+func serve(t *testing.T, b Backend) (string, *api.Client) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "api.sock")
 	log := logrus.New()
@@ -53,7 +56,7 @@ func serve(t *testing.T, b Backend) (string, *Client) {
 	}
 	go srv.Serve()
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	return path, NewClient(path)
+	return path, api.NewClient(path)
 }
 
 func TestSocketIsPrivate(t *testing.T) {
@@ -73,18 +76,18 @@ func TestRequests(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name    string
-		req     AttachRequest
+		req     api.AttachRequest
 		wantErr string
 	}{
-		{"ok", AttachRequest{Target: attach.Target{ContainerID: "abc"}, Count: 1}, ""},
-		{"no target", AttachRequest{Count: 1}, "exactly one target"},
-		{"two targets", AttachRequest{Target: attach.Target{ContainerID: "a", PID: 3}, Count: 1}, "exactly one target"},
-		{"pod without namespace", AttachRequest{Target: attach.Target{PodName: "p"}, Count: 1}, "namespace"},
-		{"ids and count", AttachRequest{Target: attach.Target{PID: 9}, Count: 1, IDs: []string{"0"}}, "either GPU ids or a count"},
-		{"path as id", AttachRequest{Target: attach.Target{PID: 9}, IDs: []string{"../../dev/sda"}}, "not a GPU index or UUID"},
-		{"huge count", AttachRequest{Target: attach.Target{PID: 9}, Count: 1000}, "count must be between"},
-		{"path as container id", AttachRequest{Target: attach.Target{ContainerID: "../../etc"}, Count: 1}, "invalid container id"},
-		{"container id with a newline", AttachRequest{Target: attach.Target{ContainerID: "a\nlevel=error"}, Count: 1}, "invalid container id"},
+		{"ok", api.AttachRequest{Target: attach.Target{ContainerID: "abc"}, Count: 1}, ""},
+		{"no target", api.AttachRequest{Count: 1}, "exactly one target"},
+		{"two targets", api.AttachRequest{Target: attach.Target{ContainerID: "a", PID: 3}, Count: 1}, "exactly one target"},
+		{"pod without namespace", api.AttachRequest{Target: attach.Target{PodName: "p"}, Count: 1}, "namespace"},
+		{"ids and count", api.AttachRequest{Target: attach.Target{PID: 9}, Count: 1, IDs: []string{"0"}}, "either GPU ids or a count"},
+		{"path as id", api.AttachRequest{Target: attach.Target{PID: 9}, IDs: []string{"../../dev/sda"}}, "not a GPU index or UUID"},
+		{"huge count", api.AttachRequest{Target: attach.Target{PID: 9}, Count: 1000}, "count must be between"},
+		{"path as container id", api.AttachRequest{Target: attach.Target{ContainerID: "../../etc"}, Count: 1}, "invalid container id"},
+		{"container id with a newline", api.AttachRequest{Target: attach.Target{ContainerID: "a\nlevel=error"}, Count: 1}, "invalid container id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,8 +106,8 @@ func TestRequests(t *testing.T) {
 	if len(b.attached) != 1 {
 		t.Fatalf("backend saw %d attach calls, want only the valid one", len(b.attached))
 	}
-	var se *StatusError
-	if _, err := c.Detach(ctx, DetachRequest{Target: attach.Target{PID: 5}, All: true}); !errors.As(err, &se) || se.Code != 409 || !strings.Contains(err.Error(), "is open") {
+	var se *api.StatusError
+	if _, err := c.Detach(ctx, api.DetachRequest{Target: attach.Target{PID: 5}, All: true}); !errors.As(err, &se) || se.Code != 409 || !strings.Contains(err.Error(), "is open") {
 		t.Fatalf("detach err = %v, want a 409 saying the GPU is open", err)
 	}
 	if st, err := c.Status(ctx); err != nil || st.GPUs != 8 {
@@ -120,7 +123,7 @@ func TestRequests(t *testing.T) {
 // the socket file itself is opened up.
 func TestNonRootRefused(t *testing.T) {
 	if os.Getenv("HOTGPU_API_CLIENT") != "" {
-		_, err := NewClient(os.Getenv("HOTGPU_API_CLIENT")).Status(context.Background())
+		_, err := api.NewClient(os.Getenv("HOTGPU_API_CLIENT")).Status(context.Background())
 		fmt.Print(err)
 		os.Exit(0)
 	}
@@ -261,8 +264,8 @@ func TestStatusCodes(t *testing.T) {
 	} {
 		b := &fakeBackend{err: tc.err}
 		_, c := serve(t, b)
-		var se *StatusError
-		if _, err := c.Attach(context.Background(), AttachRequest{Target: attach.Target{PID: 9}, Count: 1}); !errors.As(err, &se) || se.Code != tc.code || se.Msg != tc.err.Error() {
+		var se *api.StatusError
+		if _, err := c.Attach(context.Background(), api.AttachRequest{Target: attach.Target{PID: 9}, Count: 1}); !errors.As(err, &se) || se.Code != tc.code || se.Msg != tc.err.Error() {
 			t.Errorf("%v: got %v, want %d with the same message", tc.err, err, tc.code)
 		}
 	}

@@ -1,4 +1,4 @@
-package api
+package apiserver
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 )
 
@@ -13,7 +14,7 @@ import (
 // a Backend without it answers the hook paths with 404, and the hook then
 // works standalone.
 type HookBackend interface {
-	HookReserve(req HookReserveRequest) (*HookReservation, error)
+	HookReserve(req api.HookReserveRequest) (*api.HookReservation, error)
 	HookRelease(containerID string) ([]ledger.Grant, error)
 }
 
@@ -26,13 +27,13 @@ func (s *Server) hookRoutes(mux *http.ServeMux) {
 	if !ok {
 		return
 	}
-	mux.HandleFunc("POST /"+Version+"/hook/reserve", func(w http.ResponseWriter, r *http.Request) {
-		var req HookReserveRequest
+	mux.HandleFunc("POST /"+api.Version+"/hook/reserve", func(w http.ResponseWriter, r *http.Request) {
+		var req api.HookReserveRequest
 		if !decode(w, r, &req) {
 			return
 		}
-		if err := req.validate(); err != nil {
-			writeJSON(w, http.StatusBadRequest, Error{err.Error()})
+		if err := validateHookReserve(req); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		res, err := hb.HookReserve(req)
@@ -40,31 +41,31 @@ func (s *Server) hookRoutes(mux *http.ServeMux) {
 		case err == nil:
 			writeJSON(w, http.StatusOK, res)
 		case errors.Is(err, ledger.ErrHeld), errors.Is(err, ErrRefused):
-			writeJSON(w, http.StatusConflict, Error{err.Error()})
+			writeError(w, http.StatusConflict, err.Error())
 		default:
 			s.log.WithError(err).WithField("op", "hook-reserve").Warn("request failed")
-			writeJSON(w, http.StatusUnprocessableEntity, Error{err.Error()})
+			writeError(w, http.StatusUnprocessableEntity, err.Error())
 		}
 	})
-	mux.HandleFunc("POST /"+Version+"/hook/release", func(w http.ResponseWriter, r *http.Request) {
-		var req HookReleaseRequest
+	mux.HandleFunc("POST /"+api.Version+"/hook/release", func(w http.ResponseWriter, r *http.Request) {
+		var req api.HookReleaseRequest
 		if !decode(w, r, &req) {
 			return
 		}
 		if err := validContainerID(req.ContainerID); err != nil {
-			writeJSON(w, http.StatusBadRequest, Error{err.Error()})
+			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		freed, err := hb.HookRelease(req.ContainerID)
 		if err != nil {
-			writeJSON(w, http.StatusUnprocessableEntity, Error{err.Error()})
+			writeError(w, http.StatusUnprocessableEntity, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, freed)
 	})
 }
 
-func (r HookReserveRequest) validate() error {
+func validateHookReserve(r api.HookReserveRequest) error {
 	if err := validContainerID(r.ContainerID); err != nil {
 		return err
 	}

@@ -1,4 +1,10 @@
-package api
+// Package apiserver serves hotgpud's local control API (the contract and
+// its client are internal/api) on a unix socket that only root, or one
+// configured group, may use: attach, detach, the GPUs and their holders,
+// status, health and hotgpu-hook's reservations. It checks the caller's
+// kernel credentials (SO_PEERCRED, SO_PEERGROUPS) on every connection, not
+// just the socket's file mode.
+package apiserver
 
 import (
 	"context"
@@ -19,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotgpu/hotgpu/internal/alloc"
+	"github.com/hotgpu/hotgpu/internal/api"
 	"github.com/hotgpu/hotgpu/internal/attach"
 	"github.com/hotgpu/hotgpu/internal/ledger"
 	"github.com/hotgpu/hotgpu/internal/policy"
@@ -28,12 +35,12 @@ import (
 type Backend interface {
 	Attach(t attach.Target, ids []string, count int) (*attach.Result, error)
 	Detach(t attach.Target, ids []string, force bool) (*attach.Result, error)
-	GPUs() []GPUStatus
-	Status() Status
+	GPUs() []api.GPUStatus
+	Status() api.Status
 }
 
 // MIGBackend is a Backend that also attaches MIG devices by profile
-// (AttachRequest.MIGProfile).
+// (api.AttachRequest.MIGProfile).
 type MIGBackend interface {
 	AttachMIG(t attach.Target, profile string, count int) (*attach.Result, error)
 }
@@ -155,12 +162,12 @@ func (s *Server) allowed(r *http.Request) (unix.Ucred, bool) {
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /"+Version+"/attach", s.handleAttach)
-	mux.HandleFunc("POST /"+Version+"/detach", s.handleDetach)
-	mux.HandleFunc("GET /"+Version+"/gpus", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /"+api.Version+"/attach", s.handleAttach)
+	mux.HandleFunc("POST /"+api.Version+"/detach", s.handleDetach)
+	mux.HandleFunc("GET /"+api.Version+"/gpus", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.backend.GPUs())
 	})
-	mux.HandleFunc("GET /"+Version+"/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /"+api.Version+"/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.backend.Status())
 	})
 	s.hookRoutes(mux)
@@ -169,7 +176,7 @@ func (s *Server) routes() http.Handler {
 		cred, ok := s.allowed(r)
 		if !ok {
 			s.log.WithFields(logrus.Fields{"uid": cred.Uid, "pid": cred.Pid}).Warn("refused API caller")
-			writeJSON(w, http.StatusForbidden, Error{"permission denied: the hotgpu API is for root (run with sudo)"})
+			writeError(w, http.StatusForbidden, "permission denied: the hotgpu API is for root (run with sudo)")
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -177,12 +184,12 @@ func (s *Server) routes() http.Handler {
 }
 
 func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request) {
-	var req AttachRequest
+	var req api.AttachRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	if err := req.validate(); err != nil {
-		writeJSON(w, http.StatusBadRequest, Error{err.Error()})
+	if err := validateAttach(req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	var res *attach.Result
@@ -190,7 +197,7 @@ func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request) {
 	if req.MIGProfile != "" {
 		mig, ok := s.backend.(MIGBackend)
 		if !ok {
-			writeJSON(w, http.StatusBadRequest, Error{"this hotgpud does not attach MIG devices by profile"})
+			writeError(w, http.StatusBadRequest, "this hotgpud does not attach MIG devices by profile")
 			return
 		}
 		res, err = mig.AttachMIG(req.Target, req.MIGProfile, req.Count)
@@ -201,12 +208,12 @@ func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDetach(w http.ResponseWriter, r *http.Request) {
-	var req DetachRequest
+	var req api.DetachRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	if err := req.validate(); err != nil {
-		writeJSON(w, http.StatusBadRequest, Error{err.Error()})
+	if err := validateDetach(req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	res, err := s.backend.Detach(req.Target, req.IDs, req.Force)
@@ -218,12 +225,12 @@ func (s *Server) answer(w http.ResponseWriter, op string, res *attach.Result, er
 	case err == nil:
 		writeJSON(w, http.StatusOK, res)
 	case errors.Is(err, attach.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, Error{err.Error()})
+		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ledger.ErrHeld), errors.Is(err, alloc.ErrHeld), errors.Is(err, alloc.ErrNotEnough), errors.Is(err, attach.ErrBusy):
-		writeJSON(w, http.StatusConflict, Error{err.Error()})
+		writeError(w, http.StatusConflict, err.Error())
 	default:
 		s.log.WithError(err).WithField("op", op).Warn("request failed")
-		writeJSON(w, http.StatusUnprocessableEntity, Error{err.Error()})
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	}
 }
 
@@ -231,10 +238,15 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, Error{"invalid request: " + err.Error()})
+		writeError(w, http.StatusBadRequest, "invalid request: "+err.Error())
 		return false
 	}
 	return true
+}
+
+// writeError answers code with msg as the body's error.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, api.Error{Error: msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -266,7 +278,7 @@ func validateTarget(t attach.Target) error {
 	return nil
 }
 
-func (r AttachRequest) validate() error {
+func validateAttach(r api.AttachRequest) error {
 	if err := validateTarget(r.Target); err != nil {
 		return err
 	}
@@ -287,7 +299,7 @@ func (r AttachRequest) validate() error {
 	return validIDs(r.IDs)
 }
 
-func (r DetachRequest) validate() error {
+func validateDetach(r api.DetachRequest) error {
 	if err := validateTarget(r.Target); err != nil {
 		return err
 	}

@@ -1,27 +1,29 @@
-package api
+package apiserver
 
 import (
 	"context"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/hotgpu/hotgpu/internal/api"
 )
 
 type healthBackend struct {
 	fakeBackend
-	set []HealthSetRequest
+	set []api.HealthSetRequest
 }
 
-func (h *healthBackend) Health() []HealthStatus {
-	return []HealthStatus{{Index: 0, UUID: "GPU-0", Healthy: true}, {Index: 1, UUID: "GPU-1", Reason: "Xid 79"}}
+func (h *healthBackend) Health() []api.HealthStatus {
+	return []api.HealthStatus{{Index: 0, UUID: "GPU-0", Healthy: true}, {Index: 1, UUID: "GPU-1", Reason: "Xid 79"}}
 }
 
-func (h *healthBackend) SetHealth(req HealthSetRequest) (*HealthStatus, error) {
+func (h *healthBackend) SetHealth(req api.HealthSetRequest) (*api.HealthStatus, error) {
 	if req.ID == "9" {
 		return nil, fmt.Errorf("%w: GPU 9 does not exist", ErrUnknownGPU)
 	}
 	h.set = append(h.set, req)
-	return &HealthStatus{Index: 1, UUID: "GPU-1", Healthy: req.Healthy, Reason: req.Reason, Manual: !req.Healthy}, nil
+	return &api.HealthStatus{Index: 1, UUID: "GPU-1", Healthy: req.Healthy, Reason: req.Reason, Manual: !req.Healthy}, nil
 }
 
 func TestHealthAPI(t *testing.T) {
@@ -34,15 +36,15 @@ func TestHealthAPI(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		req     HealthSetRequest
+		req     api.HealthSetRequest
 		wantErr string
 	}{
-		{"unhealthy", HealthSetRequest{ID: "1", Reason: "fan"}, ""},
-		{"healthy by UUID", HealthSetRequest{ID: "GPU-8c2f6a1e-1234-5678-9abc-def012345678", Healthy: true}, ""},
-		{"unknown GPU", HealthSetRequest{ID: "9"}, "does not exist"},
-		{"path as id", HealthSetRequest{ID: "../x"}, "not a GPU index or UUID"},
-		{"control characters in reason", HealthSetRequest{ID: "1", Reason: "a\nb"}, "printable"},
-		{"long reason", HealthSetRequest{ID: "1", Reason: strings.Repeat("x", maxReason+1)}, "longer than"},
+		{"unhealthy", api.HealthSetRequest{ID: "1", Reason: "fan"}, ""},
+		{"healthy by UUID", api.HealthSetRequest{ID: "GPU-8c2f6a1e-1234-5678-9abc-def012345678", Healthy: true}, ""},
+		{"unknown GPU", api.HealthSetRequest{ID: "9"}, "does not exist"},
+		{"path as id", api.HealthSetRequest{ID: "../x"}, "not a GPU index or UUID"},
+		{"control characters in reason", api.HealthSetRequest{ID: "1", Reason: "a\nb"}, "printable"},
+		{"long reason", api.HealthSetRequest{ID: "1", Reason: strings.Repeat("x", maxReason+1)}, "longer than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
