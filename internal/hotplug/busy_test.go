@@ -3,6 +3,7 @@ package hotplug
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,6 +55,49 @@ func TestHolders(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Two processes that map the same 300 files and, among them, the same node
+// (one inode: its stat is shared by the scan) are both found, and a third
+// node that only one of them maps is that one's alone.
+func TestHoldersAmongManyMappings(t *testing.T) {
+	requireRoot(t)
+	files := mappedFiles(t, 300)
+	path, node := hostNode(t, t.TempDir(), 1, 5) // /dev/zero, which can be mapped
+	path2, node2 := hostNode(t, t.TempDir(), 1, 5)
+	node2.Path = path2 // the same device under another inode
+	a, b := startChild(t), startChild(t)
+	for _, c := range []*child{a, b} {
+		if r := c.do(t, "mapdir "+files); r != "ok" {
+			t.Fatalf("mapdir: %s", r)
+		}
+		if r := c.do(t, "map "+path); r != "ok" {
+			t.Fatalf("map: %s", r)
+		}
+	}
+	got := holdersOf(t, node)
+	if !slices.Contains(got[node], a.pid) || !slices.Contains(got[node], b.pid) {
+		t.Errorf("Holders = %v; want both %d and %d", got, a.pid, b.pid)
+	}
+	if r := a.do(t, "close"); r != "ok" {
+		t.Fatalf("close: %s", r)
+	}
+	if got := holdersOf(t, node); slices.Contains(got[node], a.pid) || !slices.Contains(got[node], b.pid) {
+		t.Errorf("Holders after %d unmapped = %v; want %d only", a.pid, got, b.pid)
+	}
+}
+
+// mappedFiles makes a directory of n one-page files for a helper to map.
+func mappedFiles(t testing.TB, n int) string {
+	t.Helper()
+	dir := t.TempDir()
+	page := make([]byte, os.Getpagesize())
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(dir, strconv.Itoa(i)), page, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // A skipped pid is not reported even while it holds the node.

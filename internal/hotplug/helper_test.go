@@ -33,8 +33,9 @@ func TestMain(m *testing.M) {
 }
 
 // runHelper serves "open PATH" (open and close), "hold PATH" (keep open),
-// "map PATH" (map a page of it privately, then close it) and "close" (close
-// held files and unmap), answering "ok" or an errno name per line.
+// "map PATH" (map a page of it privately, then close it), "mapdir DIR" (map
+// every file in DIR so) and "close" (close held files and unmap), answering
+// "ok" or an errno name per line.
 func runHelper(in io.Reader, out io.Writer) {
 	var held []*os.File
 	var maps [][]byte
@@ -56,6 +57,16 @@ func runHelper(in io.Reader, out io.Writer) {
 		case "map":
 			var m []byte
 			if m, err = mapClosed(arg); err == nil {
+				maps = append(maps, m)
+			}
+		case "mapdir":
+			var ents []os.DirEntry
+			ents, err = os.ReadDir(arg)
+			for _, e := range ents {
+				var m []byte
+				if m, err = mapClosed(filepath.Join(arg, e.Name())); err != nil {
+					break
+				}
 				maps = append(maps, m)
 			}
 		case "close":
