@@ -111,7 +111,9 @@ func scanAll(want map[uint64]gpu.DeviceNode, pids []int) []found {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s := scan{want: want, files: map[fileID]uint64{}}
+			s := scans.Get().(*scan)
+			defer s.done()
+			s.want = want
 			for i := int(next.Add(1) - 1); i < len(pids); i = int(next.Add(1) - 1) {
 				out[i].devs, out[i].err = s.process(pids[i])
 			}
@@ -136,6 +138,26 @@ type scan struct {
 	files map[fileID]uint64
 	buf   []byte     // the maps text of one process
 	dents [8192]byte // one getdents of an fd directory
+}
+
+// scans keeps scanners between scans: every detach scans the node, and the
+// buffers of each goroutine's scan (the maps text, an fd directory's
+// entries) were most of what a scan allocated.
+var scans = sync.Pool{New: func() any { return &scan{files: map[fileID]uint64{}} }}
+
+// maxKeptBuf is the largest maps buffer a pooled scan keeps: a process with
+// a huge maps file grows it for its own scan only.
+const maxKeptBuf = 1 << 20
+
+// done forgets what this scan learnt (inodes are only compared within one
+// scan) and returns s to the pool.
+func (s *scan) done() {
+	s.want = nil
+	clear(s.files)
+	if cap(s.buf) > maxKeptBuf {
+		s.buf = nil
+	}
+	scans.Put(s)
 }
 
 // process returns the device numbers among s.want that pid holds. Every
