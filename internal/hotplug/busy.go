@@ -35,7 +35,9 @@ import (
 // through a container's mounts; the stat asks for cached attributes only, so
 // a file on a hung FUSE or NFS mount does not stall it. Processes that exit
 // mid-scan are skipped, and so are kernel threads and zombies (no address
-// space: nothing of theirs can be a user's open GPU). A process even root may not inspect (EACCES: e.g.
+// space: nothing of theirs can be a user's open GPU); a process whose main
+// thread exited while other threads run on is scanned through one of those
+// (leaderless). A process even root may not inspect (EACCES: e.g.
 // the init of a sandbox that hotgpud runs in) is listed in unreadable for
 // the caller to report; any other failure is an error. Threads that
 // unshared their fd table (clone without CLONE_FILES) are not scanned apart
@@ -174,7 +176,11 @@ func (s *scan) process(pid int) ([]uint64, error) {
 	}
 	defer unix.Close(dir)
 	if noMemory(dir) {
-		return nil, nil
+		held, err := s.leaderless(dir)
+		if err != nil {
+			return nil, fmt.Errorf("failed to read the threads of pid %d: %w", pid, err)
+		}
+		return held, nil
 	}
 	held, err := s.fds(dir)
 	if err != nil {

@@ -1,17 +1,21 @@
 package hotplug
 
 import (
+	"bufio"
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hotgpu/hotgpu/internal/gpu"
+	"github.com/hotgpu/hotgpu/internal/testenv"
 )
 
 // The helper holds a node under a name of its own, by an open fd or by a
@@ -98,6 +102,99 @@ func mappedFiles(t testing.TB, n int) string {
 		}
 	}
 	return dir
+}
+
+// A process whose main thread exited while another runs on shows no fds or
+// mappings in its own /proc entry; the scan finds what it holds through the
+// live thread: an open fd, and a mapping whose fd it closed. A mapping of a
+// node deleted since cannot be matched to its inode: it counts only when it
+// maps device memory (as a driver's mmap does; /dev/zero's does not), which
+// TestDeviceMapped covers.
+func TestHoldersLeaderless(t *testing.T) {
+	requireRoot(t)
+	bin := buildLeaderless(t)
+	for _, tt := range []struct {
+		mode  string
+		found bool
+	}{{"open", true}, {"map", true}, {"map-unlinked", false}} {
+		t.Run(tt.mode, func(t *testing.T) {
+			path, node := hostNode(t, t.TempDir(), 1, 5) // /dev/zero, which can be mapped
+			pid := startLeaderless(t, bin, tt.mode, path)
+			if got := holdersOf(t, node); slices.Contains(got[node], pid) != tt.found {
+				t.Errorf("Holders = %v; want pid %d found: %v", got, pid, tt.found)
+			}
+		})
+	}
+}
+
+// buildLeaderless compiles testdata/leaderless.c.
+func buildLeaderless(t *testing.T) string {
+	t.Helper()
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		testenv.Skip(t, "no C compiler (cc) to build the leaderless helper")
+	}
+	bin := filepath.Join(t.TempDir(), "leaderless")
+	if out, err := exec.Command(cc, "-O2", "-pthread", "-o", bin, "testdata/leaderless.c").CombinedOutput(); err != nil {
+		t.Fatalf("cc leaderless.c: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startLeaderless runs the helper and waits until its main thread is gone.
+func startLeaderless(t *testing.T, bin, mode, path string) int {
+	t.Helper()
+	cmd := exec.Command(bin, mode, path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("leaderless %s: %q %v", mode, line, err)
+	}
+	pid := cmd.Process.Pid
+	for range 500 { // the main thread exits right after "ready"
+		if status, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); bytes.Contains(status, []byte("State:\tZ")) {
+			return pid
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("the main thread of leaderless %d did not exit", pid)
+	return 0
+}
+
+func TestDeviceMapped(t *testing.T) {
+	smaps := []byte(`7f0000000000-7f0000001000 r--p 00000000 00:06 4                          /dev/zero (deleted)
+Size:                  4 kB
+VmFlags: rd mr mw me ac sd
+7f0000002000-7f0000003000 rw-s 00000000 00:06 9                          /dev/nvidia1 (deleted)
+Size:                  4 kB
+VmFlags: rd wr sh mr mw me ms io pf dc de dd sd
+`)
+	for _, tt := range []struct {
+		start, end uint64
+		want       bool
+	}{
+		{0x7f0000000000, 0x7f0000001000, false}, // page cache: not device memory
+		{0x7f0000002000, 0x7f0000003000, true},  // io pf: a driver's mapping
+		{0x7f0000004000, 0x7f0000005000, false}, // not in smaps
+	} {
+		if got := deviceMapped(smaps, [][2]uint64{{tt.start, tt.end}}); got != tt.want {
+			t.Errorf("deviceMapped(%x-%x) = %v, want %v", tt.start, tt.end, got, tt.want)
+		}
+	}
+	line := []byte("7f0000002000-7f0000003000 rw-s 00000000 00:06 9   /dev/a dir/nvidia1")
+	if got := mapsLinePath(line); got != "/dev/a dir/nvidia1" {
+		t.Errorf("mapsLinePath = %q", got)
+	}
+	if got := mapsLinePath(append(line, " (deleted)"...)); got != "" {
+		t.Errorf("mapsLinePath of a deleted file = %q, want \"\"", got)
+	}
 }
 
 // A skipped pid is not reported even while it holds the node.
