@@ -132,7 +132,9 @@ func buildLeaderless(t *testing.T) string {
 	t.Helper()
 	cc, err := exec.LookPath("cc")
 	if err != nil {
-		testenv.Skip(t, "no C compiler (cc) to build the leaderless helper")
+		if cc, err = exec.LookPath("gcc"); err != nil {
+			testenv.Skip(t, "no C compiler (cc or gcc: make host-deps) to build the leaderless helper")
+		}
 	}
 	bin := filepath.Join(t.TempDir(), "leaderless")
 	if out, err := exec.Command(cc, "-O2", "-pthread", "-o", bin, "testdata/leaderless.c").CombinedOutput(); err != nil {
