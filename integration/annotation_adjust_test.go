@@ -165,7 +165,8 @@ func testAgentPodWrites(t *testing.T, h *hotgpuCluster, own, other string) {
 // testAnnotationQuota: ann's creation-time GPU is charged to team-a's quota
 // by a gated charge pod; with a quota of 1, =2 is refused with the quota's
 // message and a second pod asking 1 by annotation does not start; deleting
-// ann frees the quota (its charge pod goes) and the second pod starts.
+// ann frees the quota (its charge pod goes) and the second pod starts. The
+// quota counts CPU and memory too, which the charge pod must say.
 func testAnnotationQuota(t *testing.T, h *hotgpuCluster) {
 	ctx := context.Background()
 	ann, err := getPod(t, h.Cluster, "team-a", "ann")
@@ -177,7 +178,7 @@ func testAnnotationQuota(t *testing.T, h *hotgpuCluster) {
 
 	quota := map[string]any{"apiVersion": "v1", "kind": "ResourceQuota",
 		"metadata": map[string]any{"name": "gpus", "namespace": "team-a"},
-		"spec":     map[string]any{"hard": map[string]any{"requests.nvidia.com/gpu": "1"}}}
+		"spec":     map[string]any{"hard": sizedQuota("1")}}
 	if err := h.Client().Create(ctx, "/api/v1/namespaces/team-a/resourcequotas", quota); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,7 @@ func testAnnotationQuota(t *testing.T, h *hotgpuCluster) {
 		t.Fatalf("the restarted container has charge pod %s, want %s kept", again.UID, charge.UID)
 	}
 
-	second := busyboxPod("ann2", 0)
+	second := sized(busyboxPod("ann2", 0))
 	second.Namespace = "team-a"
 	second.Annotations = map[string]string{"gpus.hotgpu.dev/container.main": "1"}
 	if err := h.Client().Create(ctx, "/api/v1/namespaces/team-a/pods", second); err != nil {
@@ -242,7 +243,7 @@ func testAnnotationQuota(t *testing.T, h *hotgpuCluster) {
 	// deletes the charge pod, and the quota is free
 	deletePod(t, h.Cluster, "team-a", "ann2")
 	h.waitQuotaUsed(t, 0, "ann2's charge gone with it")
-	once := busyboxPod("once", 0)
+	once := sized(busyboxPod("once", 0))
 	once.Namespace, once.Spec.RestartPolicy = "team-a", corev1.RestartPolicyNever
 	once.Annotations = map[string]string{"gpus.hotgpu.dev/container.main": "1"}
 	once.Spec.Containers[0].Command = []string{"sleep", "5"}

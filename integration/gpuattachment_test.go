@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -458,21 +459,46 @@ func testAgentRestart(t *testing.T, h *hotgpuCluster, k *tenants) {
 	}
 }
 
+// sizedQuota is a ResourceQuota's hard limits of gpus GPUs that also counts
+// CPU and memory, requests and limits: pods in its namespace must say how
+// much of each they take (there is no LimitRange to fill in defaults), and
+// hotgpu's holder and charge pods do.
+func sizedQuota(gpus string) map[string]any {
+	return map[string]any{"requests.nvidia.com/gpu": gpus,
+		"requests.cpu": "4", "limits.cpu": "4", "requests.memory": "4Gi", "limits.memory": "4Gi"}
+}
+
+// sized gives p's containers CPU and memory, requests and limits, for a
+// namespace under sizedQuota.
+func sized(p *corev1.Pod) *corev1.Pod {
+	for i := range p.Spec.Containers {
+		r := &p.Spec.Containers[i].Resources
+		for _, l := range []*corev1.ResourceList{&r.Requests, &r.Limits} {
+			if *l == nil {
+				*l = corev1.ResourceList{}
+			}
+			(*l)[corev1.ResourceCPU], (*l)[corev1.ResourceMemory] = resource.MustParse("50m"), resource.MustParse("32Mi")
+		}
+	}
+	return p
+}
+
 // testQuotaAndHolder: with a ResourceQuota of 2 GPUs in team-a, an
 // attachment's holder pod is Running on the node, listed by kubectl
 // describe node, while the target container sees the GPU; deleting the
 // holder detaches it (phase and event say why); and once a pod holds the 2
-// GPUs, attaching 1 more is refused with the quota's message.
+// GPUs, attaching 1 more is refused with the quota's message. The quota
+// counts CPU and memory too, which the holder pod must say.
 func testQuotaAndHolder(t *testing.T, h *hotgpuCluster, k *tenants) {
 	ctx := context.Background()
 	quota := map[string]any{"apiVersion": "v1", "kind": "ResourceQuota",
 		"metadata": map[string]any{"name": "gpus", "namespace": "team-a"},
-		"spec":     map[string]any{"hard": map[string]any{"requests.nvidia.com/gpu": "2"}}}
+		"spec":     map[string]any{"hard": sizedQuota("2")}}
 	if err := h.Client().Create(ctx, "/api/v1/namespaces/team-a/resourcequotas", quota); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = h.Client().Delete(ctx, "/api/v1/namespaces/team-a/resourcequotas/gpus") }()
-	createPod(t, h.Cluster, teamPod("target", 0))
+	createPod(t, h.Cluster, sized(teamPod("target", 0)))
 	defer deletePod(t, h.Cluster, "team-a", "target")
 
 	out := k.mustHotgpu(t, "attach", "target", "-n", "team-a", "--count", "1", "--wait", "-o", "json")
@@ -535,7 +561,7 @@ func testQuotaAndHolder(t *testing.T, h *hotgpuCluster, k *tenants) {
 	})
 
 	// a pod holding the quota's 2 GPUs leaves no room for an attachment
-	createPod(t, h.Cluster, teamPod("greedy", 2))
+	createPod(t, h.Cluster, sized(teamPod("greedy", 2)))
 	defer deletePod(t, h.Cluster, "team-a", "greedy")
 	waitPodRunning(t, h.Cluster, "team-a", "greedy")
 	out, err = k.hotgpu("attach", "target", "-n", "team-a", "--count", "1", "--wait")

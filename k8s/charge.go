@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -56,8 +55,7 @@ func shortUID(uid string) string {
 // chargePod is the pod that charges n GPUs of container to the quota of
 // its pod's namespace.
 func (ag *Agent) chargePod(ns, podName, podUID, container string, n int) *corev1.Pod {
-	q := resource.NewQuantity(int64(n), resource.DecimalSI)
-	res := corev1.ResourceList{ag.resource: *q}
+	res := ag.placeholderResources(n)
 	yes, no := true, false
 	nobody := int64(65535)
 	p := &corev1.Pod{

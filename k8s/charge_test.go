@@ -75,6 +75,7 @@ func TestChargePodAsksTheGPUsAndNeverRuns(t *testing.T) {
 	if req.Value() != 2 || lim.Value() != 2 || p.Spec.PriorityClassName != "high" {
 		t.Fatalf("requests %v limits %v priority %q; want 2 GPUs at the pod's priority", req, lim, p.Spec.PriorityClassName)
 	}
+	checkPlaceholderSize(t, c[0].Resources)
 	// the container restarted: the same charge, nothing new; also when the
 	// quota is full (of this charge), which admission says before the name
 	for _, full := range []bool{false, true} {

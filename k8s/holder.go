@@ -53,11 +53,31 @@ func count(a *hotgpuv1.GPUAttachment) int {
 	return len(a.Spec.GPUs)
 }
 
+// The CPU and memory a holder or charge pod asks for besides its GPUs, as
+// requests and limits alike: a namespace whose ResourceQuota counts CPU or
+// memory refuses a pod that does not say how much (unless a LimitRange
+// fills in defaults), and an attachment or annotation there would fail for
+// want of them. They are what a pause container needs: 10m is the least CPU
+// limit kubelet enforces (a 1 ms CFS quota per 100 ms).
+var (
+	placeholderCPU    = resource.MustParse("10m")
+	placeholderMemory = resource.MustParse("16Mi")
+)
+
+// placeholderResources asks for n GPUs, and placeholderCPU and
+// placeholderMemory.
+func (ag *Agent) placeholderResources(n int) corev1.ResourceList {
+	return corev1.ResourceList{
+		ag.resource:           *resource.NewQuantity(int64(n), resource.DecimalSI),
+		corev1.ResourceCPU:    placeholderCPU,
+		corev1.ResourceMemory: placeholderMemory,
+	}
+}
+
 // holderPod is the pod that asks kubelet for a's GPUs, on the target's
 // node with the target's priority, owned by a.
 func (ag *Agent) holderPod(a *hotgpuv1.GPUAttachment, target *corev1.Pod) *corev1.Pod {
-	n := resource.NewQuantity(int64(count(a)), resource.DecimalSI)
-	res := corev1.ResourceList{ag.resource: *n}
+	res := ag.placeholderResources(count(a))
 	yes, no := true, false
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{

@@ -69,6 +69,7 @@ func TestHolderPodAsksTheGPUsAndItsAllocationMoves(t *testing.T) {
 		h.Annotations[policy.HolderAnnotation] != "att-1" || len(h.OwnerReferences) != 1 || h.OwnerReferences[0].UID != "att-1" {
 		t.Fatalf("holder pod %+v", h)
 	}
+	checkPlaceholderSize(t, gpus)
 	e.holderCreated(corev1.PodRunning, "GPU-5")
 	a = e.settle("a1")
 	if a.Status.Phase != hotgpuv1.Attached || len(a.Status.GPUs) != 1 || a.Status.GPUs[0].UUID != "GPU-5" {
@@ -274,5 +275,19 @@ func TestStatusConflictWritesOntoTheAPIsCopy(t *testing.T) {
 	}
 	if a := e.refresh("a1"); a.Status.Phase != hotgpuv1.Attached {
 		t.Fatalf("status %+v, want Attached left alone", a.Status)
+	}
+}
+
+// checkPlaceholderSize checks that a holder or charge pod says how much CPU
+// and memory it takes, as requests and limits alike: a namespace whose
+// quota counts them refuses a pod that does not.
+func checkPlaceholderSize(t *testing.T, r corev1.ResourceRequirements) {
+	t.Helper()
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, ok1 := r.Requests[name]
+		lim, ok2 := r.Limits[name]
+		if !ok1 || !ok2 || req.IsZero() || req.Cmp(lim) != 0 {
+			t.Errorf("%s: request %v (%t), limit %v (%t); want both, equal, above zero", name, req.String(), ok1, lim.String(), ok2)
+		}
 	}
 }
