@@ -209,32 +209,52 @@ func (s *scan) fds(proc int) ([]uint64, error) {
 	}
 	defer unix.Close(dir)
 	var held []uint64
+	err = dirents(dir, s.dents[:], func(name string) (bool, error) {
+		rdev, _, err := charDev(dir, name)
+		held = s.add(held, rdev)
+		return false, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return held, nil
+}
+
+// add adds rdev to held when it is one of s.want and not there yet.
+func (s *scan) add(held []uint64, rdev uint64) []uint64 {
+	if _, ok := s.want[rdev]; ok && rdev != 0 && !slices.Contains(held, rdev) {
+		held = append(held, rdev)
+	}
+	return held
+}
+
+// dirents calls fn with the name of each entry of the directory fd but .
+// and .., read by getdents into buf, until fn says stop or fails. A
+// directory that went away (its process exited) ends the walk without an
+// error.
+func dirents(fd int, buf []byte, fn func(name string) (stop bool, err error)) error {
 	for {
-		n, err := unix.Getdents(dir, s.dents[:])
+		n, err := unix.Getdents(fd, buf)
 		if err != nil {
 			if gone(err) {
-				return held, nil
+				return nil
 			}
-			return nil, err
+			return err
 		}
 		if n == 0 {
-			return held, nil
+			return nil
 		}
-		for buf := s.dents[:n]; len(buf) > 0; {
-			name, rest, ok := direntName(buf)
+		for b := buf[:n]; len(b) > 0; {
+			name, rest, ok := direntName(b)
 			if !ok {
-				return nil, errors.New("malformed directory entry")
+				return errors.New("malformed directory entry")
 			}
-			buf = rest
+			b = rest
 			if name == "." || name == ".." {
 				continue
 			}
-			rdev, _, err := charDev(dir, name)
-			if err != nil {
-				return nil, err
-			}
-			if _, ok := s.want[rdev]; ok && rdev != 0 && !slices.Contains(held, rdev) {
-				held = append(held, rdev)
+			if stop, err := fn(name); stop || err != nil {
+				return err
 			}
 		}
 	}
@@ -276,14 +296,8 @@ func (s *scan) maps(proc int) ([]uint64, error) {
 		}
 	}()
 	var held []uint64
-	for len(data) > 0 {
-		line := data
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			data = nil
-		}
-		start, end, id, ok := parseMapsLine(line)
+	for line := range bytes.Lines(data) {
+		start, end, id, ok := parseMapsLine(bytes.TrimSuffix(line, []byte("\n")))
 		if !ok {
 			continue
 		}
@@ -306,9 +320,7 @@ func (s *scan) maps(proc int) ([]uint64, error) {
 				s.files[id] = rdev
 			}
 		}
-		if _, ok := s.want[rdev]; ok && rdev != 0 && !slices.Contains(held, rdev) {
-			held = append(held, rdev)
-		}
+		held = s.add(held, rdev)
 	}
 	return held, nil
 }

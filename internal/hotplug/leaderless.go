@@ -2,7 +2,6 @@ package hotplug
 
 import (
 	"bytes"
-	"errors"
 	"slices"
 	"strings"
 
@@ -72,39 +71,22 @@ func liveThread(proc int) (int, error) {
 	}
 	defer unix.Close(tasks)
 	var dents [4096]byte
-	for {
-		n, err := unix.Getdents(tasks, dents[:])
-		if err != nil {
-			if gone(err) {
-				return -1, nil
-			}
-			return -1, err
-		}
-		if n == 0 {
-			return -1, nil
-		}
-		for buf := dents[:n]; len(buf) > 0; {
-			name, rest, ok := direntName(buf)
-			if !ok {
-				return -1, errors.New("malformed directory entry")
-			}
-			buf = rest
-			if name == "." || name == ".." {
-				continue
-			}
-			t, err := unix.Openat(tasks, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				if gone(err) {
-					continue
-				}
-				return -1, err
-			}
-			if !noMemory(t) {
-				return t, nil
-			}
+	thread := -1
+	err = dirents(tasks, dents[:], func(name string) (bool, error) {
+		t, err := unix.Openat(tasks, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		switch {
+		case gone(err):
+			return false, nil
+		case err != nil:
+			return true, err
+		case noMemory(t):
 			unix.Close(t)
+			return false, nil
 		}
-	}
+		thread = t
+		return true, nil
+	})
+	return thread, err
 }
 
 // threadMaps returns the device numbers among s.want that the mappings in
@@ -127,13 +109,8 @@ func (s *scan) threadMaps(thread int) ([]uint64, error) {
 	}
 	var held []uint64
 	var unmatched [][2]uint64
-	for len(data) > 0 {
-		line := data
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			data = nil
-		}
+	for line := range bytes.Lines(data) {
+		line = bytes.TrimSuffix(line, []byte("\n"))
 		start, end, id, ok := parseMapsLine(line)
 		if !ok {
 			continue
@@ -146,9 +123,7 @@ func (s *scan) threadMaps(thread int) ([]uint64, error) {
 			}
 			s.files[id] = rdev
 		}
-		if _, ok := s.want[rdev]; ok && rdev != 0 && !slices.Contains(held, rdev) {
-			held = append(held, rdev)
-		}
+		held = s.add(held, rdev)
 	}
 	if len(unmatched) == 0 {
 		return held, nil
@@ -218,13 +193,8 @@ func mapsLinePath(line []byte) string {
 // driver's mmap sets and a file's page cache never has.
 func deviceMapped(smaps []byte, ranges [][2]uint64) bool {
 	in := false
-	for len(smaps) > 0 {
-		line := smaps
-		if i := bytes.IndexByte(smaps, '\n'); i >= 0 {
-			line, smaps = smaps[:i], smaps[i+1:]
-		} else {
-			smaps = nil
-		}
+	for line := range bytes.Lines(smaps) {
+		line = bytes.TrimSuffix(line, []byte("\n"))
 		if flags, ok := bytes.CutPrefix(line, []byte("VmFlags:")); ok {
 			if in && slices.ContainsFunc(bytes.Fields(flags), func(f []byte) bool {
 				return string(f) == "io" || string(f) == "pf" || string(f) == "mm"
