@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -488,7 +489,8 @@ func sized(p *corev1.Pod) *corev1.Pod {
 // describe node, while the target container sees the GPU; deleting the
 // holder detaches it (phase and event say why); and once a pod holds the 2
 // GPUs, attaching 1 more is refused with the quota's message. The quota
-// counts CPU and memory too, which the holder pod must say.
+// counts CPU and memory too, which the holder pod must say. A holder whose
+// container kubelet creates again keeps running without the moved GPU.
 func testQuotaAndHolder(t *testing.T, h *hotgpuCluster, k *tenants) {
 	ctx := context.Background()
 	quota := map[string]any{"apiVersion": "v1", "kind": "ResourceQuota",
@@ -519,6 +521,12 @@ func testQuotaAndHolder(t *testing.T, h *hotgpuCluster, k *tenants) {
 	}
 	if got := h.heldBy(t, "team-a", holder); len(got) != 0 {
 		t.Fatalf("the ledger holds GPUs %v for the holder pod: its allocation was not moved", got)
+	}
+	// the holder's pause dies: kubelet creates its container again, which
+	// starts without the GPU it has moved; the target keeps it
+	h.restartMain(t, hp)
+	if again, still := h.visibleGPUs(t, "team-a", "target"), h.heldBy(t, "team-a", "target"); !slices.Equal(again, visible) || !slices.Equal(still, held) {
+		t.Fatalf("after the holder's restart the target sees %v, the ledger holds %v; want %v and %v", again, still, visible, held)
 	}
 	describe, err := h.Kubectl(ctx, "describe", "node", h.NodeName)
 	if err != nil {

@@ -50,6 +50,13 @@ func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, c *ap
 		return nil, nil, nil
 	}
 	uuids := uuidsOf(req.gpus)
+	if req.reason == ledger.Kubelet && p.isHolder(pod) && p.realised(pod, uuids) {
+		// kubelet creates a holder's container again (its pause process
+		// died, the node rebooted) after its GPUs were moved: the target
+		// keeps them, the holder starts without them, as it first did
+		log.WithField("gpus", uuids).Info("GPUAttachment holder created again: its kubelet GPUs stay in the attachment's target")
+		return holderAdjustment(inv, c, req.gpus), nil, nil
+	}
 	if err := p.record(ctx, pod, c, req); err != nil {
 		log.WithError(err).Warn("refused container")
 		return nil, nil, err
@@ -70,6 +77,19 @@ func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, c *ap
 	adj := adjustment(inv, c, req.gpus)
 	p.addDriver(adj, c)
 	return adj, nil, nil
+}
+
+// realised reports whether every GPU of uuids is held by a live attach that
+// realises pod's kubelet allocation (a GPUAttachment's target, which the
+// holder pod's GPUs were moved to).
+func (p *Plugin) realised(pod *api.PodSandbox, uuids []string) bool {
+	for _, u := range uuids {
+		g, ok := p.ledger.Lookup(u)
+		if !ok || g.Reason != ledger.Attach || g.Holder.Realises == "" || g.Holder.Realises != pod.GetUid() {
+			return false
+		}
+	}
+	return len(uuids) > 0
 }
 
 // record charges annotation GPUs to the namespace's quota (plugin/charge.go)
@@ -141,7 +161,9 @@ func (p *Plugin) decide(inv *gpu.Inventory, pod *api.PodSandbox, c *api.Containe
 // kubeletRequest reads the allocation kubelet passed in: our CDI devices
 // (injected by the runtime itself) or the visible-devices env (which we
 // inject). Env GPUs count only if the ledger shows kubelet allocated them:
-// images set NVIDIA_VISIBLE_DEVICES themselves, and env is not proof.
+// images set NVIDIA_VISIBLE_DEVICES themselves, and env is not proof. A
+// confirmed holder pod's moved GPUs are its allocation too (realised in the
+// target): CreateContainer gives its container none of them.
 func (p *Plugin) kubeletRequest(inv *gpu.Inventory, pod *api.PodSandbox, c *api.Container) (*request, error) {
 	if gpus, err := p.cdiGPUs(inv, c); err != nil || len(gpus) > 0 {
 		if err != nil {
@@ -158,7 +180,7 @@ func (p *Plugin) kubeletRequest(inv *gpu.Inventory, pod *api.PodSandbox, c *api.
 		return nil, fmt.Errorf("env %s: %w", from, err)
 	}
 	for _, g := range gpus {
-		if !p.kubeletAllocated(g.UUID, pod, c) {
+		if !p.kubeletAllocated(g.UUID, pod, c) && !(p.isHolder(pod) && p.realised(pod, []string{g.UUID})) {
 			if from == policy.EnvNVIDIA {
 				p.log.WithField("container", c.GetName()).Debug("NVIDIA_VISIBLE_DEVICES is not a hotgpu allocation; ignored")
 				return nil, nil

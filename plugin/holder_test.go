@@ -80,3 +80,50 @@ func TestUnconfirmedHolderAnnotationIgnored(t *testing.T) {
 		})
 	}
 }
+
+// A holder container that kubelet creates again after its GPU was moved
+// into the attachment's target (the pause process died, the node
+// rebooted...) finds the allocation realised there: it starts with no GPU,
+// and the target keeps it. Refused as "held" it would fail for good.
+// Kubelet names the GPU by CDI device or by env (HOTGPU_VISIBLE_DEVICES with
+// the allocation's token), as the device plugin answered.
+func TestRecreatedHolderStartsWithoutItsMovedGPU(t *testing.T) {
+	for _, by := range []string{"cdi", "env"} {
+		t.Run(by, func(t *testing.T) { testRecreatedHolder(t, by == "cdi") })
+	}
+}
+
+func testRecreatedHolder(t *testing.T, cdi bool) {
+	f := newFixture(t, 4)
+	f.p.SetHolders(fakeHolders{"team-a", "holder-a1", "att-uid"})
+	p, c := holderContainer(f, t, "holder-a1", "att-uid")
+	if !cdi {
+		c.CDIDevices = nil
+	}
+	if _, _, err := f.p.CreateContainer(context.Background(), p, c); err != nil {
+		t.Fatal(err)
+	}
+	g1 := f.inv.GPUs[1].UUID
+	target := ledger.Holder{ContainerID: "target", PodUID: "target-uid", Realises: p.Uid}
+	if err := f.l.Acquire(target, ledger.Attach, ledger.Active, g1); err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	c.Id = "c-holder-a1-again"
+	adj, _, err := f.p.CreateContainer(context.Background(), p, c)
+	if err != nil {
+		t.Fatalf("the re-created holder container was refused: %v", err)
+	}
+	if removed := adj.GetLinux().GetDevices(); len(removed) != 1 || removed[0].Path != "-/dev/nvidia1" {
+		t.Fatalf("devices adjusted %v, want /dev/nvidia1 removed", devicePaths(adj))
+	}
+	if g, _ := f.l.Lookup(g1); g.Holder.ContainerID != "target" || g.Reason != ledger.Attach {
+		t.Fatalf("grant = %+v, want the target's still", g)
+	}
+
+	// an unconfirmed pod naming the same attachment gets nothing of it
+	f.p.SetHolders(fakeHolders{"team-a", "holder-a1", "another-uid"})
+	c.Id = "c-holder-a1-unconfirmed"
+	if _, _, err := f.p.CreateContainer(context.Background(), p, c); err == nil {
+		t.Fatal("an unconfirmed holder pod's container was created beside the target's grant")
+	}
+}
