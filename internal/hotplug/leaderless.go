@@ -144,15 +144,23 @@ func (s *scan) threadMaps(thread int) ([]uint64, error) {
 	return held, nil
 }
 
+// resolveCached is openat2's RESOLVE_CACHED (Linux 5.12), which x/sys/unix
+// does not name: only directory entries in the dcache are walked, else
+// EAGAIN. An older kernel refuses the flag (EINVAL): no mapping is matched
+// by path there.
+const resolveCached = 0x20
+
 // statMatching stats path below root (no symlinks, no way out) and returns
 // its rdev when it is a character device, else 0; ok only when it is the
-// inode id.
+// inode id. The look-up uses cached directory entries only
+// (RESOLVE_CACHED; a mapped file pins those of its path), so a hung FUSE or
+// NFS mount fails it instead of stalling the scan.
 func statMatching(root int, path string, id fileID) (rdev uint64, ok bool) {
 	if !strings.HasPrefix(path, "/") {
 		return 0, false
 	}
 	fd, err := unix.Openat2(root, path, &unix.OpenHow{
-		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: resolveFlags})
+		Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: resolveFlags | resolveCached})
 	if err != nil {
 		return 0, false
 	}
