@@ -21,9 +21,10 @@ import (
 //
 //	go test -run '^$' -bench AttachDetach -count 5 ./integration/
 //
-// A round trip makes four durable ledger changes (reserve with the nodes
-// made, activate, mark for removal, release), each one file fsync, and two
-// node-wide busy checks (before and after the revoke); the checks dominate.
+// A round trip makes four ledger changes (reserve with the nodes made,
+// activate, mark for removal, release): the two outcomes fsynced, the two
+// write-ahead records (reserve, mark) without an fsync (ledger.IntentStore);
+// and one node-wide busy check after the revoke, which dominates.
 func BenchmarkAttachDetach(b *testing.B) {
 	env := startEnv(b, benchExtra()...)
 	c, d := env.c, env.d
@@ -72,7 +73,7 @@ func roundTrip(b *testing.B, op func() error) {
 }
 
 // benchExtra puts hotgpud's ledger in HOTGPU_BENCH_STATE_DIR when set: on
-// a tmpfs that takes the ledger's fsyncs (4 per round trip) out of the
+// a tmpfs that takes the ledger's fsyncs (2 per round trip) out of the
 // figure and leaves the mechanics, API and CLI.
 func benchExtra() []string {
 	if d := os.Getenv("HOTGPU_BENCH_STATE_DIR"); d != "" {

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -593,6 +594,7 @@ func TestAttachCrash(t *testing.T) {
 	target := []string{"--pod", harness.PodNamespace + "/crash"}
 	clean := devicesList(t, c, ctr)
 	ledgerFile := filepath.Join(d.dir, "state", "ledger.json")
+	intentFile := filepath.Join(d.dir, "state", "ledger.intent.json")
 
 	restart := func(failpoint string) {
 		t.Helper()
@@ -625,8 +627,11 @@ func TestAttachCrash(t *testing.T) {
 			if err := d.waitExit(15 * time.Second); err == nil || !strings.Contains(err.Error(), "killed") {
 				t.Fatalf("hotgpud did not die at %s: %v", step, err)
 			}
-			if s := readFile(t, ledgerFile); !strings.Contains(s, `"pending"`) {
-				t.Fatalf("crash at %s left no pending grant to recover; ledger:\n%s", step, s)
+			// the write-ahead record is in the intent file (no fsync), or in
+			// the ledger itself when it was the first write of all
+			intent, _ := os.ReadFile(intentFile)
+			if s := readFile(t, ledgerFile); !strings.Contains(s+string(intent), `"pending"`) {
+				t.Fatalf("crash at %s left no pending grant to recover; ledger:\n%s\nintent:\n%s", step, s, intent)
 			}
 			// The crash really left a half grant behind for the restart to undo.
 			rule := strings.Contains(devicesList(t, c, ctr), "c 195:2 rw")
@@ -641,6 +646,9 @@ func TestAttachCrash(t *testing.T) {
 			}
 			if s := readFile(t, ledgerFile); strings.Contains(s, "GPU-") {
 				t.Errorf("ledger file still records a grant:\n%s", s)
+			}
+			if _, err := os.Stat(intentFile); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the intent file is still there after the recovery: %v", err)
 			}
 			if got := devicesList(t, c, ctr); got != clean {
 				t.Errorf("devices.list after crash at %s and restart:\n%s\nwant:\n%s", step, got, clean)

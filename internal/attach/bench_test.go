@@ -8,10 +8,10 @@ import (
 
 // BenchmarkAttachDetach is one live attach and detach of a GPU through the
 // Manager, as hotgpud serves it without the API: resolve the container, a
-// durable ledger change per step, the cgroup v1 rule, the node in the
-// container (on a tmpfs, as a container's /dev is), and the node-wide busy
-// check before and after the revoke. The ledger is on the test's TempDir
-// disk, as hotgpud's is on the host's.
+// ledger change per step (the outcomes fsynced, the write-ahead records
+// not), the cgroup v1 rule, the node in the container (on a tmpfs, as a
+// container's /dev is), and the node-wide busy check after the revoke. The
+// ledger is on the test's TempDir disk, as hotgpud's is on the host's.
 func BenchmarkAttachDetach(b *testing.B) {
 	s := newSandbox(b)
 	if err := unix.Mount("tmpfs", s.root+"/dev", "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755"); err != nil {

@@ -1,7 +1,9 @@
 // Package ledger records which container holds which GPU, and why. It is the
 // single source of truth shared by the NRI plugin, the device plugin, live
-// attach and the hook: every change is persisted (temp file, fsync, rename;
-// see WriteFileAtomic) before the caller acts on it, and a GPU can never be
+// attach and the hook: every change is persisted before the caller acts on
+// it (temp file, fsync, rename; see WriteFileAtomic; a live attach's or
+// detach's write-ahead record, which only a crash of hotgpud must find, is
+// kept apart without the fsync: see IntentStore), and a GPU can never be
 // held by two holders.
 //
 // The ledger knows GPUs only by UUID and containers only by id; it does not
@@ -277,6 +279,18 @@ type Store interface {
 	Save([]Grant) error
 }
 
+// IntentStore is a Store that keeps write-ahead records apart: SaveIntent
+// persists grants whose change only says what is about to be done (grants
+// entering Pending: a live attach before it touches the container, a detach
+// before it revokes). Such a record must be found after a crash of hotgpud,
+// so that the work is undone; it need not survive a power loss, which
+// takes the containers it describes, their cgroup rules and /dev nodes with
+// it. Load returns the intent when it is newer than the last Save. A Store
+// without it saves intents with Save.
+type IntentStore interface {
+	SaveIntent([]Grant) error
+}
+
 // New loads the ledger from store. A store that cannot be read is an error:
 // the caller decides how to recover (see ErrCorrupt), the ledger never
 // silently starts empty.
@@ -366,7 +380,7 @@ func (l *Ledger) acquire(h Holder, reason Reason, state State, uuids []string, n
 	if !changed {
 		return nil // nothing to persist, nobody to wake
 	}
-	return l.commit(next)
+	return l.commitAs(next, state == Pending)
 }
 
 // SetState moves the container's grants of uuids to state.
@@ -387,7 +401,7 @@ func (l *Ledger) SetState(containerID string, state State, uuids ...string) erro
 	if !changed {
 		return nil
 	}
-	return l.commit(next)
+	return l.commitAs(next, state == Pending)
 }
 
 // SetNodes records with the container's grants named in nodes (by GPU
@@ -612,9 +626,19 @@ func (l *Ledger) Container(containerID string) []Grant {
 // commit persists next and only then makes it the ledger's state, so a
 // failed write changes nothing.
 func (l *Ledger) commit(next map[string]Grant) error {
+	return l.commitAs(next, false)
+}
+
+// commitAs is commit; intent says that the change only records work about
+// to be done (see IntentStore).
+func (l *Ledger) commitAs(next map[string]Grant, intent bool) error {
 	list := slices.Collect(maps.Values(next))
 	sortGrants(list)
-	if err := l.store.Save(list); err != nil {
+	save := l.store.Save
+	if is, ok := l.store.(IntentStore); ok && intent {
+		save = is.SaveIntent
+	}
+	if err := save(list); err != nil {
 		return fmt.Errorf("failed to persist ledger: %w", err)
 	}
 	l.grants = next

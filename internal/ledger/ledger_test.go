@@ -327,7 +327,7 @@ func TestReleasedMoveGoesBackToTheHolder(t *testing.T) {
 // countingStore counts the durable writes.
 type countingStore struct {
 	FileStore
-	saves int
+	saves, intents int
 }
 
 func (s *countingStore) Save(g []Grant) error {
@@ -335,8 +335,14 @@ func (s *countingStore) Save(g []Grant) error {
 	return s.FileStore.Save(g)
 }
 
+func (s *countingStore) SaveIntent(g []Grant) error {
+	s.intents++
+	return s.FileStore.SaveIntent(g)
+}
+
 // Reserve claims the GPUs Pending and records the nodes made for them in
-// one durable write; a refused Reserve writes and changes nothing.
+// one write, an intent (no fsync: see IntentStore) that a restarted ledger
+// finds; a refused Reserve writes and changes nothing.
 func TestReserveRecordsNodesInOneWrite(t *testing.T) {
 	fs, err := NewFileStore(t.TempDir())
 	must(t, err)
@@ -355,13 +361,13 @@ func TestReserveRecordsNodesInOneWrite(t *testing.T) {
 	if err := l.Reserve(podA, Attach, []string{"GPU-0", "GPU-2"}, nodes); !errors.As(err, &held) {
 		t.Errorf("reserved a GPU another container holds: %v", err)
 	}
-	if s.saves != 0 || len(l.Container(podA.ContainerID)) != 0 {
-		t.Fatalf("refused reservations wrote %d times, ledger %v", s.saves, l.Grants())
+	if s.saves+s.intents != 0 || len(l.Container(podA.ContainerID)) != 0 {
+		t.Fatalf("refused reservations wrote %d times, ledger %v", s.saves+s.intents, l.Grants())
 	}
 
 	must(t, l.Reserve(podA, Attach, []string{"GPU-0", "GPU-1"}, nodes))
-	if s.saves != 1 {
-		t.Errorf("Reserve wrote %d times, want 1", s.saves)
+	if s.saves != 0 || s.intents != 1 {
+		t.Errorf("Reserve wrote %d ledgers and %d intents, want one intent", s.saves, s.intents)
 	}
 	reloaded, err := New(fs)
 	must(t, err)
@@ -370,5 +376,73 @@ func TestReserveRecordsNodesInOneWrite(t *testing.T) {
 		if g.Holder.ContainerID != podA.ContainerID || g.State != Pending || fmt.Sprint(g.Nodes.List()) != fmt.Sprint(nodes[u]) {
 			t.Errorf("%s after reload: %+v, want pending for %s with nodes %v", u, g, podA.ContainerID, nodes[u])
 		}
+	}
+}
+
+// A live attach's write-ahead record goes to the intent file without an
+// fsync; a restarted ledger takes it only when it was written on the ledger
+// file's generation, and never trusts one a power loss could have torn.
+func TestIntentFile(t *testing.T) {
+	dir := t.TempDir()
+	open := func() (*FileStore, *Ledger) {
+		t.Helper()
+		fs, err := NewFileStore(dir)
+		must(t, err)
+		l, err := New(fs)
+		must(t, err)
+		return fs, l
+	}
+	state := func(l *Ledger, u string) State {
+		g, ok := l.Lookup(u)
+		if !ok {
+			return "free"
+		}
+		return g.State
+	}
+	fs, l := open()
+	must(t, l.Acquire(podA, Attach, Active, "GPU-0"))
+	ledgerFile, err := os.ReadFile(fs.Path)
+	must(t, err)
+
+	// a detach marks GPU-0 and hotgpud dies: the restart finds it Pending
+	must(t, l.SetState(podA.ContainerID, Pending, "GPU-0"))
+	if after, _ := os.ReadFile(fs.Path); string(after) != string(ledgerFile) {
+		t.Fatal("the write-ahead record rewrote the ledger file")
+	}
+	if _, l2 := open(); state(l2, "GPU-0") != Pending {
+		t.Fatalf("after a crash: GPU-0 %s, want pending from the intent", state(l2, "GPU-0"))
+	}
+	// the detach is done: the ledger file has the outcome, the intent is stale
+	_, err = l.Release(podA.ContainerID, "GPU-0")
+	must(t, err)
+	if _, l2 := open(); state(l2, "GPU-0") != "free" {
+		t.Fatalf("after the release: GPU-0 %s, want free (a stale intent taken?)", state(l2, "GPU-0"))
+	}
+
+	// an intent a power loss tore is ignored, and so is one on another generation
+	must(t, l.Reserve(podA, Attach, []string{"GPU-1"}, nil))
+	intent, err := os.ReadFile(fs.IntentPath)
+	must(t, err)
+	for name, data := range map[string][]byte{
+		"torn":             intent[:len(intent)/2],
+		"zeros":            make([]byte, len(intent)),
+		"other generation": []byte(strings.Replace(string(intent), `"on":"`, `"on":"x`, 1)),
+	} {
+		must(t, os.WriteFile(fs.IntentPath, data, 0o600))
+		if _, l2 := open(); state(l2, "GPU-1") != "free" {
+			t.Errorf("%s intent: GPU-1 %s, want free", name, state(l2, "GPU-1"))
+		}
+	}
+
+	// a ledger file from before generations: the first intent saves the ledger
+	must(t, os.WriteFile(fs.Path, []byte(`{"version":1,"grants":[]}`), 0o600))
+	must(t, os.Remove(fs.IntentPath))
+	fs3, l3 := open()
+	must(t, l3.Reserve(podB, Attach, []string{"GPU-2"}, nil))
+	if _, err := os.Stat(fs3.IntentPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an intent on a ledger without a generation: %v, want the ledger saved instead", err)
+	}
+	if _, l4 := open(); state(l4, "GPU-2") != Pending {
+		t.Errorf("GPU-2 %s after a restart, want pending", state(l4, "GPU-2"))
 	}
 }
