@@ -62,6 +62,7 @@ func NewFileStore(dir string) (*FileStore, error) {
 // leave of a file never fsynced, and is ignored too: the containers it
 // described are gone with the power.
 func (s *FileStore) Load() ([]Grant, error) {
+	s.intents = true // one may be left by an earlier run: the next Save removes it
 	data, err := os.ReadFile(s.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -79,7 +80,7 @@ func (s *FileStore) Load() ([]Grant, error) {
 	if err := validGrants(f.Grants); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, s.Path, err)
 	}
-	s.generation, s.intents = f.Generation, true
+	s.generation = f.Generation
 	if in, ok := s.intent(); ok {
 		return in, nil
 	}
