@@ -113,6 +113,19 @@ func (ag *Agent) holder(a *hotgpuv1.GPUAttachment) *corev1.Pod {
 	return p
 }
 
+// holderFromAPI asks the API server for a's holder pod: one this agent has
+// just created reaches kubelet's watch and this node's cache in either
+// order, and kubelet asks for its preferred GPUs as soon as it has it.
+func (ag *Agent) holderFromAPI(a *hotgpuv1.GPUAttachment) *corev1.Pod {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	p, err := ag.client.CoreV1().Pods(a.Namespace).Get(ctx, holderName(a), metav1.GetOptions{})
+	if err != nil || p.Annotations[policy.HolderAnnotation] != string(a.UID) || p.Spec.NodeName != ag.node {
+		return nil
+	}
+	return p
+}
+
 // attachByHolder carries out a Pending attachment through its holder pod:
 // the pod is created (the API server refuses it over quota: the attachment
 // fails with the quota's message), kubelet allocates its GPUs once it runs,
@@ -222,6 +235,9 @@ func (ag *Agent) Near(size int) []string {
 	var waiting *hotgpuv1.GPUAttachment
 	for _, a := range ag.waiting() {
 		h := ag.holder(a)
+		if h == nil {
+			h = ag.holderFromAPI(a)
+		}
 		if h == nil || h.DeletionTimestamp != nil || podDone(h) || len(ag.holderGPUs(h)) > 0 {
 			continue
 		}

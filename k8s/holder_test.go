@@ -210,6 +210,10 @@ func TestNearNamesTheWaitingHoldersTarget(t *testing.T) {
 		t.Fatalf("Near(1) = %v before any holder exists", got)
 	}
 	e.settle("a1")
+	// the holder is created, and kubelet asks before this node's cache has it
+	if got := e.ag.Near(1); !slices.Equal(got, []string{"GPU-4"}) {
+		t.Fatalf("Near(1) = %v with a1's holder just created, want nb's GPU-4", got)
+	}
 	e.holderCreated(corev1.PodPending)
 	if got := e.ag.Near(1); !slices.Equal(got, []string{"GPU-4"}) {
 		t.Fatalf("Near(1) = %v with a1's holder waiting, want nb's GPU-4", got)
