@@ -3,7 +3,6 @@ package hooks
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -58,23 +57,6 @@ func runningContainer(t *testing.T, root string) int {
 	}
 }
 
-// seen is a file's device, inode and content, or "none".
-func seen(t *testing.T, path string) string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "none"
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("dev %d inode %d sha256 %x", st.Dev, st.Ino, sha256.Sum256(data))
-}
-
 // A live attach's linker cache lists the driver's libraries through a
 // mount over the container's /etc/ld.so.cache: the container's own file
 // (or its absence) is the same before, while and after, byte for byte and
@@ -97,8 +79,8 @@ func TestLiveCacheNeverWritesTheContainersCache(t *testing.T) {
 			pid := runningContainer(t, root)
 			underlying := filepath.Join(root, "etc/ld.so.cache") // the host's view: below any mount in the container
 			inside := fmt.Sprintf("/proc/%d/root/etc/ld.so.cache", pid)
-			before := seen(t, underlying)
-			if got := seen(t, inside); got != before {
+			before := drivertest.FileSeen(t, underlying)
+			if got := drivertest.FileSeen(t, inside); got != before {
 				t.Fatalf("setup: the container sees %s, the host %s", got, before)
 			}
 			r, err := os.OpenFile(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -121,7 +103,7 @@ func TestLiveCacheNeverWritesTheContainersCache(t *testing.T) {
 			if !own {
 				want = fmt.Sprintf("dev %d inode %d sha256 %x", cm.Made.Dev, cm.Made.Ino, sha256.Sum256(nil))
 			}
-			if got := seen(t, underlying); got != want {
+			if got := drivertest.FileSeen(t, underlying); got != want {
 				t.Errorf("the container's /etc/ld.so.cache underneath: %s -> %s, want %s", before, got, want)
 			}
 			if (cm.Made != mountns.FileID{}) == own {
@@ -134,11 +116,11 @@ func TestLiveCacheNeverWritesTheContainersCache(t *testing.T) {
 			}
 
 			// What is not hotgpu's (by device and inode) is left.
-			during := seen(t, inside)
+			during := drivertest.FileSeen(t, inside)
 			if left, err := mountns.Undo(pid, LDCachePath, mountns.FileID{Dev: 1, Ino: 1}); err != nil || !left {
 				t.Errorf("Undo of a file that is not there = left %v, %v; want left", left, err)
 			}
-			if got := seen(t, inside); got != during {
+			if got := drivertest.FileSeen(t, inside); got != during {
 				t.Errorf("Undo of something else changed the container's cache: %s -> %s", during, got)
 			}
 
@@ -146,10 +128,10 @@ func TestLiveCacheNeverWritesTheContainersCache(t *testing.T) {
 			if err != nil || left {
 				t.Fatalf("Undo = left %v, %v", left, err)
 			}
-			if got := seen(t, inside); got != before {
+			if got := drivertest.FileSeen(t, inside); got != before {
 				t.Errorf("after Undo the container sees %s, want its own %s", got, before)
 			}
-			if got := seen(t, underlying); got != before {
+			if got := drivertest.FileSeen(t, underlying); got != before {
 				t.Errorf("after Undo the container's own /etc/ld.so.cache is %s, was %s", got, before)
 			}
 		})

@@ -3,13 +3,11 @@ package integration
 import (
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,7 +96,7 @@ func TestDriverLibrariesEveryPath(t *testing.T) {
 				t.Fatalf("setup: the container's /etc/ld.so.cache: %s", before)
 			}
 			underlying := filepath.Join(c.State, "io.containerd.runtime.v2.task", "k8s.io", id, "rootfs", "etc", "ld.so.cache")
-			hostBefore := fileSeen(t, underlying)
+			hostBefore := drivertest.FileSeen(t, underlying)
 			if out, _, _ := c.MustExec(t, id, "/sbin/ldconfig", "-p"); strings.Contains(out, "libcuda") {
 				t.Fatalf("before attach the container lists libcuda:\n%s", out)
 			}
@@ -109,7 +107,7 @@ func TestDriverLibrariesEveryPath(t *testing.T) {
 			checkDriverLibraries(t, c, id, root, false)
 			// Underneath the mount: the container's own file as it was, or
 			// the empty file made to mount on where it had none.
-			if got := fileSeen(t, underlying); own && got != hostBefore ||
+			if got := drivertest.FileSeen(t, underlying); own && got != hostBefore ||
 				!own && !strings.HasSuffix(got, fmt.Sprintf("sha256 %x", sha256.Sum256(nil))) {
 				t.Errorf("the container's /etc/ld.so.cache underneath the mount: %s -> %s", hostBefore, got)
 			}
@@ -122,7 +120,7 @@ func TestDriverLibrariesEveryPath(t *testing.T) {
 			if got := cacheSeen(t, c, id); got != before {
 				t.Errorf("after the last detach the container sees /etc/ld.so.cache as %s, want its own view back: %s", got, before)
 			}
-			if got := fileSeen(t, underlying); got != hostBefore {
+			if got := drivertest.FileSeen(t, underlying); got != hostBefore {
 				t.Errorf("the container's own /etc/ld.so.cache after detach: %s, before attach: %s", got, hostBefore)
 			}
 			if out, _, _ := c.MustExec(t, id, "/sbin/ldconfig", "-p"); strings.Contains(out, "libcuda") {
@@ -277,21 +275,4 @@ func cacheSeen(t *testing.T, c *harness.Containerd, id string) string {
 		t.Fatalf("stat /etc/ld.so.cache in the container: exit %d: %s", code, out)
 	}
 	return strings.TrimSpace(out)
-}
-
-// fileSeen is a host file's device, inode and content, or "none".
-func fileSeen(t *testing.T, path string) string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "none"
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("dev %d inode %d sha256 %x", st.Dev, st.Ino, sha256.Sum256(data))
 }

@@ -2,6 +2,12 @@ package drivertest
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
 )
 
 // CacheEntry is one line of a linker cache: Name => Path.
@@ -52,4 +58,24 @@ func LDCache(entries []CacheEntry) []byte {
 	write(&b, table)
 	b.Write(strs.Bytes())
 	return b.Bytes()
+}
+
+// FileSeen is a file's device, inode and content hash, or "none" when it
+// does not exist: two calls agree only if it is the very same file, byte for
+// byte (tests prove with it that a container's own /etc/ld.so.cache is left
+// as it was under the linker cache hotgpu mounts over it).
+func FileSeen(t testing.TB, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "none"
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("dev %d inode %d sha256 %x", st.Dev, st.Ino, sha256.Sum256(data))
 }
