@@ -216,17 +216,23 @@ func ctrTask(t testing.TB, c *harness.Containerd, flags ...string) (id string, p
 func ctrOpen(t *testing.T, c *harness.Containerd, id, path string) string {
 	t.Helper()
 	res := ctrExec(t, c, id, "cat", path)
+	return openOutcome(res.ExitCode, res.Stderr)
+}
+
+// openOutcome says how a `cat PATH` in a container went: ok, ENXIO, EPERM,
+// ENOENT, or its exit code and stderr.
+func openOutcome(exit int, stderr string) string {
 	switch {
-	case res.ExitCode == 0:
+	case exit == 0:
 		return "ok"
-	case strings.Contains(res.Stderr, "No such device or address"):
+	case strings.Contains(stderr, "No such device or address"):
 		return "ENXIO"
-	case strings.Contains(res.Stderr, "Operation not permitted"):
+	case strings.Contains(stderr, "Operation not permitted"):
 		return "EPERM"
-	case strings.Contains(res.Stderr, "No such file"):
+	case strings.Contains(stderr, "No such file"):
 		return "ENOENT"
 	}
-	return res.Stderr
+	return fmt.Sprintf("exit %d: %s", exit, stderr)
 }
 
 func ctrExec(t *testing.T, c *harness.Containerd, id string, args ...string) harness.CtrResult {

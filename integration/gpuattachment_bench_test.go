@@ -136,17 +136,7 @@ func podOpen(b testing.TB, h *hotgpuCluster, id, path string) string {
 	defer cancel()
 	res, _ := h.ctr.Ctr(ctx, "k8s.io", "tasks", "exec", "--fifo-dir", filepath.Join(h.ctr.Dir, "fifo"),
 		"--exec-id", fmt.Sprint("probe", time.Now().UnixNano()), id, "cat", path)
-	switch {
-	case res.ExitCode == 0:
-		return "ok"
-	case strings.Contains(res.Stderr, "No such device or address"):
-		return "ENXIO"
-	case strings.Contains(res.Stderr, "Operation not permitted"):
-		return "EPERM"
-	case strings.Contains(res.Stderr, "No such file"):
-		return "ENOENT"
-	}
-	return fmt.Sprintf("exit %d: %s", res.ExitCode, res.Stderr)
+	return openOutcome(res.ExitCode, res.Stderr)
 }
 
 func containerID(b testing.TB, p *corev1.Pod) string {
