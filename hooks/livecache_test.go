@@ -24,10 +24,7 @@ import (
 func runningContainer(t *testing.T, root string) int {
 	t.Helper()
 	testenv.RequireRoot(t, "makes a mount namespace and pivots into it")
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		testenv.Skip(t, "needs busybox (apt-get install busybox-static)")
-	}
+	busybox := testenv.LookPath(t, "busybox", "apt-get install busybox-static")
 	data, err := os.ReadFile(busybox)
 	if err != nil {
 		t.Fatal(err)

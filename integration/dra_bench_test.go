@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -38,20 +37,7 @@ func BenchmarkClusterDRAPodStart(b *testing.B) {
 	}
 	b.StopTimer()
 	// every claim unprepared: the ledger empty again
-	eventually(b, time.Minute, "every GPU free", func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		gpus, err := h.api.GPUs(ctx)
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, g := range gpus {
-			if g.Grant != nil {
-				return false, fmt.Sprintf("GPU %d held by %+v", g.Index, g.Grant)
-			}
-		}
-		return true, ""
-	})
+	h.waitNoGrants(b, "", "every GPU free")
 	b.ReportMetric(median(plain), "plain-p50-ms")
 	b.ReportMetric(median(dp), "gpu1-p50-ms")
 	b.ReportMetric(median(dra), "dra1-p50-ms")

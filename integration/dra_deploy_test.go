@@ -80,7 +80,15 @@ func testDRAOnDaemonSet(t *testing.T, h *hotgpuCluster) {
 	if err := h.Client().Delete(ctx, "/apis/resource.k8s.io/v1/namespaces/default/resourceclaimtemplates/dra-ds"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "the claim unprepared", func() (bool, string) {
+	h.waitNoGrants(t, ledger.DRA, "the claim unprepared")
+	h.waitAllocatable(t, 8, "the claim's GPU back to the device plugin")
+}
+
+// waitNoGrants waits until hotgpud's ledger holds no GPU for reason (for
+// any reason when "").
+func (h *hotgpuCluster) waitNoGrants(t testing.TB, reason ledger.Reason, why string) {
+	t.Helper()
+	eventually(t, time.Minute, why, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		gpus, err := h.api.GPUs(ctx)
@@ -88,13 +96,12 @@ func testDRAOnDaemonSet(t *testing.T, h *hotgpuCluster) {
 			return false, err.Error()
 		}
 		for _, g := range gpus {
-			if g.Grant != nil && g.Grant.Reason == ledger.DRA {
+			if g.Grant != nil && (reason == "" || g.Grant.Reason == reason) {
 				return false, fmt.Sprintf("GPU %d held by %+v", g.Index, g.Grant)
 			}
 		}
 		return true, ""
 	})
-	h.waitAllocatable(t, 8, "the claim's GPU back to the device plugin")
 }
 
 // freeGPUs lists the GPUs nobody holds.

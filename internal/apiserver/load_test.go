@@ -276,10 +276,7 @@ func newLoadBox(t *testing.T, i int) *loadBox {
 	if _, err := os.Stat(filepath.Join(devicesRoot, "devices.allow")); err != nil {
 		testenv.Skipf(t, "needs a cgroup v1 devices hierarchy at %s", devicesRoot)
 	}
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		testenv.Skip(t, "needs busybox (apt-get install busybox-static)")
-	}
+	busybox := testenv.LookPath(t, "busybox", "apt-get install busybox-static")
 	b := &loadBox{id: fmt.Sprintf("load%02d-%d", i, time.Now().UnixNano()), root: filepath.Join(t.TempDir(), "root")}
 	b.cgroup = "/hotgpu-load-" + b.id
 	mustDo(t, os.MkdirAll(filepath.Join(b.root, "dev"), 0o755))

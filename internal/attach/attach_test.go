@@ -58,10 +58,7 @@ func newSandbox(t testing.TB) *sandbox {
 	if _, err := os.Stat(filepath.Join(devicesRoot, "devices.allow")); err != nil {
 		testenv.Skipf(t, "needs a cgroup v1 devices hierarchy at %s", devicesRoot)
 	}
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		testenv.Skip(t, "needs busybox (apt-get install busybox-static)")
-	}
+	busybox := testenv.LookPath(t, "busybox", "apt-get install busybox-static")
 	s := &sandbox{t: t, root: filepath.Join(t.TempDir(), "root"), cgroup: fmt.Sprintf("/hotgpu-attach-test-%d", time.Now().UnixNano())}
 	must(t, os.MkdirAll(filepath.Join(s.root, "dev"), 0o755))
 	data, err := os.ReadFile(busybox)

@@ -121,12 +121,8 @@ func reexecV2Only(t *testing.T) {
 	if unified == "" {
 		testenv.Skip(t, "needs a cgroup2 hierarchy (e.g. /sys/fs/cgroup/unified)")
 	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		testenv.Skip(t, "needs unshare (util-linux)")
-	}
-	if _, err := exec.LookPath("busybox"); err != nil {
-		testenv.Skip(t, "needs busybox (apt-get install busybox-static)")
-	}
+	testenv.LookPath(t, "unshare", "util-linux")
+	testenv.LookPath(t, "busybox", "apt-get install busybox-static")
 	script := `for m in $MOUNTS; do umount -l "$m" || exit 1; done; exec "$@"`
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
 		os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")

@@ -130,12 +130,7 @@ func TestHoldersLeaderless(t *testing.T) {
 // buildLeaderless compiles testdata/leaderless.c.
 func buildLeaderless(t *testing.T) string {
 	t.Helper()
-	cc, err := exec.LookPath("cc")
-	if err != nil {
-		if cc, err = exec.LookPath("gcc"); err != nil {
-			testenv.Skip(t, "no C compiler (cc or gcc: make host-deps) to build the leaderless helper")
-		}
-	}
+	cc := testenv.LookPath(t, "gcc", "make host-deps; it builds the leaderless helper")
 	bin := filepath.Join(t.TempDir(), "leaderless")
 	if out, err := exec.Command(cc, "-O2", "-pthread", "-o", bin, "testdata/leaderless.c").CombinedOutput(); err != nil {
 		t.Fatalf("cc leaderless.c: %v\n%s", err, out)

@@ -10,6 +10,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -41,4 +42,15 @@ func RequireRoot(t testing.TB, why string) {
 	if os.Geteuid() != 0 {
 		Skipf(t, "needs root: %s", why)
 	}
+}
+
+// LookPath returns the path of the tool name, or skips (fails in strict
+// mode) saying how to install it.
+func LookPath(t testing.TB, name, install string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Skipf(t, "needs %s (%s)", name, install)
+	}
+	return p
 }
