@@ -63,6 +63,12 @@ cgroupDriver: cgroupfs
 # Pods go straight under the harness containerd's cgroup, which its
 # cleanup empties and removes.
 cgroupsPerQOS: false
+# Without pod cgroups kubelet 1.34.4 has no pod cgroup config to resize, and
+# its in-place resize (on by default) dereferences it: a pod with CPU or
+# memory limits (hotgpu's holder pods have them) crashed it once in
+# doPodResizeAction. No test resizes a pod.
+featureGates:
+  InPlacePodVerticalScaling: false
 cgroupRoot: ` + c.opts.Containerd.CgroupParent + `
 enforceNodeAllocatable: []
 failSwapOn: false
